@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Site policy: coherencyd.conf ([Broker]) and *.policy rule files
+ * ([Match], [Policy]) from <config>/policy.d and the vendor policy.d, where
+ * a file in <config>/policy.d masks a vendor file of the same name, and all
+ * are read in lexical order of file name. For each setting the first matching
+ * rule that sets it wins; unset settings fall back to coherencyd.conf, then
+ * to the built-in default.
+ *
+ * Loading does I/O (files, user and group names); evaluation is a pure
+ * function of the loaded policy, the device's facts and the peer.
+ */
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "decision.h"
+#include "facts.h"
+
+struct coh_policy;
+
+/* Where a setting came from: file NULL means the built-in default. */
+struct coh_origin {
+        const char *file; /* owned by the policy */
+        unsigned line;
+};
+
+struct coh_policy_error {
+        char file[4096];
+        unsigned line;      /* 0 when the error is about the file as a whole */
+        char message[256];  /* "unknown key 'Moed'" */
+};
+
+/* The VMM as the daemon saw it at connect time. */
+struct coh_peer {
+        pid_t pid;
+        uid_t uid;
+        gid_t gid;
+        const gid_t *groups;  /* supplementary groups (SO_PEERGROUPS) */
+        size_t n_groups;
+        const char *unit;     /* systemd unit of the peer, NULL when unknown */
+};
+
+struct coh_broker_config {
+        enum coh_mode mode;
+        struct coh_origin mode_origin;
+        bool has_admin_group;
+        gid_t admin_gid;
+        unsigned max_connections;             /* MaxConnections=, default 256 */
+        unsigned max_connections_per_user;    /* MaxConnectionsPerUser=, default 32 */
+        unsigned max_grants_per_connection;   /* MaxGrantsPerConnection=, default 64 */
+        unsigned idle_exit_sec;               /* IdleExitSec=, default 0 = never */
+};
+
+struct coh_policy_result {
+        enum coh_mode mode;
+        struct coh_origin mode_origin;
+        enum coh_nosnoop nosnoop;
+        struct coh_origin nosnoop_origin;
+};
+
+/*
+ * Loads <config_dir>/coherencyd.conf, <config_dir>/policy.d/ *.policy and
+ * <vendor_dir>/ *.policy. Missing files and directories are fine. On a parse
+ * error returns -EINVAL (or -errno for I/O) and fills *err with "file:line: why".
+ */
+int coh_policy_load(const char *config_dir, const char *vendor_dir, struct coh_policy **ret,
+                    struct coh_policy_error *err);
+
+/* The same from memory, for tests and the fuzzer: conf may be NULL; rule files are (name, text) pairs in any order. */
+struct coh_policy_file {
+        const char *name; /* used as the file name in origins and errors, and for ordering */
+        const char *text;
+        size_t len;
+};
+int coh_policy_load_from_memory(const struct coh_policy_file *conf, const struct coh_policy_file *rules,
+                                size_t n_rules, struct coh_policy **ret, struct coh_policy_error *err);
+
+void coh_policy_free(struct coh_policy *p);
+
+const struct coh_broker_config *coh_policy_broker(const struct coh_policy *p);
+
+/*
+ * Pure evaluation. device may be NULL (the caller's restrictions, for
+ * GetInfo): rules that match on any device key are then skipped.
+ */
+void coh_policy_evaluate(const struct coh_policy *p, const struct coh_device_facts *device,
+                         const struct coh_peer *peer, struct coh_policy_result *ret);
+
+/* "file:line" or "default" into buf. */
+const char *coh_origin_format(const struct coh_origin *o, char *buf, size_t size);
+
+/* The loaded policy as JSON (for Manager.GetPolicy): files, rules with their match keys and settings, broker config. */
+json_object *coh_policy_to_json(const struct coh_policy *p);
+
+/* Number of rule files loaded, for the policy-load journal record. */
+size_t coh_policy_n_rules(const struct coh_policy *p);

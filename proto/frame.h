@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Varlink framing on an AF_UNIX SOCK_STREAM socket: each message is one JSON
+ * object followed by a NUL byte. Descriptors travel as SCM_RIGHTS attached to
+ * the first byte of the message that uses them (systemd's convention), and
+ * parameters refer to them by index.
+ *
+ * The stream kernel code stops a read right after the segment that carried
+ * descriptors, but may glue earlier bytes in front of it. So descriptors can
+ * only be tied to a message when the read that brought them started on a
+ * message boundary: then they belong to the first message that starts in that
+ * read. Anything else is a protocol error and the connection must be closed.
+ *
+ * No policy and no kernel objects here: bytes and descriptors only.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define COH_MESSAGE_MAX (64u * 1024u) /* bytes of one message, NUL included */
+#define COH_MESSAGE_FDS_MAX 8u        /* descriptors one message may carry */
+
+/* One complete message, as handed out by coh_frame_next(). */
+struct coh_message {
+        char *json;      /* NUL-terminated, owned */
+        size_t len;      /* strlen(json) */
+        int fds[COH_MESSAGE_FDS_MAX]; /* owned; -1 once taken */
+        size_t n_fds;
+};
+
+/* Input side of one connection. */
+struct coh_frame {
+        char *buf;
+        size_t len, cap;
+        int fds[COH_MESSAGE_FDS_MAX]; /* arrived, not yet tied to a message */
+        size_t n_fds;
+        size_t fds_at;                /* offset in buf of the message start they belong to */
+};
+
+void coh_frame_init(struct coh_frame *f);
+/* Frees the buffer and closes every descriptor not yet handed out. */
+void coh_frame_done(struct coh_frame *f);
+
+/*
+ * One recvmsg(MSG_DONTWAIT|MSG_CMSG_CLOEXEC) into the buffer.
+ * Returns bytes read (> 0), 0 on orderly EOF, -EAGAIN when nothing is there,
+ * -EPROTO when descriptors arrived that cannot be tied to a message (read not
+ * on a boundary, descriptors already pending, MSG_CTRUNC, more than
+ * COH_MESSAGE_FDS_MAX, or a control message that is not SCM_RIGHTS),
+ * -EMSGSIZE when more than COH_MESSAGE_MAX bytes are buffered without a NUL,
+ * other -errno from recvmsg. On every error all received descriptors are closed.
+ */
+ssize_t coh_frame_recv(struct coh_frame *f, int sock);
+
+/*
+ * Feed bytes and descriptors directly (used by coh_frame_recv, tests and the
+ * fuzzer). Same rules and return values as coh_frame_recv (0 on success).
+ * Takes ownership of fds in every case.
+ */
+int coh_frame_feed(struct coh_frame *f, const void *data, size_t len, const int *fds, size_t n_fds);
+
+/*
+ * Takes the next complete message out of the buffer: 1 and *m filled (caller
+ * owns it, release with coh_message_done), 0 when no complete message is
+ * buffered, -EBADMSG for an empty message or one with an embedded NUL
+ * impossibility (i.e. a zero-length message).
+ */
+int coh_frame_next(struct coh_frame *f, struct coh_message *m);
+
+/* True while bytes of an incomplete message are buffered. */
+bool coh_frame_partial(const struct coh_frame *f);
+
+/*
+ * Takes descriptor `index` out of the message: returns it (caller owns it)
+ * or -ERANGE when index is past the message's descriptors, -EBADF when it was
+ * already taken (a message may not use one descriptor for two parameters).
+ */
+int coh_message_take_fd(struct coh_message *m, long index);
+/* Frees json and closes every descriptor not taken. */
+void coh_message_done(struct coh_message *m);
+
+/* Output side: a bounded queue of outgoing messages (no descriptors). */
+struct coh_outbuf {
+        char *buf;
+        size_t len, cap, off;
+};
+
+void coh_outbuf_done(struct coh_outbuf *o);
+/* Appends json plus the terminating NUL. -ENOBUFS past `limit` queued bytes. */
+int coh_outbuf_append(struct coh_outbuf *o, const char *json, size_t limit);
+/* send(MSG_DONTWAIT|MSG_NOSIGNAL) as much as the socket takes: 0 when empty,
+ * -EAGAIN when bytes remain, -errno on failure. */
+int coh_outbuf_flush(struct coh_outbuf *o, int sock);
+static inline bool coh_outbuf_pending(const struct coh_outbuf *o) { return o->len > o->off; }
+
+/*
+ * Client side: sends one message (json plus NUL) with fds attached to its
+ * first byte, on a blocking socket, retrying short writes and EINTR.
+ * Returns 0 or -errno.
+ */
+int coh_send_message(int sock, const char *json, const int *fds, size_t n_fds);
