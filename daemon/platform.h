@@ -43,7 +43,11 @@ struct coh_platform_ops {
         int (*classify)(struct coh_platform *p, int fd, struct coh_fd_info *ret);
         /* Creates the VM's kvm-vfio device; -EBUSY when the VM has one already. */
         int (*vfio_device_create)(struct coh_platform *p, int vm_fd, int *ret_device_fd);
-        int (*vfio_file_add)(struct coh_platform *p, int device_fd, int file_fd);
+        /* coherent: whether the kernel sees the file as enforced-coherent (the
+         * request's ioasCoherent). The kernel knows this itself and the linux
+         * platform ignores it; the simulated one uses it to model KVM's
+         * non-coherent DMA accounting. */
+        int (*vfio_file_add)(struct coh_platform *p, int device_fd, int file_fd, bool coherent);
         int (*vfio_file_del)(struct coh_platform *p, int device_fd, int file_fd);
         /* Closes the kvm-vfio device (since 6.2 this destroys it). */
         void (*vfio_device_close)(struct coh_platform *p, int vm_fd, int device_fd);
