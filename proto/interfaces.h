@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* The Varlink interface definitions shipped in proto/*.varlink, compiled in. */
+/* The Varlink interface definitions shipped as proto/NAME.varlink, compiled in. */
 struct coh_interface {
         const char *name; /* "io.coherencyd.Broker" */
         const char *text; /* the .varlink file, verbatim */

@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * coherencyd: decides which VMs may have real WBINVD emulation and attaches
+ * their VFIO files to KVM on their behalf. See coherencyd(8).
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "sandbox.h"
+#include "util.h"
+
+struct options {
+        const char *socket_path;
+        const char *platform;
+        const char *config_dir;
+        const char *vendor_dir;
+        bool check_policy;
+        bool debug;
+        bool no_sandbox;
+};
+
+static void help(void) {
+        printf("Usage: coherencyd [OPTIONS]\n\n"
+               "Broker WBINVD emulation grants for KVM VMs with VFIO devices.\n\n"
+               "  --socket PATH         listen on PATH (default " COH_SOCKET_PATH ",\n"
+               "                        unless started by socket activation)\n"
+               "  --platform linux|sim:DIR\n"
+               "                        the host's kernel (default), or the simulated\n"
+               "                        platform with a sysfs tree at DIR\n"
+               "  --config DIR          coherencyd.conf and policy.d/ (default " COH_SYSCONF_DIR ")\n"
+               "  --vendor-policy DIR   vendor rules masked by DIR/policy.d (default\n"
+               "                        " COH_VENDOR_POLICY_DIR ", none with --config)\n"
+               "  --check-policy        validate the policy and exit\n"
+               "  --no-sandbox          do not drop capabilities or install the seccomp filter\n"
+               "  --debug               log debug records\n"
+               "  --help, --version\n");
+}
+
+static int parse_args(int argc, char **argv, struct options *o) {
+        enum { ARG_SOCKET = 0x100, ARG_PLATFORM, ARG_CONFIG, ARG_VENDOR, ARG_CHECK, ARG_DEBUG, ARG_NO_SANDBOX, ARG_VERSION };
+        static const struct option longopts[] = {
+                { "socket", required_argument, NULL, ARG_SOCKET },
+                { "platform", required_argument, NULL, ARG_PLATFORM },
+                { "config", required_argument, NULL, ARG_CONFIG },
+                { "vendor-policy", required_argument, NULL, ARG_VENDOR },
+                { "check-policy", no_argument, NULL, ARG_CHECK },
+                { "debug", no_argument, NULL, ARG_DEBUG },
+                { "no-sandbox", no_argument, NULL, ARG_NO_SANDBOX },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {}
+        };
+        bool vendor_set = false;
+        int c;
+
+        *o = (struct options) {
+                .platform = "linux",
+                .config_dir = COH_SYSCONF_DIR,
+                .vendor_dir = COH_VENDOR_POLICY_DIR,
+        };
+        while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
+                switch (c) {
+                case ARG_SOCKET:
+                        o->socket_path = optarg;
+                        break;
+                case ARG_PLATFORM:
+                        o->platform = optarg;
+                        break;
+                case ARG_CONFIG:
+                        o->config_dir = optarg;
+                        if (!vendor_set)
+                                o->vendor_dir = NULL; /* a private config is the whole policy */
+                        break;
+                case ARG_VENDOR:
+                        o->vendor_dir = optarg;
+                        vendor_set = true;
+                        break;
+                case ARG_CHECK:
+                        o->check_policy = true;
+                        break;
+                case ARG_DEBUG:
+                        o->debug = true;
+                        break;
+                case ARG_NO_SANDBOX:
+                        o->no_sandbox = true;
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("coherencyd %s\n", COH_VERSION);
+                        return 0;
+                default:
+                        return -EINVAL;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "coherencyd: unexpected argument '%s'\n", argv[optind]);
+                return -EINVAL;
+        }
+        return 1;
+}
+
+static void log_policy_error(struct coh_daemon *d, const struct coh_policy_error *err, bool fatal) {
+        char where[4200];
+        if (err->line > 0)
+                snprintf(where, sizeof where, "%s:%u", err->file, err->line);
+        else
+                snprintf(where, sizeof where, "%s", err->file);
+        char line[32];
+        snprintf(line, sizeof line, "%u", err->line);
+        char message[4600];
+        snprintf(message, sizeof message, "%s: %s%s", where, err->message,
+                 fatal ? "" : " (the running policy stays in force)");
+        const struct coh_journal_field fields[] = {
+                { "COHERENCYD_POLICY_FILE", err->file },
+                { "COHERENCYD_POLICY_LINE", line },
+                { "COHERENCYD_POLICY_ERROR", err->message },
+        };
+        if (d->journal)
+                (void) coh_journal_send(d->journal, LOG_ERR, COH_MESSAGE_POLICY_FAILED, message, fields, ELEMENTSOF(fields));
+        else
+                fprintf(stderr, "%s\n", message);
+}
+
+static void log_policy_loaded(struct coh_daemon *d, const char *how) {
+        const struct coh_broker_config *cfg = coh_policy_broker(d->policy);
+        char rules[32], origin[512], message[768];
+        snprintf(rules, sizeof rules, "%zu", coh_policy_n_rules(d->policy));
+        coh_origin_format(&cfg->mode_origin, origin, sizeof origin);
+        snprintf(message, sizeof message, "Policy %s: %s rule file(s), default mode %s (%s)", how, rules,
+                 coh_mode_to_string(cfg->mode), origin);
+        const struct coh_journal_field fields[] = {
+                { "COHERENCYD_MODE", coh_mode_to_string(cfg->mode) },
+                { "COHERENCYD_RULE", origin },
+                { "COHERENCYD_RULES", rules },
+                { "COHERENCYD_CONFIG_DIR", d->config_dir },
+        };
+        (void) coh_journal_send(d->journal, LOG_INFO, COH_MESSAGE_POLICY_LOADED, message, fields, ELEMENTSOF(fields));
+}
+
+int coh_daemon_reload(struct coh_daemon *d, struct coh_policy_error *err) {
+        struct coh_policy *p;
+        int r = coh_policy_load(d->config_dir, d->vendor_dir, &p, err);
+        if (r < 0) {
+                log_policy_error(d, err, false);
+                return r;
+        }
+        /* Grants keep their own copies of rule strings, so the old policy can go. */
+        coh_policy_free(d->policy);
+        d->policy = p;
+        log_policy_loaded(d, "reloaded");
+        coh_daemon_state_changed(d);
+        return 0;
+}
+
+void coh_daemon_state_changed(struct coh_daemon *d) {
+        (void) sd_notifyf(0, "STATUS=Serving %u client(s), %u grant(s) on %u VM(s)", d->server.n_conns,
+                          d->grants.n_grants, coh_grants_n_vms(&d->grants));
+}
+
+static void on_sighup(evutil_socket_t sig, short what, void *userdata) {
+        struct coh_daemon *d = userdata;
+        struct coh_policy_error err;
+        (void) sd_notify(0, "RELOADING=1");
+        (void) coh_daemon_reload(d, &err);
+        (void) sd_notify(0, "READY=1");
+}
+
+static void on_sigterm(evutil_socket_t sig, short what, void *userdata) {
+        struct coh_daemon *d = userdata;
+        (void) sd_notify(0, "STOPPING=1");
+        event_base_loopexit(d->base, NULL);
+}
+
+static int setup_listeners(struct coh_daemon *d, const struct options *o) {
+        char **names = NULL;
+        int n = o->socket_path ? 0 : sd_listen_fds_with_names(true, &names);
+        if (n < 0)
+                return n;
+        for (int i = 0; i < n; i++) {
+                int r = coh_server_add_listener(d, SD_LISTEN_FDS_START + i);
+                free(names[i]);
+                if (r < 0)
+                        return r;
+        }
+        free(names);
+        if (n > 0)
+                return 0;
+
+        const char *path = o->socket_path ?: COH_SOCKET_PATH;
+        if (!o->socket_path)
+                (void) mkdir("/run/coherencyd", 0755);
+        int r = coh_server_listen_path(d, path);
+        if (r < 0)
+                fprintf(stderr, "coherencyd: cannot listen on %s: %s\n", path, strerror(-r));
+        return r;
+}
+
+static int run(const struct options *o) {
+        struct coh_daemon d = {
+                .config_dir = o->config_dir,
+                .vendor_dir = o->vendor_dir,
+                .debug = o->debug,
+        };
+        struct coh_policy_error err;
+        char errbuf[512] = "";
+        int r;
+
+        LIST_INIT(&d.server.conns);
+        LIST_INIT(&d.grants.vms);
+        LIST_INIT(&d.grants.grants);
+
+        r = coh_policy_load(d.config_dir, d.vendor_dir, &d.policy, &err);
+        if (r < 0) {
+                log_policy_error(&d, &err, true);
+                return EXIT_FAILURE;
+        }
+        r = coh_platform_new(o->platform, &d.platform, errbuf, sizeof errbuf);
+        if (r < 0) {
+                fprintf(stderr, "coherencyd: %s\n", errbuf[0] ? errbuf : strerror(-r));
+                goto out;
+        }
+        d.base = event_base_new();
+        if (!d.base) {
+                r = -ENOMEM;
+                goto out;
+        }
+        r = coh_journal_new(d.base, getenv("COHERENCYD_JOURNAL_SOCKET"), 4096, &d.journal);
+        if (r < 0) {
+                fprintf(stderr, "coherencyd: journal: %s\n", strerror(-r));
+                goto out;
+        }
+        r = setup_listeners(&d, o);
+        if (r < 0)
+                goto out;
+
+        /* SIGPIPE never: replies are sent with MSG_NOSIGNAL, the journal too. */
+        signal(SIGPIPE, SIG_IGN);
+        d.sig_hup = evsignal_new(d.base, SIGHUP, on_sighup, &d);
+        d.sig_term = evsignal_new(d.base, SIGTERM, on_sigterm, &d);
+        d.sig_int = evsignal_new(d.base, SIGINT, on_sigterm, &d);
+        if (!d.sig_hup || !d.sig_term || !d.sig_int) {
+                r = -ENOMEM;
+                goto out;
+        }
+        event_add(d.sig_hup, NULL);
+        event_add(d.sig_term, NULL);
+        event_add(d.sig_int, NULL);
+
+        if (!o->no_sandbox) {
+                r = coh_sandbox_enter(errbuf, sizeof errbuf);
+                if (r < 0) {
+                        fprintf(stderr, "coherencyd: sandbox: %s\n", errbuf);
+                        goto out;
+                }
+        }
+
+        log_policy_loaded(&d, "loaded");
+        coh_log(&d, LOG_INFO, COH_MESSAGE_STARTED, "coherencyd %s started on the %s platform", COH_VERSION,
+                d.platform->ops->name);
+        (void) sd_notify(0, "READY=1");
+        coh_daemon_state_changed(&d);
+
+        r = event_base_dispatch(d.base) < 0 ? -EIO : 0;
+
+        coh_server_stop_listening(&d);
+        coh_server_close_all(&d);
+        coh_log(&d, LOG_INFO, COH_MESSAGE_STOPPED, "coherencyd stopped");
+out:
+        if (d.sig_hup)
+                event_free(d.sig_hup);
+        if (d.sig_term)
+                event_free(d.sig_term);
+        if (d.sig_int)
+                event_free(d.sig_int);
+        coh_server_stop_listening(&d);
+        coh_journal_free(d.journal);
+        if (d.base)
+                event_base_free(d.base);
+        coh_platform_free(d.platform);
+        coh_policy_free(d.policy);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+static int check_policy(const struct options *o) {
+        struct coh_policy *p;
+        struct coh_policy_error err;
+        int r = coh_policy_load(o->config_dir, o->vendor_dir, &p, &err);
+        if (r < 0) {
+                if (err.line > 0)
+                        fprintf(stderr, "%s:%u: %s\n", err.file, err.line, err.message);
+                else
+                        fprintf(stderr, "%s: %s\n", err.file, err.message);
+                return EXIT_FAILURE;
+        }
+        const struct coh_broker_config *cfg = coh_policy_broker(p);
+        char origin[512];
+        printf("Policy OK: %zu rule file(s), default mode %s (%s)\n", coh_policy_n_rules(p),
+               coh_mode_to_string(cfg->mode), coh_origin_format(&cfg->mode_origin, origin, sizeof origin));
+        coh_policy_free(p);
+        return EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv) {
+        struct options o;
+        int r = parse_args(argc, argv, &o);
+        if (r <= 0)
+                return r < 0 ? 2 : EXIT_SUCCESS;
+        if (o.check_policy)
+                return check_policy(&o);
+        return run(&o);
+}

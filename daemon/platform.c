@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <linux/kcmp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "platform.h"
+
+const char *coh_fd_kind_to_string(enum coh_fd_kind k) {
+        switch (k) {
+        case COH_FD_KVM_VM:
+                return "a KVM VM";
+        case COH_FD_VFIO_GROUP:
+                return "a VFIO group";
+        case COH_FD_VFIO_DEVICE:
+                return "a VFIO device";
+        case COH_FD_VFIO_CONTAINER:
+                return "a VFIO container";
+        case COH_FD_IOMMUFD:
+                return "an iommufd";
+        case COH_FD_OTHER:
+        default:
+                return "something else";
+        }
+}
+
+int coh_platform_new(const char *spec, struct coh_platform **ret, char *errbuf, size_t errlen) {
+        if (strcmp(spec, "linux") == 0)
+                return coh_platform_linux_new(ret, errbuf, errlen);
+        if (strncmp(spec, "sim:", 4) == 0 && spec[4])
+                return coh_platform_sim_new(spec + 4, ret, errbuf, errlen);
+        snprintf(errbuf, errlen, "unknown platform '%s' (expected 'linux' or 'sim:DIR')", spec);
+        return -EINVAL;
+}
+
+void coh_platform_free(struct coh_platform *p) {
+        if (!p)
+                return;
+        if (p->sysfs_fd >= 0)
+                close(p->sysfs_fd);
+        p->ops->free(p);
+}
+
+int coh_same_file(int a, int b) {
+        /* All kvm-vm descriptors share one anonymous inode, so only the open
+         * file (struct file) tells two VMs apart. */
+        pid_t self = getpid();
+        long r = syscall(SYS_kcmp, self, self, KCMP_FILE, (unsigned long) a, (unsigned long) b);
+        if (r < 0)
+                return -errno;
+        return r == 0;
+}

@@ -1,0 +1,399 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Connections. Every byte and descriptor from a client is hostile: messages
+ * and descriptors are bounded by the framing layer, output is bounded here,
+ * connections are limited per uid and in total, and the peer is identified
+ * once, at accept, by what the kernel says (SO_PEERCRED, SO_PEERGROUPS,
+ * SO_PEERPIDFD), never by a pid looked up later.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <systemd/sd-login.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "call.h"
+#include "grants.h"
+#include "daemon.h"
+#include "log.h"
+#include "server.h"
+#include "util.h"
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+#define OUTPUT_MAX (1024u * 1024u)  /* a Monitor client that stops reading is dropped */
+#define OUTPUT_PAUSE (64u * 1024u)  /* stop reading a client whose replies pile up */
+#define READS_PER_EVENT 16          /* fairness between clients */
+#define GROUPS_MAX 256
+
+static void conn_read_cb(evutil_socket_t fd, short what, void *userdata);
+static void conn_write_cb(evutil_socket_t fd, short what, void *userdata);
+static void conn_pidfd_cb(evutil_socket_t fd, short what, void *userdata);
+
+bool coh_conn_is_admin(const struct coh_conn *c) {
+        const struct coh_broker_config *cfg = coh_policy_broker(c->daemon->policy);
+        if (c->peer.uid == 0)
+                return true;
+        if (!cfg->has_admin_group)
+                return false;
+        if (c->peer.gid == cfg->admin_gid)
+                return true;
+        for (size_t i = 0; i < c->peer.n_groups; i++)
+                if (c->peer.groups[i] == cfg->admin_gid)
+                        return true;
+        return false;
+}
+
+static unsigned conns_of_uid(struct coh_server *s, uid_t uid) {
+        unsigned n = 0;
+        struct coh_conn *c;
+        LIST_FOREACH(c, &s->conns, link)
+                n += c->peer.uid == uid;
+        return n;
+}
+
+static int peer_pidfd(int fd, pid_t pid) {
+        int pidfd = -1;
+        socklen_t len = sizeof pidfd;
+        /* Linux >= 6.5 pins the peer process itself; older kernels need
+         * pidfd_open on the SO_PEERCRED pid, which can race with pid reuse. */
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == 0 && pidfd >= 0)
+                return pidfd;
+        if (errno != ENOPROTOOPT && errno != EINVAL && errno != ESRCH)
+                return -errno;
+        if (pid <= 0)
+                return -ESRCH;
+        pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+        return pidfd < 0 ? -errno : pidfd;
+}
+
+static int conn_identify(struct coh_conn *c) {
+        struct ucred cred;
+        socklen_t len = sizeof cred;
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+                return -errno;
+        c->peer.pid = cred.pid;
+        c->peer.uid = cred.uid;
+        c->peer.gid = cred.gid;
+
+        gid_t groups[GROUPS_MAX];
+        len = sizeof groups;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
+                if (errno != ERANGE)
+                        return -errno;
+                len = sizeof groups; /* more than we look at: keep the first ones */
+        }
+        size_t n = len / sizeof(gid_t);
+        if (n > 0) {
+                c->groups = calloc(n, sizeof(gid_t));
+                if (!c->groups)
+                        return -ENOMEM;
+                memcpy(c->groups, groups, n * sizeof(gid_t));
+        }
+        c->peer.groups = c->groups;
+        c->peer.n_groups = n;
+
+        int pidfd = peer_pidfd(c->fd, cred.pid);
+        if (pidfd >= 0) {
+                c->pidfd = pidfd;
+                /* The unit comes from /proc/PID/cgroup; it is trusted only if
+                 * the process the pidfd pins is still alive afterwards, so the
+                 * pid was not reused in between. */
+                char *unit = NULL;
+                if (sd_pid_get_unit(cred.pid, &unit) >= 0) {
+                        /* A pidfd polls readable once its process has exited;
+                         * unlike a signal 0 this needs no permission over it. */
+                        struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+                        if (poll(&pfd, 1, 0) == 0)
+                                c->unit = unit;
+                        else
+                                free(unit);
+                }
+        }
+        c->peer.unit = c->unit;
+        return 0;
+}
+
+static void conn_free(struct coh_conn *c) {
+        struct coh_daemon *d = c->daemon;
+        if (c->ev_read)
+                event_free(c->ev_read);
+        if (c->ev_write)
+                event_free(c->ev_write);
+        if (c->ev_pidfd)
+                event_free(c->ev_pidfd);
+        coh_frame_done(&c->in);
+        coh_outbuf_done(&c->out);
+        if (c->pidfd >= 0)
+                close(c->pidfd);
+        if (c->fd >= 0)
+                close(c->fd);
+        free(c->groups);
+        free(c->unit);
+        free(c);
+        (void) d;
+}
+
+static void resume_accept(struct coh_server *s) {
+        if (!s->accept_paused)
+                return;
+        s->accept_paused = false;
+        for (size_t i = 0; i < s->n_listen; i++)
+                event_add(s->ev_listen[i], NULL);
+}
+
+void coh_conn_close(struct coh_conn *c, const char *end) {
+        struct coh_daemon *d = c->daemon;
+        coh_grants_end_owned(d, c, end);
+        LIST_REMOVE(c, link);
+        d->server.n_conns--;
+        conn_free(c);
+        resume_accept(&d->server);
+        coh_daemon_state_changed(d);
+}
+
+/* Queues bytes and flushes what the socket takes now; the rest waits for EV_WRITE. */
+static int conn_send(struct coh_conn *c, char *json) {
+        if (!json)
+                return -ENOMEM;
+        int r = coh_outbuf_append(&c->out, json, OUTPUT_MAX);
+        free(json);
+        if (r < 0) {
+                c->closing = true; /* a peer that does not read its replies */
+                return r;
+        }
+        r = coh_outbuf_flush(&c->out, c->fd);
+        if (r == -EAGAIN) {
+                event_add(c->ev_write, NULL);
+                if (c->out.len - c->out.off > OUTPUT_PAUSE)
+                        event_del(c->ev_read);
+                return 0;
+        }
+        if (r < 0)
+                c->closing = true;
+        return r;
+}
+
+int coh_conn_reply(struct coh_conn *c, json_object *parameters, bool continues) {
+        return conn_send(c, coh_reply_format(parameters, continues));
+}
+
+int coh_conn_error(struct coh_conn *c, const char *error, json_object *parameters) {
+        return conn_send(c, coh_error_format(error, parameters));
+}
+
+/* Returns false when the connection was closed. */
+static bool conn_process(struct coh_conn *c) {
+        for (;;) {
+                struct coh_message m;
+                int r = coh_frame_next(&c->in, &m);
+                if (r == 0)
+                        return true;
+                if (r < 0) {
+                        coh_log_debug(c->daemon, "connection %" PRIu64 ": bad framing: %s", c->id, strerror(-r));
+                        coh_conn_close(c, "disconnect");
+                        return false;
+                }
+                r = coh_broker_dispatch(c->daemon, c, &m);
+                coh_message_done(&m);
+                if (r < 0 || c->closing) {
+                        coh_conn_close(c, "disconnect");
+                        return false;
+                }
+        }
+}
+
+static void conn_read_cb(evutil_socket_t fd, short what, void *userdata) {
+        struct coh_conn *c = userdata;
+        for (int i = 0; i < READS_PER_EVENT; i++) {
+                ssize_t n = coh_frame_recv(&c->in, c->fd);
+                if (n == -EAGAIN || n == -EINTR)
+                        return;
+                if (n <= 0) {
+                        if (n < 0)
+                                coh_log_debug(c->daemon, "connection %" PRIu64 ": %s", c->id, strerror((int) -n));
+                        coh_conn_close(c, "disconnect");
+                        return;
+                }
+                if (!conn_process(c))
+                        return;
+                if (!event_pending(c->ev_read, EV_READ, NULL))
+                        return; /* paused: output backlog */
+        }
+}
+
+static void conn_write_cb(evutil_socket_t fd, short what, void *userdata) {
+        struct coh_conn *c = userdata;
+        int r = coh_outbuf_flush(&c->out, c->fd);
+        if (r == -EAGAIN)
+                return;
+        event_del(c->ev_write);
+        if (r < 0) {
+                coh_conn_close(c, "disconnect");
+                return;
+        }
+        if (c->closing) {
+                coh_conn_close(c, "disconnect");
+                return;
+        }
+        event_add(c->ev_read, NULL);
+}
+
+static void conn_pidfd_cb(evutil_socket_t fd, short what, void *userdata) {
+        /* The VMM process is gone while its connection is still open (another
+         * process shares the socket): its grants end with it. */
+        coh_conn_close(userdata, "peer-exit");
+}
+
+static void reject(struct coh_daemon *d, int fd, const char *limit) {
+        json_object *p = json_object_new_object();
+        json_object_object_add(p, "limit", json_object_new_string(limit));
+        char *json = coh_error_format("io.coherencyd.Broker.LimitExceeded", p);
+        if (json) {
+                /* Best effort: the client reads it as the answer to its first call. */
+                (void) send(fd, json, strlen(json) + 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+                free(json);
+        }
+        coh_log(d, LOG_NOTICE, COH_MESSAGE_REQUEST_ERROR, "Connection refused: %s reached", limit);
+        close(fd);
+}
+
+static void listen_cb(evutil_socket_t lfd, short what, void *userdata) {
+        struct coh_daemon *d = userdata;
+        struct coh_server *s = &d->server;
+
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                        /* Pause instead of spinning on a listener we cannot serve. */
+                        coh_log(d, LOG_WARNING, NULL, "accept: %s; pausing until a connection closes", strerror(errno));
+                        s->accept_paused = true;
+                        for (size_t i = 0; i < s->n_listen; i++)
+                                event_del(s->ev_listen[i]);
+                }
+                return;
+        }
+
+        struct coh_conn *c = calloc(1, sizeof *c);
+        if (!c) {
+                close(fd);
+                return;
+        }
+        c->daemon = d;
+        c->fd = fd;
+        c->pidfd = -1;
+        c->id = ++s->next_conn_id;
+        coh_frame_init(&c->in);
+
+        int r = conn_identify(c);
+        if (r < 0) {
+                coh_log_debug(d, "connection: cannot identify peer: %s", strerror(-r));
+                conn_free(c);
+                return;
+        }
+        const struct coh_broker_config *cfg = coh_policy_broker(d->policy);
+        if (s->n_conns >= cfg->max_connections) {
+                c->fd = -1;
+                reject(d, fd, "MaxConnections");
+                conn_free(c);
+                return;
+        }
+        if (c->peer.uid != 0 && conns_of_uid(s, c->peer.uid) >= cfg->max_connections_per_user) {
+                c->fd = -1;
+                reject(d, fd, "MaxConnectionsPerUser");
+                conn_free(c);
+                return;
+        }
+
+        c->ev_read = event_new(d->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+        c->ev_write = event_new(d->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+        if (c->pidfd >= 0)
+                c->ev_pidfd = event_new(d->base, c->pidfd, EV_READ, conn_pidfd_cb, c);
+        if (!c->ev_read || !c->ev_write || (c->pidfd >= 0 && !c->ev_pidfd)) {
+                conn_free(c);
+                return;
+        }
+        event_add(c->ev_read, NULL);
+        if (c->ev_pidfd)
+                event_add(c->ev_pidfd, NULL);
+        LIST_INSERT_HEAD(&s->conns, c, link);
+        s->n_conns++;
+        coh_daemon_state_changed(d);
+}
+
+int coh_server_add_listener(struct coh_daemon *d, int fd) {
+        struct coh_server *s = &d->server;
+        if (s->n_listen >= COH_LISTEN_MAX)
+                return -E2BIG;
+        int flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+                return -errno;
+        struct event *ev = event_new(d->base, fd, EV_READ | EV_PERSIST, listen_cb, d);
+        if (!ev)
+                return -ENOMEM;
+        event_add(ev, NULL);
+        s->listen_fds[s->n_listen] = fd;
+        s->ev_listen[s->n_listen] = ev;
+        s->n_listen++;
+        return 0;
+}
+
+int coh_server_listen_path(struct coh_daemon *d, const char *path) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (strlen(path) >= sizeof sa.sun_path)
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return -errno;
+        /* A socket file left by a previous instance is stale: nobody can be
+         * listening on it, or bind would be the wrong way to find out. */
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+                (void) unlink(path);
+        mode_t old = umask(0111);
+        int r = bind(fd, (struct sockaddr *) &sa, sizeof sa);
+        umask(old);
+        if (r < 0)
+                return -errno;
+        if (listen(fd, SOMAXCONN) < 0)
+                return -errno;
+        r = coh_server_add_listener(d, fd);
+        if (r < 0)
+                return r;
+        fd = -1;
+        return 0;
+}
+
+void coh_server_stop_listening(struct coh_daemon *d) {
+        struct coh_server *s = &d->server;
+        for (size_t i = 0; i < s->n_listen; i++) {
+                event_free(s->ev_listen[i]);
+                close(s->listen_fds[i]);
+        }
+        s->n_listen = 0;
+}
+
+void coh_server_close_all(struct coh_daemon *d) {
+        struct coh_server *s = &d->server;
+        while (!LIST_EMPTY(&s->conns)) {
+                struct coh_conn *c = LIST_FIRST(&s->conns);
+                /* Answers already produced go out if the socket takes them now. */
+                (void) coh_outbuf_flush(&c->out, c->fd);
+                coh_conn_close(c, "shutdown");
+        }
+}

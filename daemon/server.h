@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Connections: accepting (with per-uid and total limits, pausing on EMFILE),
+ * the peer's identity taken at connect time, reading calls with their
+ * descriptors, and writing replies without blocking.
+ */
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include "frame.h"
+#include "policy.h"
+
+struct coh_daemon;
+struct event;
+
+struct coh_conn {
+        LIST_ENTRY(coh_conn) link;
+        struct coh_daemon *daemon;
+        uint64_t id;
+        int fd;
+        struct event *ev_read, *ev_write, *ev_pidfd;
+        struct coh_frame in;
+        struct coh_outbuf out;
+
+        /* Who the peer is, from SO_PEERCRED/SO_PEERGROUPS/SO_PEERPIDFD at accept. */
+        struct coh_peer peer;
+        gid_t *groups;
+        char *unit;
+        int pidfd;
+
+        unsigned n_grants;
+        bool monitor;     /* a Manager.Monitor stream is open */
+        bool closing;     /* close once the output is flushed */
+};
+
+LIST_HEAD(coh_conn_list, coh_conn);
+
+#define COH_LISTEN_MAX 4
+
+struct coh_server {
+        int listen_fds[COH_LISTEN_MAX];
+        struct event *ev_listen[COH_LISTEN_MAX];
+        size_t n_listen;
+        struct coh_conn_list conns;
+        unsigned n_conns;
+        uint64_t next_conn_id;
+        bool accept_paused; /* EMFILE: resumed when a connection closes */
+};
+
+/* Binds and listens on path (removing a stale socket), mode 0666: the daemon decides, not file modes. */
+int coh_server_listen_path(struct coh_daemon *d, const char *path);
+/* Serves an already listening socket (socket activation). */
+int coh_server_add_listener(struct coh_daemon *d, int fd);
+void coh_server_stop_listening(struct coh_daemon *d);
+/* Flushes what can be flushed and closes every connection (ending their grants). */
+void coh_server_close_all(struct coh_daemon *d);
+
+/* Replies to the call being handled; they take ownership of parameters. */
+int coh_conn_reply(struct coh_conn *c, json_object *parameters, bool continues);
+int coh_conn_error(struct coh_conn *c, const char *error, json_object *parameters);
+/* Closes the connection now (ends its grants with "disconnect" or "peer-exit"). */
+void coh_conn_close(struct coh_conn *c, const char *end);
+
+bool coh_conn_is_admin(const struct coh_conn *c);
