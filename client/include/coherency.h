@@ -119,6 +119,9 @@ int coherency_request_grant_send(struct coherency_client *c, int vm_fd, int devi
 int coherency_request_grant_finish(struct coherency_client *c, struct coherency_decision *ret);
 
 int coherency_release_grant(struct coherency_client *c, const char *grant);
+/* The same, and the VM's WBINVD state after it ("emulated" while another
+ * granted file of the VM stays attached, else "noop"); ret_vm_wbinvd may be NULL. */
+int coherency_release_grant_vm_wbinvd(struct coherency_client *c, const char *grant, char ret_vm_wbinvd[16]);
 
 /* This connection's grants; free *ret with free(). Returns the count. */
 int coherency_list_grants(struct coherency_client *c, struct coherency_grant **ret);
