@@ -1,0 +1,1038 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "ini.h"
+#include "policy.h"
+#include "util.h"
+
+#define WHITESPACE " \t\r\n\v\f"
+#define CONF_NAME "coherencyd.conf"
+#define RULE_SUFFIX ".policy"
+
+/* Policy files are a few lines; the bound only keeps a mistake (a log file
+ * symlinked into policy.d, say) from making a root daemon read without end. */
+#define POLICY_FILE_MAX (1024U * 1024U)
+
+/* Not (yet) in util.h; guarded so that they can move there without breaking this file. */
+#ifndef TAKE_PTR
+#define TAKE_PTR(p) ({ __typeof__(p) _p = (p); (p) = NULL; _p; })
+#endif
+#ifndef streq
+#define streq(a, b) (strcmp((a), (b)) == 0)
+#endif
+
+static inline void closedirp(DIR **d) {
+        if (*d)
+                closedir(*d);
+}
+
+enum match_kind {
+        MATCH_KIND_HEX_GLOB,    /* globs on a sysfs id: case-insensitive, "0x" optional */
+        MATCH_KIND_GLOB,        /* globs on a string, compared as is */
+        MATCH_KIND_IOMMU_GROUP, /* non-negative integers */
+        MATCH_KIND_USER,        /* user names or uids, resolved at load */
+        MATCH_KIND_GROUP,       /* group names or gids, resolved at load */
+};
+
+enum {
+        MATCH_VENDOR,
+        MATCH_DEVICE,
+        MATCH_CLASS,
+        MATCH_DRIVER,
+        MATCH_SLOT,
+        MATCH_IOMMU_GROUP,
+        MATCH_USER,
+        MATCH_GROUP,
+        MATCH_UNIT,
+        _MATCH_MAX,
+};
+
+static const char *subject_vendor(const struct coh_device_facts *d, const struct coh_peer *p) {
+        return d->vendor;
+}
+
+static const char *subject_device(const struct coh_device_facts *d, const struct coh_peer *p) {
+        return d->device;
+}
+
+static const char *subject_class(const struct coh_device_facts *d, const struct coh_peer *p) {
+        return d->class;
+}
+
+/* An unbound device has no driver to match, as a peer outside any unit has no unit. */
+static const char *subject_driver(const struct coh_device_facts *d, const struct coh_peer *p) {
+        return d->driver[0] ? d->driver : NULL;
+}
+
+static const char *subject_slot(const struct coh_device_facts *d, const struct coh_peer *p) {
+        return d->slot;
+}
+
+static const char *subject_unit(const struct coh_device_facts *d, const struct coh_peer *p) {
+        return p->unit && p->unit[0] ? p->unit : NULL;
+}
+
+/* Indexed by MATCH_*, which is also the order of "match" in coh_policy_to_json(). */
+static const struct match_key {
+        const char *name;
+        enum match_kind kind;
+        bool device;  /* a fact about the device: such a rule cannot apply when there is none */
+        /* Globs only: the string matched, NULL when the subject has none (matching nothing). */
+        const char *(*subject)(const struct coh_device_facts *d, const struct coh_peer *p);
+} match_keys[_MATCH_MAX] = {
+        [MATCH_VENDOR]      = { "Vendor",     MATCH_KIND_HEX_GLOB,    true,  subject_vendor },
+        [MATCH_DEVICE]      = { "Device",     MATCH_KIND_HEX_GLOB,    true,  subject_device },
+        [MATCH_CLASS]       = { "Class",      MATCH_KIND_HEX_GLOB,    true,  subject_class  },
+        [MATCH_DRIVER]      = { "Driver",     MATCH_KIND_GLOB,        true,  subject_driver },
+        [MATCH_SLOT]        = { "Slot",       MATCH_KIND_GLOB,        true,  subject_slot   },
+        [MATCH_IOMMU_GROUP] = { "IOMMUGroup", MATCH_KIND_IOMMU_GROUP, true,  NULL           },
+        [MATCH_USER]        = { "User",       MATCH_KIND_USER,        false, NULL           },
+        [MATCH_GROUP]       = { "Group",      MATCH_KIND_GROUP,       false, NULL           },
+        [MATCH_UNIT]        = { "Unit",       MATCH_KIND_GLOB,        false, subject_unit   },
+};
+
+struct match {
+        unsigned line;   /* 0: the key is absent */
+        char *buf;       /* the value as written, split in place into words */
+        char **words;
+        uint32_t *ids;   /* numeric kinds: what each word resolved to */
+        size_t n;
+};
+
+struct rule {
+        char *file;
+        struct match match[_MATCH_MAX];
+        bool has_device_key;
+        enum coh_mode mode;
+        unsigned mode_line;        /* 0: Mode= not set */
+        enum coh_nosnoop nosnoop;
+        unsigned nosnoop_line;     /* 0: NoSnoop= not set */
+};
+
+struct coh_policy {
+        char *conf_file;           /* broker.mode_origin.file points here */
+        struct coh_broker_config broker;
+        struct rule *rules;
+        size_t n_rules;
+};
+
+enum broker_kind {
+        BROKER_MODE,
+        BROKER_ADMIN_GROUP,
+        BROKER_UNSIGNED,
+};
+
+static const struct broker_key {
+        const char *name;
+        enum broker_kind kind;
+        size_t offset;             /* BROKER_UNSIGNED: the field, and its range */
+        uint32_t min, max;
+} broker_keys[] = {
+#define UNSIGNED_KEY(n, field, lo, hi) \
+        { .name = n, .kind = BROKER_UNSIGNED, .offset = offsetof(struct coh_broker_config, field), .min = lo, .max = hi }
+        { .name = "Mode", .kind = BROKER_MODE },
+        { .name = "AdminGroup", .kind = BROKER_ADMIN_GROUP },
+        UNSIGNED_KEY("MaxConnections", max_connections, 1, 65536),
+        UNSIGNED_KEY("MaxConnectionsPerUser", max_connections_per_user, 1, 65536),
+        UNSIGNED_KEY("MaxGrantsPerConnection", max_grants_per_connection, 1, 65536),
+        UNSIGNED_KEY("IdleExitSec", idle_exit_sec, 0, 86400),
+#undef UNSIGNED_KEY
+};
+
+struct conf_parser {
+        struct coh_broker_config *broker;
+        const char *file;
+        unsigned lines[ELEMENTSOF(broker_keys)];  /* where each key was set, for duplicates */
+};
+
+/* One file to parse: path names it in origins and errors, name (its last component) orders it. */
+struct source {
+        const char *path;
+        const char *name;
+        const char *text;
+        size_t len;
+        char *owned_path;
+        char *owned_text;
+};
+
+struct source_list {
+        struct source *items;
+        size_t n;
+};
+
+static const struct coh_broker_config broker_defaults = {
+        .mode = COH_MODE_AUTOMATIC,
+        .max_connections = 256,
+        .max_connections_per_user = 32,
+        .max_grants_per_connection = 64,
+        .idle_exit_sec = 0,
+};
+
+__attribute__((format(printf, 3, 4)))
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+        return -EINVAL;
+}
+
+static int set_error(struct coh_policy_error *e, const char *file, unsigned line, int r, const char *message) {
+        if (e) {
+                snprintf(e->file, sizeof e->file, "%s", file);
+                e->line = line;
+                snprintf(e->message, sizeof e->message, "%s", message && *message ? message : strerror(-r));
+        }
+        return r;
+}
+
+
+/* Strict decimal: strtoul() would also take signs, blanks and hex. -ERANGE above max. */
+static int parse_u32(const char *s, uint32_t max, uint32_t *ret) {
+        uint64_t v = 0;
+
+        if (!*s)
+                return -EINVAL;
+        for (; *s; s++) {
+                if (*s < '0' || *s > '9')
+                        return -EINVAL;
+                v = v * 10 + (uint64_t) (*s - '0');
+                if (v > max) {
+                        /* Keep scanning: "99999999999x" is not a number at all. */
+                        for (; *s; s++)
+                                if (*s < '0' || *s > '9')
+                                        return -EINVAL;
+                        return -ERANGE;
+                }
+        }
+        *ret = (uint32_t) v;
+        return 0;
+}
+
+/* getpwnam_r() and getgrnam_r() tell "no such entry" in several ways (see their man page). */
+static bool nss_not_found(int r) {
+        return r == 0 || r == ENOENT || r == ESRCH || r == EBADF || r == EPERM;
+}
+
+/*
+ * Names are resolved once, at load: evaluation must not do I/O, and a policy
+ * naming a user who does not exist is a mistake to report, not to ignore.
+ * Returns 0, -ESRCH when there is no such name, -ERANGE for an out-of-range
+ * number, or another negative errno when the lookup itself failed.
+ */
+static int resolve_user(const char *name, uint32_t *ret) {
+        size_t size = 1024;
+        int r;
+
+        r = parse_u32(name, UINT32_MAX - 1, ret);  /* (uid_t) -1 is "no user" to the kernel */
+        if (r != -EINVAL)
+                return r;
+
+        for (;;) {
+                _cleanup_free_ char *buf = malloc(size);
+                struct passwd pw, *result = NULL;
+
+                if (!buf)
+                        return -ENOMEM;
+                r = getpwnam_r(name, &pw, buf, size, &result);
+                if (r == 0 && result) {
+                        *ret = pw.pw_uid;
+                        return 0;
+                }
+                if (r != ERANGE || size >= 1024U * 1024U)
+                        break;
+                size *= 2;
+        }
+        return nss_not_found(r) ? -ESRCH : -r;
+}
+
+static int resolve_group(const char *name, uint32_t *ret) {
+        size_t size = 1024;
+        int r;
+
+        r = parse_u32(name, UINT32_MAX - 1, ret);
+        if (r != -EINVAL)
+                return r;
+
+        for (;;) {
+                _cleanup_free_ char *buf = malloc(size);
+                struct group gr, *result = NULL;
+
+                if (!buf)
+                        return -ENOMEM;
+                r = getgrnam_r(name, &gr, buf, size, &result);
+                if (r == 0 && result) {
+                        *ret = gr.gr_gid;
+                        return 0;
+                }
+                if (r != ERANGE || size >= 1024U * 1024U)
+                        break;
+                size *= 2;
+        }
+        return nss_not_found(r) ? -ESRCH : -r;
+}
+
+static int resolve_error(int r, const char *what, const char *name, char *err, size_t errlen) {
+        switch (r) {
+        case -ESRCH:
+                return fail(err, errlen, "unknown %s '%s'", what, name);
+        case -ERANGE:
+                return fail(err, errlen, "invalid %s '%s' (id out of range)", what, name);
+        default:
+                snprintf(err, errlen, "failed to look up %s '%s': %s", what, name, strerror(-r));
+                return r;
+        }
+}
+
+static int parse_mode(const char *value, enum coh_mode *ret, char *err, size_t errlen) {
+        enum coh_mode m = coh_mode_from_string(value);
+
+        if (m < 0)
+                return fail(err, errlen, "invalid Mode= value '%s' (expected enable, automatic or force-disable)",
+                            value);
+        *ret = m;
+        return 0;
+}
+
+/* Every assignment is checked the same way before its value is looked at. */
+static int check_assignment(const char *section, const char *key, const char *value, unsigned previous_line,
+                            char *err, size_t errlen) {
+        if (previous_line > 0)
+                return fail(err, errlen, "duplicate key '%s' in section [%s] (first set on line %u)",
+                            key, section, previous_line);
+        if (!*value)
+                return fail(err, errlen, "empty value for key '%s' in section [%s]", key, section);
+        return 0;
+}
+
+static int parse_match_word(const struct match_key *k, const char *word, uint32_t *ret, char *err, size_t errlen) {
+        int r;
+
+        switch (k->kind) {
+        case MATCH_KIND_IOMMU_GROUP:
+                if (parse_u32(word, INT_MAX, ret) < 0)
+                        return fail(err, errlen, "invalid %s= value '%s' (expected a non-negative integer)",
+                                    k->name, word);
+                return 0;
+        case MATCH_KIND_USER:
+                r = resolve_user(word, ret);
+                return r < 0 ? resolve_error(r, "user", word, err, errlen) : 0;
+        case MATCH_KIND_GROUP:
+                r = resolve_group(word, ret);
+                return r < 0 ? resolve_error(r, "group", word, err, errlen) : 0;
+        default:
+                return 0;  /* globs are kept as written */
+        }
+}
+
+static int parse_match(const struct match_key *k, struct match *m, const char *value, unsigned line,
+                       char *err, size_t errlen) {
+        _cleanup_free_ char *buf = NULL;
+        _cleanup_free_ char **words = NULL;
+        _cleanup_free_ uint32_t *ids = NULL;
+        char *save = NULL;
+        size_t n = 0;
+        int r;
+
+        r = check_assignment("Match", k->name, value, m->line, err, errlen);
+        if (r < 0)
+                return r;
+
+        buf = strdup(value);
+        /* A value of L bytes holds at most (L + 1) / 2 words. */
+        words = calloc(strlen(value) / 2 + 1, sizeof *words);
+        ids = calloc(strlen(value) / 2 + 1, sizeof *ids);
+        if (!buf || !words || !ids) {
+                snprintf(err, errlen, "out of memory");
+                return -ENOMEM;
+        }
+
+        for (char *w = strtok_r(buf, WHITESPACE, &save); w; w = strtok_r(NULL, WHITESPACE, &save)) {
+                r = parse_match_word(k, w, &ids[n], err, errlen);
+                if (r < 0)
+                        return r;
+                words[n++] = w;
+        }
+
+        m->line = line;
+        m->buf = TAKE_PTR(buf);
+        m->words = TAKE_PTR(words);
+        m->ids = TAKE_PTR(ids);
+        m->n = n;
+        return 0;
+}
+
+static int rule_handler(const char *section, const char *key, const char *value, unsigned line, void *userdata,
+                        char *err, size_t errlen) {
+        struct rule *rule = userdata;
+        int r;
+
+        if (streq(section, "Match")) {
+                if (!key)
+                        return 0;
+                for (size_t i = 0; i < _MATCH_MAX; i++)
+                        if (streq(key, match_keys[i].name))
+                                return parse_match(&match_keys[i], &rule->match[i], value, line, err, errlen);
+
+        } else if (streq(section, "Policy")) {
+                if (!key)
+                        return 0;
+                if (streq(key, "Mode")) {
+                        r = check_assignment(section, key, value, rule->mode_line, err, errlen);
+                        if (r < 0)
+                                return r;
+                        r = parse_mode(value, &rule->mode, err, errlen);
+                        if (r < 0)
+                                return r;
+                        rule->mode_line = line;
+                        return 0;
+                }
+                if (streq(key, "NoSnoop")) {
+                        r = check_assignment(section, key, value, rule->nosnoop_line, err, errlen);
+                        if (r < 0)
+                                return r;
+                        rule->nosnoop = coh_nosnoop_from_string(value);
+                        if (rule->nosnoop < 0)
+                                return fail(err, errlen,
+                                            "invalid NoSnoop= value '%s' (expected hardwired-off or capable)", value);
+                        rule->nosnoop_line = line;
+                        return 0;
+                }
+
+        } else
+                return fail(err, errlen, "unknown section [%s] (expected [Match] or [Policy])", section);
+
+        return fail(err, errlen, "unknown key '%s' in section [%s]", key, section);
+}
+
+static int conf_handler(const char *section, const char *key, const char *value, unsigned line, void *userdata,
+                        char *err, size_t errlen) {
+        struct conf_parser *c = userdata;
+        uint32_t v;
+        int r;
+
+        if (!streq(section, "Broker"))
+                return fail(err, errlen, "unknown section [%s] (expected [Broker])", section);
+        if (!key)
+                return 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(broker_keys); i++) {
+                const struct broker_key *k = &broker_keys[i];
+
+                if (!streq(key, k->name))
+                        continue;
+
+                r = check_assignment(section, key, value, c->lines[i], err, errlen);
+                if (r < 0)
+                        return r;
+
+                switch (k->kind) {
+                case BROKER_MODE:
+                        r = parse_mode(value, &c->broker->mode, err, errlen);
+                        if (r < 0)
+                                return r;
+                        c->broker->mode_origin = (struct coh_origin) { .file = c->file, .line = line };
+                        break;
+                case BROKER_ADMIN_GROUP:
+                        r = resolve_group(value, &v);
+                        if (r < 0)
+                                return resolve_error(r, "group", value, err, errlen);
+                        c->broker->has_admin_group = true;
+                        c->broker->admin_gid = v;
+                        break;
+                case BROKER_UNSIGNED:
+                        if (parse_u32(value, k->max, &v) < 0 || v < k->min)
+                                return fail(err, errlen, "invalid %s= value '%s' (expected an integer from %u to %u)",
+                                            key, value, k->min, k->max);
+                        *(unsigned *) ((uint8_t *) c->broker + k->offset) = v;
+                        break;
+                }
+
+                c->lines[i] = line;
+                return 0;
+        }
+
+        return fail(err, errlen, "unknown key '%s' in section [%s]", key, section);
+}
+
+static void match_done(struct match *m) {
+        free(m->buf);
+        free(m->words);
+        free(m->ids);
+}
+
+static void rule_done(struct rule *r) {
+        for (size_t i = 0; i < _MATCH_MAX; i++)
+                match_done(&r->match[i]);
+        free(r->file);
+}
+
+void coh_policy_free(struct coh_policy *p) {
+        if (!p)
+                return;
+        for (size_t i = 0; i < p->n_rules; i++)
+                rule_done(&p->rules[i]);
+        free(p->rules);
+        free(p->conf_file);
+        free(p);
+}
+
+static void coh_policy_freep(struct coh_policy **p) {
+        coh_policy_free(*p);
+}
+
+static int source_compare(const void *a, const void *b) {
+        const struct source *x = a, *y = b;
+        int c = strcmp(x->name, y->name);
+
+        return c != 0 ? c : strcmp(x->path, y->path);
+}
+
+static int parse_conf(struct coh_policy *p, const struct source *s, struct coh_policy_error *err) {
+        struct conf_parser c = { .broker = &p->broker };
+        char message[sizeof err->message] = "";
+        unsigned line = 0;
+        int r;
+
+        p->conf_file = strdup(s->path);
+        if (!p->conf_file)
+                return set_error(err, s->path, 0, -ENOMEM, NULL);
+        c.file = p->conf_file;
+
+        r = coh_ini_parse(s->text, s->len, conf_handler, &c, &line, message, sizeof message);
+        if (r < 0)
+                return set_error(err, s->path, line, r, message);
+        return 0;
+}
+
+static int parse_rule(struct coh_policy *p, const struct source *s, struct coh_policy_error *err) {
+        char message[sizeof err->message] = "";
+        struct rule *rule = &p->rules[p->n_rules];
+        unsigned line = 0;
+        int r;
+
+        *rule = (struct rule) {};
+        rule->file = strdup(s->path);
+        if (!rule->file)
+                return set_error(err, s->path, 0, -ENOMEM, NULL);
+        p->n_rules++;  /* from here on coh_policy_free() owns it, whatever happens next */
+
+        r = coh_ini_parse(s->text, s->len, rule_handler, rule, &line, message, sizeof message);
+        if (r < 0)
+                return set_error(err, s->path, line, r, message);
+
+        for (size_t i = 0; i < _MATCH_MAX; i++)
+                if (rule->match[i].line > 0 && match_keys[i].device)
+                        rule->has_device_key = true;
+        return 0;
+}
+
+/* Sorts rules (by file name, then path) in place. */
+static int policy_build(const struct source *conf, struct source *rules, size_t n_rules, struct coh_policy **ret,
+                        struct coh_policy_error *err) {
+        _cleanup_(coh_policy_freep) struct coh_policy *p = NULL;
+        int r;
+
+        p = calloc(1, sizeof *p);
+        if (!p)
+                return set_error(err, "", 0, -ENOMEM, NULL);
+        p->broker = broker_defaults;
+
+        if (conf) {
+                r = parse_conf(p, conf, err);
+                if (r < 0)
+                        return r;
+        }
+
+        if (n_rules > 0) {
+                qsort(rules, n_rules, sizeof *rules, source_compare);
+                p->rules = calloc(n_rules, sizeof *p->rules);
+                if (!p->rules)
+                        return set_error(err, "", 0, -ENOMEM, NULL);
+        }
+
+        for (size_t i = 0; i < n_rules; i++) {
+                /* An empty file (or /dev/null) exists only to mask a vendor file of its name. */
+                if (rules[i].len == 0)
+                        continue;
+                r = parse_rule(p, &rules[i], err);
+                if (r < 0)
+                        return r;
+        }
+
+        *ret = TAKE_PTR(p);
+        return 0;
+}
+
+static void source_list_done(struct source_list *l) {
+        for (size_t i = 0; i < l->n; i++) {
+                free(l->items[i].owned_path);
+                free(l->items[i].owned_text);
+        }
+        free(l->items);
+}
+
+static const char *last_component(const char *path) {
+        const char *s = strrchr(path, '/');
+
+        return s ? s + 1 : path;
+}
+
+int coh_policy_load_from_memory(const struct coh_policy_file *conf, const struct coh_policy_file *rules,
+                                size_t n_rules, struct coh_policy **ret, struct coh_policy_error *err) {
+        _cleanup_free_ struct source *sources = NULL;
+        struct source conf_source;
+
+        if (err)
+                *err = (struct coh_policy_error) {};
+
+        if (conf) {
+                if (!conf->name || (!conf->text && conf->len > 0))
+                        return set_error(err, "", 0, -EINVAL, "configuration without a name or text");
+                conf_source = (struct source) { .path = conf->name, .name = conf->name,
+                                                .text = conf->text, .len = conf->len };
+        }
+
+        if (n_rules > 0) {
+                sources = calloc(n_rules, sizeof *sources);
+                if (!sources)
+                        return set_error(err, "", 0, -ENOMEM, NULL);
+        }
+        for (size_t i = 0; i < n_rules; i++) {
+                if (!rules[i].name || (!rules[i].text && rules[i].len > 0))
+                        return set_error(err, "", 0, -EINVAL, "rule file without a name or text");
+                sources[i] = (struct source) { .path = rules[i].name, .name = last_component(rules[i].name),
+                                               .text = rules[i].text, .len = rules[i].len };
+        }
+
+        return policy_build(conf ? &conf_source : NULL, sources, n_rules, ret, err);
+}
+
+/*
+ * Reads a policy file: a regular file, or /dev/null (a masking symlink).
+ * -EBADFD for anything else, -EFBIG beyond POLICY_FILE_MAX.
+ */
+static int read_policy_file(int dir_fd, const char *name, char **ret, size_t *ret_len) {
+        _cleanup_close_ int fd = -1;
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0, size = 0;
+        struct stat st;
+
+        /* O_NONBLOCK: a FIFO must not hang the open; fstat() then turns it away. */
+        fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (S_ISDIR(st.st_mode))
+                return -EISDIR;
+        if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)) {
+                *ret = NULL;
+                *ret_len = 0;
+                return 0;
+        }
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+
+        for (;;) {
+                ssize_t k;
+
+                if (len == size) {
+                        char *n;
+
+                        if (size > POLICY_FILE_MAX)
+                                return -EFBIG;
+                        size = size > 0 ? size * 2 : 4096;
+                        n = realloc(buf, size);
+                        if (!n)
+                                return -ENOMEM;
+                        buf = n;
+                }
+                k = read(fd, buf + len, size - len);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        break;
+                len += (size_t) k;
+        }
+        if (len > POLICY_FILE_MAX)
+                return -EFBIG;
+
+        *ret = TAKE_PTR(buf);
+        *ret_len = len;
+        return 0;
+}
+
+static const char *read_error_message(int r) {
+        switch (r) {
+        case -EFBIG:
+                return "file too large";
+        case -EBADFD:
+                return "not a regular file";
+        default:
+                return NULL;  /* strerror() says it well enough */
+        }
+}
+
+static bool source_list_has(const struct source_list *l, const char *name) {
+        for (size_t i = 0; i < l->n; i++)
+                if (streq(l->items[i].name, name))
+                        return true;
+        return false;
+}
+
+static bool is_rule_file_name(const char *name) {
+        size_t n = strlen(name), k = strlen(RULE_SUFFIX);
+
+        /* Hidden files are editors' and package managers' business, as in systemd. */
+        return name[0] != '.' && n > k && streq(name + n - k, RULE_SUFFIX);
+}
+
+/*
+ * Adds dir's rule files to l, except those whose name is in l already: the
+ * config dir goes first, so its files mask the vendor's, which are then not
+ * even opened. Entries that are neither files nor /dev/null are skipped (and
+ * mask nothing), as are entries that vanish or dangle.
+ */
+static int collect_dir(struct source_list *l, const char *dir, struct coh_policy_error *err) {
+        _cleanup_(closedirp) DIR *d = NULL;
+        struct dirent *de;
+        int r;
+
+        d = opendir(dir);
+        if (!d) {
+                if (errno == ENOENT)
+                        return 0;
+                return set_error(err, dir, 0, -errno, NULL);
+        }
+
+        for (errno = 0; (de = readdir(d)); errno = 0) {
+                _cleanup_free_ char *path = NULL, *text = NULL;
+                struct source *items;
+                size_t len = 0;
+
+                if (!is_rule_file_name(de->d_name) || source_list_has(l, de->d_name))
+                        continue;
+
+                if (asprintf(&path, "%s/%s", dir, de->d_name) < 0) {
+                        path = NULL;
+                        return set_error(err, dir, 0, -ENOMEM, NULL);
+                }
+
+                r = read_policy_file(dirfd(d), de->d_name, &text, &len);
+                if (r == -ENOENT || r == -EISDIR || r == -EBADFD)
+                        continue;
+                if (r < 0)
+                        return set_error(err, path, 0, r, read_error_message(r));
+
+                items = reallocarray(l->items, l->n + 1, sizeof *items);
+                if (!items)
+                        return set_error(err, path, 0, -ENOMEM, NULL);
+                l->items = items;
+                l->items[l->n] = (struct source) {
+                        .path = path,
+                        .name = last_component(path),
+                        .text = text,
+                        .len = len,
+                };
+                l->items[l->n].owned_path = TAKE_PTR(path);
+                l->items[l->n].owned_text = TAKE_PTR(text);
+                l->n++;
+        }
+        if (errno != 0)
+                return set_error(err, dir, 0, -errno, NULL);
+
+        return 0;
+}
+
+int coh_policy_load(const char *config_dir, const char *vendor_dir, struct coh_policy **ret,
+                    struct coh_policy_error *err) {
+        _cleanup_(source_list_done) struct source_list rules = {};
+        _cleanup_free_ char *conf_path = NULL, *conf_text = NULL, *dropin_dir = NULL;
+        struct source conf = {};
+        bool have_conf = false;
+        int r;
+
+        if (err)
+                *err = (struct coh_policy_error) {};
+
+        /* asprintf() leaves the pointer undefined on failure. */
+        if (asprintf(&conf_path, "%s/" CONF_NAME, config_dir) < 0) {
+                conf_path = NULL;
+                return set_error(err, config_dir, 0, -ENOMEM, NULL);
+        }
+        if (asprintf(&dropin_dir, "%s/policy.d", config_dir) < 0) {
+                dropin_dir = NULL;
+                return set_error(err, config_dir, 0, -ENOMEM, NULL);
+        }
+
+        r = read_policy_file(AT_FDCWD, conf_path, &conf_text, &conf.len);
+        if (r >= 0) {
+                conf.path = conf.name = conf_path;
+                conf.text = conf_text;
+                have_conf = true;
+        } else if (r != -ENOENT)
+                return set_error(err, conf_path, 0, r, read_error_message(r));
+
+        r = collect_dir(&rules, dropin_dir, err);
+        if (r < 0)
+                return r;
+        if (vendor_dir) {
+                r = collect_dir(&rules, vendor_dir, err);
+                if (r < 0)
+                        return r;
+        }
+
+        return policy_build(have_conf ? &conf : NULL, rules.items, rules.n, ret, err);
+}
+
+const struct coh_broker_config *coh_policy_broker(const struct coh_policy *p) {
+        return &p->broker;
+}
+
+size_t coh_policy_n_rules(const struct coh_policy *p) {
+        return p->n_rules;
+}
+
+static bool ids_contain(const struct match *m, uint32_t id) {
+        for (size_t i = 0; i < m->n; i++)
+                if (m->ids[i] == id)
+                        return true;
+        return false;
+}
+
+/* sysfs writes ids as "0x8086"; operators write them with or without the prefix. */
+static const char *skip_hex_prefix(const char *s) {
+        return s[0] == '0' && (s[1] == 'x' || s[1] == 'X') ? s + 2 : s;
+}
+
+static bool match_globs(const struct match_key *k, const struct match *m, const char *subject) {
+        bool hex = k->kind == MATCH_KIND_HEX_GLOB;
+
+        if (!subject)
+                return false;
+        if (hex)
+                subject = skip_hex_prefix(subject);
+
+        for (size_t i = 0; i < m->n; i++)
+                if (fnmatch(hex ? skip_hex_prefix(m->words[i]) : m->words[i], subject,
+                            hex ? FNM_CASEFOLD : 0) == 0)
+                        return true;
+        return false;
+}
+
+static bool match_one(const struct match_key *k, const struct match *m, const struct coh_device_facts *d,
+                      const struct coh_peer *peer) {
+        switch (k->kind) {
+        case MATCH_KIND_HEX_GLOB:
+        case MATCH_KIND_GLOB:
+                return match_globs(k, m, k->subject(d, peer));
+        case MATCH_KIND_IOMMU_GROUP:
+                return d->iommu_group >= 0 && ids_contain(m, (uint32_t) d->iommu_group);
+        case MATCH_KIND_USER:
+                return ids_contain(m, peer->uid);
+        case MATCH_KIND_GROUP:
+                if (ids_contain(m, peer->gid))
+                        return true;
+                for (size_t i = 0; i < peer->n_groups; i++)
+                        if (ids_contain(m, peer->groups[i]))
+                                return true;
+                return false;
+        }
+        return false;
+}
+
+static bool rule_matches(const struct rule *r, const struct coh_device_facts *d, const struct coh_peer *peer) {
+        if (!d && r->has_device_key)
+                return false;
+
+        for (size_t i = 0; i < _MATCH_MAX; i++) {
+                if (r->match[i].line == 0)
+                        continue;
+                /* Without a peer, a rule about peers cannot be shown to apply. */
+                if (!match_keys[i].device && !peer)
+                        return false;
+                if (!match_one(&match_keys[i], &r->match[i], d, peer))
+                        return false;
+        }
+        return true;
+}
+
+void coh_policy_evaluate(const struct coh_policy *p, const struct coh_device_facts *device,
+                         const struct coh_peer *peer, struct coh_policy_result *ret) {
+        bool have_mode = false, have_nosnoop = false;
+
+        *ret = (struct coh_policy_result) {
+                .mode = p->broker.mode,
+                .mode_origin = p->broker.mode_origin,
+                .nosnoop = COH_NOSNOOP_CAPABLE,
+        };
+
+        /* Each setting independently: a rule that sets only NoSnoop= must not hide a later rule's Mode=. */
+        for (size_t i = 0; i < p->n_rules && !(have_mode && have_nosnoop); i++) {
+                const struct rule *r = &p->rules[i];
+                bool wants_mode = !have_mode && r->mode_line > 0,
+                     wants_nosnoop = !have_nosnoop && r->nosnoop_line > 0;
+
+                if (!(wants_mode || wants_nosnoop) || !rule_matches(r, device, peer))
+                        continue;
+
+                if (wants_mode) {
+                        ret->mode = r->mode;
+                        ret->mode_origin = (struct coh_origin) { .file = r->file, .line = r->mode_line };
+                        have_mode = true;
+                }
+                if (wants_nosnoop) {
+                        ret->nosnoop = r->nosnoop;
+                        ret->nosnoop_origin = (struct coh_origin) { .file = r->file, .line = r->nosnoop_line };
+                        have_nosnoop = true;
+                }
+        }
+}
+
+const char *coh_origin_format(const struct coh_origin *o, char *buf, size_t size) {
+        if (!o || !o->file)
+                snprintf(buf, size, "default");
+        else
+                snprintf(buf, size, "%s:%u", o->file, o->line);
+        return buf;
+}
+
+/* Consumes v in every case; NULL v is an allocation that failed already. */
+static int json_add(json_object *o, const char *key, json_object *v) {
+        if (!v)
+                return -ENOMEM;
+        if (json_object_object_add(o, key, v) < 0) {
+                json_object_put(v);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static int json_add_origin(json_object *o, const char *key, const struct coh_origin *origin) {
+        char buf[PATH_MAX + 16];
+
+        return json_add(o, key, json_object_new_string(coh_origin_format(origin, buf, sizeof buf)));
+}
+
+static json_object *broker_to_json(const struct coh_policy *p) {
+        const struct coh_broker_config *b = &p->broker;
+        json_object *o = json_object_new_object();
+
+        if (!o)
+                return NULL;
+        if (json_add(o, "mode", json_object_new_string(coh_mode_to_string(b->mode))) < 0 ||
+            json_add_origin(o, "modeRule", &b->mode_origin) < 0 ||
+            (b->has_admin_group ? json_add(o, "adminGroup", json_object_new_int64(b->admin_gid))
+                                : json_object_object_add(o, "adminGroup", NULL)) < 0 ||
+            json_add(o, "maxConnections", json_object_new_int64(b->max_connections)) < 0 ||
+            json_add(o, "maxConnectionsPerUser", json_object_new_int64(b->max_connections_per_user)) < 0 ||
+            json_add(o, "maxGrantsPerConnection", json_object_new_int64(b->max_grants_per_connection)) < 0 ||
+            json_add(o, "idleExitSec", json_object_new_int64(b->idle_exit_sec)) < 0) {
+                json_object_put(o);
+                return NULL;
+        }
+        return o;
+}
+
+static json_object *match_to_json(const struct rule *r) {
+        json_object *o = json_object_new_object();
+
+        if (!o)
+                return NULL;
+        for (size_t i = 0; i < _MATCH_MAX; i++) {
+                const struct match *m = &r->match[i];
+                json_object *a;
+
+                if (m->line == 0)
+                        continue;
+                a = json_object_new_array_ext((int) m->n);
+                if (json_add(o, match_keys[i].name, a) < 0)
+                        goto fail;
+                /* As written (names, not ids): this is what the operator has to find in the file. */
+                for (size_t k = 0; k < m->n; k++) {
+                        json_object *w = json_object_new_string(m->words[k]);
+
+                        if (!w || json_object_array_add(a, w) < 0) {
+                                json_object_put(w);
+                                goto fail;
+                        }
+                }
+        }
+        return o;
+
+fail:
+        json_object_put(o);
+        return NULL;
+}
+
+static json_object *rule_to_json(const struct rule *r) {
+        json_object *o = json_object_new_object();
+
+        if (!o)
+                return NULL;
+        if (json_add(o, "file", json_object_new_string(r->file)) < 0 ||
+            json_add(o, "match", match_to_json(r)) < 0)
+                goto fail;
+        if (r->mode_line > 0 &&
+            (json_add(o, "mode", json_object_new_string(coh_mode_to_string(r->mode))) < 0 ||
+             json_add_origin(o, "modeRule", &(struct coh_origin) { r->file, r->mode_line }) < 0))
+                goto fail;
+        if (r->nosnoop_line > 0 &&
+            (json_add(o, "noSnoop", json_object_new_string(coh_nosnoop_to_string(r->nosnoop))) < 0 ||
+             json_add_origin(o, "noSnoopRule", &(struct coh_origin) { r->file, r->nosnoop_line }) < 0))
+                goto fail;
+        return o;
+
+fail:
+        json_object_put(o);
+        return NULL;
+}
+
+json_object *coh_policy_to_json(const struct coh_policy *p) {
+        json_object *o = json_object_new_object(), *rules = json_object_new_array_ext((int) p->n_rules);
+
+        if (!o || !rules) {
+                json_object_put(o);
+                json_object_put(rules);
+                return NULL;
+        }
+        if (json_add(o, "broker", broker_to_json(p)) < 0) {
+                json_object_put(rules);
+                goto fail;
+        }
+        if (json_add(o, "rules", rules) < 0)
+                goto fail;
+        for (size_t i = 0; i < p->n_rules; i++) {
+                json_object *r = rule_to_json(&p->rules[i]);
+
+                if (!r || json_object_array_add(rules, r) < 0) {
+                        json_object_put(r);
+                        goto fail;
+                }
+        }
+        return o;
+
+fail:
+        json_object_put(o);
+        return NULL;
+}

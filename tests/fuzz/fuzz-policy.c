@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Input: coherencyd.conf, then up to two rule files, separated by 0xff bytes
+ * (a byte that a valid policy never holds). An empty first part means no
+ * coherencyd.conf at all. Every policy that loads is evaluated against a fixed
+ * device and peers and turned into JSON; every failure must say where and why.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "policy.h"
+
+#define SEPARATOR 0xff
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const char *const rule_names[] = {
+        "/etc/coherencyd/policy.d/50-site.policy",
+        "/usr/lib/coherencyd/policy.d/10-vendor.policy",
+};
+
+static void check_origin(const struct coh_origin *o) {
+        char buf[256];
+
+        if (o->file && o->line == 0)
+                abort();
+        if (!o->file && o->line != 0)
+                abort();
+        coh_origin_format(o, buf, sizeof buf);
+}
+
+static void check_result(const struct coh_policy_result *r) {
+        if (!coh_mode_to_string(r->mode) || !coh_nosnoop_to_string(r->nosnoop))
+                abort();
+        check_origin(&r->mode_origin);
+        check_origin(&r->nosnoop_origin);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        static const gid_t groups[] = { 27, 0 };
+        static const struct coh_device_facts device = {
+                .slot = "0000:01:00.0",
+                .vendor = "0x8086",
+                .device = "0x11e8",
+                .class = "0x030000",
+                .driver = "vfio-pci",
+                .iommu = "dmar0",
+                .iommu_group = 12,
+                .iommu_type = COH_IOMMU_INTEL,
+                .iommu_enforces = true,
+        };
+        const struct coh_peer peers[] = {
+                { .pid = 2, .uid = 1000, .gid = 1000, .groups = groups, .n_groups = 2, .unit = "qemu-vm1.service" },
+                { .pid = 1, .uid = 0, .gid = 0 },
+        };
+        struct coh_policy_file conf = { .name = "/etc/coherencyd/coherencyd.conf" }, rules[2] = {};
+        const char *p = (const char *) data, *end = p + size, *sep;
+        struct coh_policy_error err;
+        struct coh_policy *policy = NULL;
+        struct coh_policy_result result;
+        size_t n_rules = 0;
+        json_object *j;
+        bool have_conf;
+
+        sep = memchr(p, SEPARATOR, size);
+        conf.text = p;
+        conf.len = (sep ? sep : end) - p;
+        have_conf = conf.len > 0;
+        p = sep ? sep + 1 : end;
+
+        while (p < end && n_rules < 2) {
+                sep = n_rules == 0 ? memchr(p, SEPARATOR, end - p) : NULL;
+                rules[n_rules] = (struct coh_policy_file) {
+                        .name = rule_names[n_rules],
+                        .text = p,
+                        .len = (sep ? sep : end) - p,
+                };
+                n_rules++;
+                p = sep ? sep + 1 : end;
+        }
+
+        if (coh_policy_load_from_memory(have_conf ? &conf : NULL, rules, n_rules, &policy, &err) < 0) {
+                if (policy || err.message[0] == 0 || strlen(err.file) == 0 ||
+                    memchr(err.file, 0, sizeof err.file) == NULL || memchr(err.message, 0, sizeof err.message) == NULL)
+                        abort();
+                return 0;
+        }
+
+        for (size_t i = 0; i < sizeof peers / sizeof peers[0]; i++) {
+                coh_policy_evaluate(policy, &device, &peers[i], &result);
+                check_result(&result);
+                coh_policy_evaluate(policy, NULL, &peers[i], &result);
+                check_result(&result);
+        }
+        if (coh_policy_n_rules(policy) > n_rules)
+                abort();
+
+        j = coh_policy_to_json(policy);
+        if (!j)
+                abort();
+        (void) json_object_to_json_string(j);
+        json_object_put(j);
+
+        coh_policy_free(policy);
+        return 0;
+}

@@ -1,0 +1,924 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "ini.h"
+#include "policy.h"
+
+#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+
+#define CONF "/etc/coherencyd/coherencyd.conf"
+#define NO_SUCH_USER "coherencyd-test-no-such-user"
+#define NO_SUCH_GROUP "coherencyd-test-no-such-group"
+
+static const gid_t peer_groups[] = { 27, 0 };
+
+/* A VMM running as uid 1000 in its own group, also in groups 27 and 0 (root). */
+static const struct coh_peer peer = {
+        .pid = 4242,
+        .uid = 1000,
+        .gid = 1000,
+        .groups = peer_groups,
+        .n_groups = ELEMENTSOF(peer_groups),
+        .unit = "qemu-vm1.service",
+};
+
+static const struct coh_device_facts device = {
+        .slot = "0000:01:00.0",
+        .vendor = "0x8086",
+        .device = "0x11e8",
+        .class = "0x030000",
+        .driver = "vfio-pci",
+        .iommu = "dmar0",
+        .iommu_group = 12,
+        .iommu_type = COH_IOMMU_INTEL,
+        .iommu_enforces = true,
+};
+
+static struct coh_policy_file file(const char *name, const char *text) {
+        return (struct coh_policy_file) { .name = name, .text = text, .len = text ? strlen(text) : 0 };
+}
+
+static struct coh_policy *load_ok(const char *conf, const struct coh_policy_file *rules, size_t n_rules) {
+        struct coh_policy_file c = file(CONF, conf);
+        struct coh_policy_error err;
+        struct coh_policy *p = NULL;
+        int r;
+
+        r = coh_policy_load_from_memory(conf ? &c : NULL, rules, n_rules, &p, &err);
+        if (r < 0)
+                fail_msg("load failed: %s:%u: %s (%s)", err.file, err.line, err.message, strerror(-r));
+        assert_non_null(p);
+        return p;
+}
+
+static const char *origin(const struct coh_origin *o) {
+        static char buf[4200];
+
+        return coh_origin_format(o, buf, sizeof buf);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* The tokenizer */
+
+struct ini_record {
+        char text[8192];
+};
+
+static int ini_record_handler(const char *section, const char *key, const char *value, unsigned line,
+                              void *userdata, char *err, size_t errlen) {
+        struct ini_record *rec = userdata;
+        size_t n = strlen(rec->text);
+
+        if (key)
+                snprintf(rec->text + n, sizeof rec->text - n, "%u:[%s]<%s>=<%s>\n", line, section, key, value);
+        else
+                snprintf(rec->text + n, sizeof rec->text - n, "%u:[%s]\n", line, section);
+        return 0;
+}
+
+static void assert_ini(const char *text, size_t len, const char *expected) {
+        struct ini_record rec = {};
+        char err[256];
+        unsigned line = 0;
+
+        assert_int_equal(coh_ini_parse(text, len, ini_record_handler, &rec, &line, err, sizeof err), 0);
+        assert_string_equal(rec.text, expected);
+}
+
+static void test_ini_tokens(void **state) {
+        static const char text[] =
+                "\xef\xbb\xbf# comment\n"
+                "   ; another comment\n"
+                "\n"
+                "[Section One]\n"
+                "  Key  =  some value  \r\n"
+                "Empty=\n"
+                "Eq=a=b\n"
+                "\t\n"
+                "[Two]\n"
+                "Last=no newline";
+
+        assert_ini(text, strlen(text),
+                   "4:[Section One]\n"
+                   "5:[Section One]<Key>=<some value>\n"
+                   "6:[Section One]<Empty>=<>\n"
+                   "7:[Section One]<Eq>=<a=b>\n"
+                   "9:[Two]\n"
+                   "10:[Two]<Last>=<no newline>\n");
+        assert_ini(NULL, 0, "");
+        assert_ini("\n\n", 2, "");
+        /* No continuation: a trailing backslash is part of the value. */
+        assert_ini("[A]\nK=v \\\nL=w\n", 14, "1:[A]\n2:[A]<K>=<v \\>\n3:[A]<L>=<w>\n");
+}
+
+static void test_ini_line_max(void **state) {
+        char text[COH_INI_LINE_MAX + 64];
+        struct ini_record rec = {};
+        char err[256];
+        unsigned line = 0;
+        size_t n;
+
+        /* Exactly COH_INI_LINE_MAX bytes, not counting the newline, is fine. */
+        n = (size_t) snprintf(text, sizeof text, "[A]\nK=");
+        memset(text + n, 'x', COH_INI_LINE_MAX - 2);
+        n += COH_INI_LINE_MAX - 2;
+        text[n++] = '\n';
+        assert_int_equal(coh_ini_parse(text, n, ini_record_handler, &rec, &line, err, sizeof err), 0);
+
+        text[n - 1] = 'x';
+        text[n++] = '\n';
+        assert_int_equal(coh_ini_parse(text, n, ini_record_handler, &rec, &line, err, sizeof err), -EINVAL);
+        assert_int_equal(line, 2);
+        assert_string_equal(err, "line too long (more than 4096 bytes)");
+}
+
+static int ini_reject_handler(const char *section, const char *key, const char *value, unsigned line,
+                              void *userdata, char *err, size_t errlen) {
+        if (key && strcmp(key, "Bad") == 0) {
+                snprintf(err, errlen, "no '%s' here", key);
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+static void test_ini_handler_error(void **state) {
+        static const char text[] = "[A]\nGood=1\n\nBad=2\nBad=3\n";
+        char err[256];
+        unsigned line = 0;
+
+        assert_int_equal(coh_ini_parse(text, strlen(text), ini_reject_handler, NULL, &line, err, sizeof err),
+                         -EBADMSG);
+        assert_int_equal(line, 4);
+        assert_string_equal(err, "no 'Bad' here");
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* coherencyd.conf */
+
+static void test_defaults(void **state) {
+        struct coh_policy *p = load_ok(NULL, NULL, 0);
+        const struct coh_broker_config *b = coh_policy_broker(p);
+        struct coh_policy_result res;
+
+        assert_int_equal(b->mode, COH_MODE_AUTOMATIC);
+        assert_null(b->mode_origin.file);
+        assert_false(b->has_admin_group);
+        assert_int_equal(b->max_connections, 256);
+        assert_int_equal(b->max_connections_per_user, 32);
+        assert_int_equal(b->max_grants_per_connection, 64);
+        assert_int_equal(b->idle_exit_sec, 0);
+        assert_int_equal(coh_policy_n_rules(p), 0);
+
+        coh_policy_evaluate(p, &device, &peer, &res);
+        assert_int_equal(res.mode, COH_MODE_AUTOMATIC);
+        assert_string_equal(origin(&res.mode_origin), "default");
+        assert_int_equal(res.nosnoop, COH_NOSNOOP_CAPABLE);
+        assert_string_equal(origin(&res.nosnoop_origin), "default");
+        coh_policy_free(p);
+
+        /* An empty coherencyd.conf is the same as none. */
+        p = load_ok("", NULL, 0);
+        coh_policy_evaluate(p, &device, &peer, &res);
+        assert_string_equal(origin(&res.mode_origin), "default");
+        coh_policy_free(p);
+}
+
+static void test_conf(void **state) {
+        struct coh_policy *p = load_ok(
+                "# site settings\n"
+                "[Broker]\n"
+                "Mode = force-disable\n"
+                "AdminGroup=root\n"
+                "MaxConnections=1\n"
+                "MaxConnectionsPerUser=65536\n"
+                "MaxGrantsPerConnection=7\n"
+                "IdleExitSec=86400\n",
+                NULL, 0);
+        const struct coh_broker_config *b = coh_policy_broker(p);
+        struct coh_policy_result res;
+
+        assert_int_equal(b->mode, COH_MODE_FORCE_DISABLE);
+        assert_string_equal(origin(&b->mode_origin), CONF ":3");
+        assert_true(b->has_admin_group);
+        assert_int_equal(b->admin_gid, 0);
+        assert_int_equal(b->max_connections, 1);
+        assert_int_equal(b->max_connections_per_user, 65536);
+        assert_int_equal(b->max_grants_per_connection, 7);
+        assert_int_equal(b->idle_exit_sec, 86400);
+
+        coh_policy_evaluate(p, &device, &peer, &res);
+        assert_int_equal(res.mode, COH_MODE_FORCE_DISABLE);
+        assert_string_equal(origin(&res.mode_origin), CONF ":3");
+        assert_string_equal(origin(&res.nosnoop_origin), "default");
+        coh_policy_free(p);
+
+        p = load_ok("[Broker]\nAdminGroup=27\nIdleExitSec=0\n", NULL, 0);
+        b = coh_policy_broker(p);
+        assert_true(b->has_admin_group);
+        assert_int_equal(b->admin_gid, 27);
+        assert_int_equal(b->mode, COH_MODE_AUTOMATIC);
+        assert_null(b->mode_origin.file);
+        coh_policy_free(p);
+}
+
+/* A rule that sets only NoSnoop= leaves Mode= to coherencyd.conf, which is then named as the origin. */
+static void test_conf_fallback(void **state) {
+        const struct coh_policy_file rules[] = {
+                file("/etc/coherencyd/policy.d/50-nic.policy",
+                     "[Match]\nVendor=8086\n\n[Policy]\nNoSnoop=hardwired-off\n"),
+        };
+        struct coh_policy *p = load_ok("[Broker]\n\n\nMode=enable\n", rules, ELEMENTSOF(rules));
+        struct coh_policy_result res;
+
+        coh_policy_evaluate(p, &device, &peer, &res);
+        assert_int_equal(res.mode, COH_MODE_ENABLE);
+        assert_string_equal(origin(&res.mode_origin), CONF ":4");
+        assert_int_equal(res.nosnoop, COH_NOSNOOP_HARDWIRED_OFF);
+        assert_string_equal(origin(&res.nosnoop_origin), "/etc/coherencyd/policy.d/50-nic.policy:5");
+        coh_policy_free(p);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Matching */
+
+struct match_case {
+        const char *match;   /* the [Match] section's body */
+        bool expected;
+};
+
+static bool rule_matches(const char *match, const struct coh_device_facts *d, const struct coh_peer *pr) {
+        char text[1024];
+        struct coh_policy_file f;
+        struct coh_policy *p;
+        struct coh_policy_result res;
+
+        snprintf(text, sizeof text, "[Match]\n%s\n[Policy]\nMode=enable\n", match);
+        f = file("/x/10-test.policy", text);
+        p = load_ok(NULL, &f, 1);
+        coh_policy_evaluate(p, d, pr, &res);
+        coh_policy_free(p);
+        return res.mode == COH_MODE_ENABLE;
+}
+
+static void assert_matches(const struct match_case *cases, size_t n, const struct coh_device_facts *d,
+                           const struct coh_peer *pr) {
+        for (size_t i = 0; i < n; i++)
+                if (rule_matches(cases[i].match, d, pr) != cases[i].expected)
+                        fail_msg("[Match] %s: expected %s", cases[i].match,
+                                 cases[i].expected ? "a match" : "no match");
+}
+
+static void test_match_device_keys(void **state) {
+        static const struct match_case cases[] = {
+                { "Vendor=8086", true },
+                { "Vendor=0x8086", true },
+                { "Vendor=0X8086", true },
+                { "Vendor=10de", false },
+                { "Vendor=0x10de", false },
+                { "Vendor=10de 1002 80*", true },
+                { "Vendor=80?6", true },
+                { "Vendor=0x80[0-9]6", true },
+                { "Vendor=0x", false },
+                { "Vendor=0x*", true },
+                { "Vendor=808", false },
+                { "Device=11E8", true },
+                { "Device=0X11E?", true },
+                { "Device=1234", false },
+                { "Class=0x03*", true },
+                { "Class=030000", true },
+                { "Class=0x02*", false },
+                { "Driver=vfio-*", true },
+                { "Driver=vfio-pci", true },
+                { "Driver=VFIO-PCI", false },  /* only the ids are case-insensitive */
+                { "Driver=nvme vfio-pci", true },
+                { "Driver=0xvfio-pci", false },  /* and only they lose a "0x" */
+                { "Slot=0000:01:00.*", true },
+                { "Slot=0000:02:* 0000:03:00.0", false },
+                { "Slot=*:01:00.0", true },
+                { "IOMMUGroup=12", true },
+                { "IOMMUGroup=3 12", true },
+                { "IOMMUGroup=1", false },
+                { "IOMMUGroup=012", true },
+                { "Vendor=8086\nDevice=11e8\nClass=0x030000\nDriver=vfio-pci\nSlot=0000:01:00.0\nIOMMUGroup=12", true },
+                { "Vendor=8086\nDevice=11e8\nClass=0x030000\nDriver=vfio-pci\nSlot=0000:01:00.0\nIOMMUGroup=13", false },
+                { "", true },
+        };
+
+        assert_matches(cases, ELEMENTSOF(cases), &device, &peer);
+}
+
+/* The facts may carry upper-case hex (a simulated tree written by hand): still the same id. */
+static void test_match_hex_case(void **state) {
+        static const struct match_case cases[] = {
+                { "Vendor=abcd", true },
+                { "Vendor=0xABcd", true },
+                { "Vendor=AB*", true },
+                { "Device=0x00ff", true },
+                { "Class=0x0C03*", true },
+        };
+        struct coh_device_facts d = device;
+
+        strcpy(d.vendor, "0XABCD");
+        strcpy(d.device, "0x00FF");
+        strcpy(d.class, "0x0c0330");
+        assert_matches(cases, ELEMENTSOF(cases), &d, &peer);
+}
+
+static void test_match_no_iommu_group_no_driver(void **state) {
+        static const struct match_case cases[] = {
+                { "IOMMUGroup=0", false },
+                { "IOMMUGroup=12", false },
+                { "Driver=*", false },  /* unbound */
+                { "Slot=*", true },
+        };
+        struct coh_device_facts d = device;
+
+        d.iommu_group = -1;
+        d.driver[0] = 0;
+        assert_matches(cases, ELEMENTSOF(cases), &d, &peer);
+}
+
+static void test_match_peer_keys(void **state) {
+        static const struct match_case cases[] = {
+                { "User=1000", true },
+                { "User=root", false },
+                { "User=root 1000", true },
+                { "User=0", false },
+                { "Group=1000", true },          /* primary group */
+                { "Group=root", true },          /* supplementary group 0 */
+                { "Group=27", true },            /* supplementary group 27 */
+                { "Group=5 6", false },
+                { "Unit=qemu-*.service", true },
+                { "Unit=qemu-vm1.service", true },
+                { "Unit=libvirt* *.scope", false },
+                { "Unit=*", true },
+                { "User=1000\nGroup=root\nUnit=qemu-*", true },
+                { "User=1000\nGroup=root\nUnit=crosvm-*", false },
+                { "Vendor=8086\nUser=1001", false },
+                { "Vendor=8086\nUser=1000", true },
+        };
+
+        assert_matches(cases, ELEMENTSOF(cases), &device, &peer);
+}
+
+static void test_match_root_peer(void **state) {
+        static const struct match_case cases[] = {
+                { "User=root", true },
+                { "User=0", true },
+                { "Group=root", true },
+                { "Group=1000", false },
+                { "Unit=*", false },  /* no unit: a Unit= rule never applies */
+                { "User=root\nUnit=*", false },
+        };
+        const struct coh_peer root = { .pid = 1, .uid = 0, .gid = 0, .unit = NULL };
+
+        assert_matches(cases, ELEMENTSOF(cases), &device, &root);
+}
+
+static void test_match_absent_section(void **state) {
+        const struct coh_policy_file rules[] = {
+                file("/x/10-all.policy", "[Policy]\nMode=force-disable\n"),
+        };
+        struct coh_policy *p = load_ok(NULL, rules, ELEMENTSOF(rules));
+        struct coh_policy_result res;
+
+        coh_policy_evaluate(p, &device, &peer, &res);
+        assert_int_equal(res.mode, COH_MODE_FORCE_DISABLE);
+        assert_string_equal(origin(&res.mode_origin), "/x/10-all.policy:2");
+        coh_policy_evaluate(p, NULL, &peer, &res);
+        assert_int_equal(res.mode, COH_MODE_FORCE_DISABLE);
+        coh_policy_free(p);
+}
+
+/* Without a peer nothing can be said about it: rules about peers do not apply. */
+static void test_match_no_peer(void **state) {
+        static const struct match_case cases[] = {
+                { "Vendor=8086", true },
+                { "User=0", false },
+                { "Group=0", false },
+                { "Unit=*", false },
+                { "Vendor=8086\nUser=1000", false },
+        };
+
+        assert_matches(cases, ELEMENTSOF(cases), &device, NULL);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Precedence */
+
+static void test_first_match_per_setting(void **state) {
+        /* Given out of order on purpose: the order is the file names'. */
+        const struct coh_policy_file rules[] = {
+                file("/usr/lib/coherencyd/policy.d/40-catchall.policy",
+                     "[Policy]\nMode=enable\nNoSnoop=capable\n"),
+                file("/etc/coherencyd/policy.d/30-user.policy",
+                     "[Match]\nUser=1000\n[Policy]\n# the mode for this user\nMode=force-disable\n"),
+                file("/usr/lib/coherencyd/policy.d/10-other-vendor.policy",
+                     "[Match]\nVendor=10de\n[Policy]\nMode=enable\nNoSnoop=capable\n"),
+                file("/etc/coherencyd/policy.d/20-nic.policy",
+                     "[Match]\nVendor=8086\nDevice=11e8\n[Policy]\nNoSnoop=hardwired-off\n"),
+        };
+        struct coh_policy *p = load_ok("[Broker]\nMode=automatic\n", rules, ELEMENTSOF(rules));
+        struct coh_policy_result res;
+        struct coh_peer other = peer;
+
+        assert_int_equal(coh_policy_n_rules(p), 4);
+
+        coh_policy_evaluate(p, &device, &peer, &res);
+        assert_int_equal(res.mode, COH_MODE_FORCE_DISABLE);
+        assert_string_equal(origin(&res.mode_origin), "/etc/coherencyd/policy.d/30-user.policy:5");
+        assert_int_equal(res.nosnoop, COH_NOSNOOP_HARDWIRED_OFF);
+        assert_string_equal(origin(&res.nosnoop_origin), "/etc/coherencyd/policy.d/20-nic.policy:5");
+
+        /* Another user falls through to the catch-all for the mode, not to coherencyd.conf. */
+        other.uid = 1001;
+        coh_policy_evaluate(p, &device, &other, &res);
+        assert_int_equal(res.mode, COH_MODE_ENABLE);
+        assert_string_equal(origin(&res.mode_origin), "/usr/lib/coherencyd/policy.d/40-catchall.policy:2");
+        assert_int_equal(res.nosnoop, COH_NOSNOOP_HARDWIRED_OFF);
+
+        coh_policy_free(p);
+}
+
+/* GetInfo has no device: only rules about the caller can say what applies to it. */
+static void test_no_device(void **state) {
+        const struct coh_policy_file rules[] = {
+                file("/x/10-vendor.policy", "[Match]\nVendor=*\n[Policy]\nMode=enable\n"),
+                file("/x/20-group.policy", "[Match]\nUser=1000\nIOMMUGroup=12\n[Policy]\nMode=enable\n"),
+                file("/x/30-slot.policy", "[Match]\nSlot=*\n[Policy]\nNoSnoop=hardwired-off\n"),
+                file("/x/40-user.policy", "[Match]\nUser=1000\n[Policy]\nMode=force-disable\n"),
+        };
+        struct coh_policy *p = load_ok("[Broker]\nMode=enable\n", rules, ELEMENTSOF(rules));
+        struct coh_policy_result res;
+
+        coh_policy_evaluate(p, NULL, &peer, &res);
+        assert_int_equal(res.mode, COH_MODE_FORCE_DISABLE);
+        assert_string_equal(origin(&res.mode_origin), "/x/40-user.policy:4");
+        assert_int_equal(res.nosnoop, COH_NOSNOOP_CAPABLE);
+        assert_string_equal(origin(&res.nosnoop_origin), "default");
+
+        /* With a device the first rule wins, as always. */
+        coh_policy_evaluate(p, &device, &peer, &res);
+        assert_int_equal(res.mode, COH_MODE_ENABLE);
+        assert_string_equal(origin(&res.mode_origin), "/x/10-vendor.policy:4");
+
+        coh_policy_free(p);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Errors */
+
+struct error_case {
+        const char *text;
+        size_t len;          /* 0: strlen(text) */
+        unsigned line;
+        const char *message;
+};
+
+static void assert_error(const char *conf, const struct coh_policy_file *rules, size_t n_rules, int expected_r,
+                         const char *file_name, unsigned line, const char *message) {
+        struct coh_policy_file c = file(CONF, conf);
+        struct coh_policy_error err;
+        struct coh_policy *p = NULL;
+        int r;
+
+        r = coh_policy_load_from_memory(conf ? &c : NULL, rules, n_rules, &p, &err);
+        if (r != expected_r || p || strcmp(err.file, file_name) != 0 || err.line != line ||
+            strcmp(err.message, message) != 0)
+                fail_msg("expected %d (%s:%u: %s), got %d (%s:%u: %s)", expected_r, file_name, line, message,
+                         r, err.file, err.line, err.message);
+}
+
+static void test_rule_errors(void **state) {
+        static const char nul[] = "[Policy]\nMode=en\0able\n";
+        static const struct error_case cases[] = {
+                /* Syntax */
+                { "[Match]\nVendor 8086\n", 0, 2, "expected [Section], Key=Value or a comment" },
+                { "# first\nMode=enable\n", 0, 2, "key 'Mode' before any [Section] header" },
+                { "[Policy]\n  = enable\n", 0, 2, "empty key" },
+                { nul, sizeof nul - 1, 2, "NUL byte in file" },
+                { "[Policy\nMode=enable\n", 0, 1, "invalid section header, expected [Name]" },
+                { "[]\n", 0, 1, "invalid section header, expected [Name]" },
+                { "[Po]licy]\n", 0, 1, "invalid section header, expected [Name]" },
+                /* Sections and keys */
+                { "[Policy]\nMode=enable\n[Rule]\n", 0, 3, "unknown section [Rule] (expected [Match] or [Policy])" },
+                { "[match]\n", 0, 1, "unknown section [match] (expected [Match] or [Policy])" },
+                { "[Policy]\nMoed=enable\n", 0, 2, "unknown key 'Moed' in section [Policy]" },
+                { "[Policy]\nVendor=8086\n", 0, 2, "unknown key 'Vendor' in section [Policy]" },
+                { "[Match]\nMode=enable\n", 0, 2, "unknown key 'Mode' in section [Match]" },
+                { "[Match]\nvendor=8086\n", 0, 2, "unknown key 'vendor' in section [Match]" },
+                /* Values */
+                { "[Policy]\nMode=sometimes\n", 0, 2,
+                  "invalid Mode= value 'sometimes' (expected enable, automatic or force-disable)" },
+                { "[Policy]\nMode=Enable\n", 0, 2,
+                  "invalid Mode= value 'Enable' (expected enable, automatic or force-disable)" },
+                { "[Policy]\nNoSnoop=off\n", 0, 2,
+                  "invalid NoSnoop= value 'off' (expected hardwired-off or capable)" },
+                { "[Policy]\nMode=\n", 0, 2, "empty value for key 'Mode' in section [Policy]" },
+                { "[Policy]\nNoSnoop=  \t\n", 0, 2, "empty value for key 'NoSnoop' in section [Policy]" },
+                { "[Match]\nVendor=\n", 0, 2, "empty value for key 'Vendor' in section [Match]" },
+                { "[Match]\nUnit= \n", 0, 2, "empty value for key 'Unit' in section [Match]" },
+                { "[Match]\nIOMMUGroup=-1\n", 0, 2, "invalid IOMMUGroup= value '-1' (expected a non-negative integer)" },
+                { "[Match]\nIOMMUGroup=1 two\n", 0, 2,
+                  "invalid IOMMUGroup= value 'two' (expected a non-negative integer)" },
+                { "[Match]\nIOMMUGroup=+1\n", 0, 2, "invalid IOMMUGroup= value '+1' (expected a non-negative integer)" },
+                { "[Match]\nIOMMUGroup=0x1\n", 0, 2,
+                  "invalid IOMMUGroup= value '0x1' (expected a non-negative integer)" },
+                { "[Match]\nIOMMUGroup=2147483648\n", 0, 2,
+                  "invalid IOMMUGroup= value '2147483648' (expected a non-negative integer)" },
+                { "[Match]\nUser=root " NO_SUCH_USER "\n", 0, 2, "unknown user '" NO_SUCH_USER "'" },
+                { "[Match]\nUser=4294967295\n", 0, 2, "invalid user '4294967295' (id out of range)" },
+                { "[Match]\nGroup=" NO_SUCH_GROUP "\n", 0, 2, "unknown group '" NO_SUCH_GROUP "'" },
+                { "[Match]\nGroup=99999999999\n", 0, 2, "invalid group '99999999999' (id out of range)" },
+                /* Duplicates, also across repeated sections */
+                { "[Policy]\nMode=enable\n\n[Policy]\nMode=automatic\n", 0, 5,
+                  "duplicate key 'Mode' in section [Policy] (first set on line 2)" },
+                { "[Policy]\nNoSnoop=capable\nNoSnoop=capable\n", 0, 3,
+                  "duplicate key 'NoSnoop' in section [Policy] (first set on line 2)" },
+                { "[Match]\nVendor=8086\n[Policy]\nMode=enable\n[Match]\nVendor=10de\n", 0, 6,
+                  "duplicate key 'Vendor' in section [Match] (first set on line 2)" },
+                { "[Match]\nUser=root\nUser=0\n", 0, 3, "duplicate key 'User' in section [Match] (first set on line 2)" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                const struct coh_policy_file rules[] = {
+                        file("/usr/lib/coherencyd/policy.d/10-fine.policy", "[Policy]\nMode=enable\n"),
+                        { .name = "/etc/coherencyd/policy.d/50-bad.policy", .text = cases[i].text,
+                          .len = cases[i].len > 0 ? cases[i].len : strlen(cases[i].text) },
+                };
+
+                assert_error(NULL, rules, ELEMENTSOF(rules), -EINVAL, "/etc/coherencyd/policy.d/50-bad.policy",
+                             cases[i].line, cases[i].message);
+        }
+}
+
+static void test_rule_line_too_long(void **state) {
+        char text[COH_INI_LINE_MAX + 64];
+        struct coh_policy_file f;
+        size_t n;
+
+        n = (size_t) snprintf(text, sizeof text, "[Match]\n\nUnit=");
+        memset(text + n, '*', COH_INI_LINE_MAX);
+        text[n + COH_INI_LINE_MAX] = 0;
+        f = file("/x/long.policy", text);
+        assert_error(NULL, &f, 1, -EINVAL, "/x/long.policy", 3, "line too long (more than 4096 bytes)");
+}
+
+static void test_conf_errors(void **state) {
+        static const struct error_case cases[] = {
+                { "Mode=enable\n", 0, 1, "key 'Mode' before any [Section] header" },
+                { "[Broker]\nMode=enable\n[Policy]\nMode=enable\n", 0, 3, "unknown section [Policy] (expected [Broker])" },
+                { "[Broker]\nMood=enable\n", 0, 2, "unknown key 'Mood' in section [Broker]" },
+                { "[Broker]\nMode=sometimes\n", 0, 2,
+                  "invalid Mode= value 'sometimes' (expected enable, automatic or force-disable)" },
+                { "[Broker]\nMode=\n", 0, 2, "empty value for key 'Mode' in section [Broker]" },
+                { "[Broker]\nMode=enable\nMode=enable\n", 0, 3,
+                  "duplicate key 'Mode' in section [Broker] (first set on line 2)" },
+                { "[Broker]\nAdminGroup=" NO_SUCH_GROUP "\n", 0, 2, "unknown group '" NO_SUCH_GROUP "'" },
+                { "[Broker]\nAdminGroup=4294967295\n", 0, 2, "invalid group '4294967295' (id out of range)" },
+                { "[Broker]\nAdminGroup=\n", 0, 2, "empty value for key 'AdminGroup' in section [Broker]" },
+                { "[Broker]\nMaxConnections=0\n", 0, 2,
+                  "invalid MaxConnections= value '0' (expected an integer from 1 to 65536)" },
+                { "[Broker]\nMaxConnections=65537\n", 0, 2,
+                  "invalid MaxConnections= value '65537' (expected an integer from 1 to 65536)" },
+                { "[Broker]\nMaxConnectionsPerUser=-1\n", 0, 2,
+                  "invalid MaxConnectionsPerUser= value '-1' (expected an integer from 1 to 65536)" },
+                { "[Broker]\nMaxGrantsPerConnection=12abc\n", 0, 2,
+                  "invalid MaxGrantsPerConnection= value '12abc' (expected an integer from 1 to 65536)" },
+                { "[Broker]\nMaxGrantsPerConnection=0x10\n", 0, 2,
+                  "invalid MaxGrantsPerConnection= value '0x10' (expected an integer from 1 to 65536)" },
+                { "[Broker]\nMaxGrantsPerConnection=99999999999999999999999\n", 0, 2,
+                  "invalid MaxGrantsPerConnection= value '99999999999999999999999' (expected an integer from 1 to 65536)" },
+                { "[Broker]\nIdleExitSec=86401\n", 0, 2,
+                  "invalid IdleExitSec= value '86401' (expected an integer from 0 to 86400)" },
+                { "[Broker]\nIdleExitSec=1 2\n", 0, 2,
+                  "invalid IdleExitSec= value '1 2' (expected an integer from 0 to 86400)" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                const struct coh_policy_file rules[] = {
+                        file("/x/10-fine.policy", "[Policy]\nMode=enable\n"),
+                };
+
+                assert_error(cases[i].text, rules, ELEMENTSOF(rules), -EINVAL, CONF, cases[i].line, cases[i].message);
+        }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Loading from disk */
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        return remove(path);
+}
+
+static void write_file(const char *dir, const char *name, const char *text) {
+        char path[4096];
+        FILE *f;
+
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        f = fopen(path, "we");
+        assert_non_null(f);
+        assert_int_equal(fputs(text, f) >= 0, true);
+        assert_int_equal(fclose(f), 0);
+}
+
+struct tree {
+        char root[64];
+        char config[128];
+        char dropins[160];
+        char vendor[128];
+};
+
+static void tree_setup(struct tree *t) {
+        snprintf(t->root, sizeof t->root, "/tmp/test-policy-XXXXXX");
+        assert_non_null(mkdtemp(t->root));
+        snprintf(t->config, sizeof t->config, "%s/etc", t->root);
+        snprintf(t->dropins, sizeof t->dropins, "%s/etc/policy.d", t->root);
+        snprintf(t->vendor, sizeof t->vendor, "%s/vendor", t->root);
+        assert_int_equal(mkdir(t->config, 0755), 0);
+        assert_int_equal(mkdir(t->dropins, 0755), 0);
+        assert_int_equal(mkdir(t->vendor, 0755), 0);
+}
+
+static void tree_teardown(struct tree *t) {
+        assert_int_equal(nftw(t->root, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
+static void test_load_masking_and_order(void **state) {
+        struct tree t;
+        struct coh_policy *p = NULL;
+        struct coh_policy_error err;
+        struct coh_policy_result res;
+        char path[512], expected[512];
+        struct coh_peer other = peer;
+
+        tree_setup(&t);
+
+        write_file(t.config, "coherencyd.conf", "[Broker]\n# fall back\nMode=force-disable\n");
+
+        /* Masked by a file: the vendor's is never read, so its error does not count. */
+        write_file(t.vendor, "10-masked.policy", "[Policy]\nMode=enable\nthis is not a policy\n");
+        write_file(t.dropins, "10-masked.policy", "[Match]\nUser=1000\n[Policy]\nMode=automatic\n");
+        /* Masked by an empty file and by a /dev/null symlink: no rule at all. */
+        write_file(t.vendor, "20-empty.policy", "[Bogus]\n");
+        write_file(t.dropins, "20-empty.policy", "");
+        write_file(t.vendor, "30-null.policy", "[Bogus]\n");
+        snprintf(path, sizeof path, "%s/30-null.policy", t.dropins);
+        assert_int_equal(symlink("/dev/null", path), 0);
+        /* Lexical order across both directories: vendor 05 and 15 around /etc's 10. */
+        write_file(t.vendor, "05-nosnoop.policy", "[Match]\nVendor=8086\n[Policy]\nNoSnoop=hardwired-off\n");
+        write_file(t.vendor, "15-enable.policy", "[Match]\nUser=1001\n[Policy]\nMode=enable\n");
+        write_file(t.dropins, "40-nosnoop.policy", "[Policy]\nNoSnoop=capable\n");
+        /* Not rule files: ignored whatever they hold. */
+        write_file(t.vendor, "README", "[Bogus]\n");
+        write_file(t.dropins, "50-x.policy.bak", "[Bogus]\n");
+        write_file(t.dropins, ".60-hidden.policy", "[Bogus]\n");
+        snprintf(path, sizeof path, "%s/70-dir.policy", t.dropins);
+        assert_int_equal(mkdir(path, 0755), 0);
+        snprintf(path, sizeof path, "%s/80-dangling.policy", t.dropins);
+        assert_int_equal(symlink("/nonexistent/coherencyd-test", path), 0);
+        /* Must not hang on open. */
+        snprintf(path, sizeof path, "%s/90-fifo.policy", t.dropins);
+        assert_int_equal(mkfifo(path, 0600), 0);
+
+        assert_int_equal(coh_policy_load(t.config, t.vendor, &p, &err), 0);
+        assert_non_null(p);
+        assert_int_equal(coh_policy_n_rules(p), 4);
+
+        coh_policy_evaluate(p, &device, &peer, &res);
+        assert_int_equal(res.mode, COH_MODE_AUTOMATIC);
+        snprintf(expected, sizeof expected, "%s/10-masked.policy:4", t.dropins);
+        assert_string_equal(origin(&res.mode_origin), expected);
+        assert_int_equal(res.nosnoop, COH_NOSNOOP_HARDWIRED_OFF);
+        snprintf(expected, sizeof expected, "%s/05-nosnoop.policy:4", t.vendor);
+        assert_string_equal(origin(&res.nosnoop_origin), expected);
+
+        other.uid = 1001;
+        coh_policy_evaluate(p, &device, &other, &res);
+        assert_int_equal(res.mode, COH_MODE_ENABLE);
+        snprintf(expected, sizeof expected, "%s/15-enable.policy:4", t.vendor);
+        assert_string_equal(origin(&res.mode_origin), expected);
+
+        other.uid = 1002;
+        coh_policy_evaluate(p, NULL, &other, &res);
+        assert_int_equal(res.mode, COH_MODE_FORCE_DISABLE);
+        snprintf(expected, sizeof expected, "%s/etc/coherencyd.conf:3", t.root);
+        assert_string_equal(origin(&res.mode_origin), expected);
+        assert_int_equal(res.nosnoop, COH_NOSNOOP_CAPABLE);
+        snprintf(expected, sizeof expected, "%s/40-nosnoop.policy:2", t.dropins);
+        assert_string_equal(origin(&res.nosnoop_origin), expected);
+
+        coh_policy_free(p);
+        tree_teardown(&t);
+}
+
+static void test_load_missing(void **state) {
+        struct tree t;
+        struct coh_policy *p = NULL;
+        struct coh_policy_error err;
+        struct coh_policy_result res;
+        char config[256], vendor[256];
+
+        tree_setup(&t);
+        snprintf(config, sizeof config, "%s/nonexistent", t.root);
+        snprintf(vendor, sizeof vendor, "%s/nonexistent-vendor", t.root);
+
+        assert_int_equal(coh_policy_load(config, vendor, &p, &err), 0);
+        assert_int_equal(coh_policy_n_rules(p), 0);
+        coh_policy_evaluate(p, &device, &peer, &res);
+        assert_int_equal(res.mode, COH_MODE_AUTOMATIC);
+        assert_string_equal(origin(&res.mode_origin), "default");
+        coh_policy_free(p);
+
+        /* A config dir with no policy.d and no vendor dir at all. */
+        assert_int_equal(rmdir(t.dropins), 0);
+        assert_int_equal(coh_policy_load(t.config, NULL, &p, &err), 0);
+        assert_int_equal(coh_policy_n_rules(p), 0);
+        coh_policy_free(p);
+
+        tree_teardown(&t);
+}
+
+static void test_load_errors(void **state) {
+        struct tree t;
+        struct coh_policy *p = NULL;
+        struct coh_policy_error err;
+        char path[512], *big;
+        int fd;
+
+        tree_setup(&t);
+
+        /* A parse error names the full path of the file and the line. */
+        write_file(t.vendor, "10-bad.policy", "[Policy]\n\nMode=sometimes\n");
+        assert_int_equal(coh_policy_load(t.config, t.vendor, &p, &err), -EINVAL);
+        assert_null(p);
+        snprintf(path, sizeof path, "%s/10-bad.policy", t.vendor);
+        assert_string_equal(err.file, path);
+        assert_int_equal(err.line, 3);
+        assert_string_equal(err.message,
+                            "invalid Mode= value 'sometimes' (expected enable, automatic or force-disable)");
+        assert_int_equal(unlink(path), 0);
+
+        /* So does one in coherencyd.conf. */
+        write_file(t.config, "coherencyd.conf", "[Broker]\nMaxConnections=0\n");
+        assert_int_equal(coh_policy_load(t.config, t.vendor, &p, &err), -EINVAL);
+        snprintf(path, sizeof path, "%s/coherencyd.conf", t.config);
+        assert_string_equal(err.file, path);
+        assert_int_equal(err.line, 2);
+        assert_string_equal(err.message, "invalid MaxConnections= value '0' (expected an integer from 1 to 65536)");
+        assert_int_equal(unlink(path), 0);
+
+        /* Whole-file problems have line 0 and an errno. */
+        assert_int_equal(mkdir(path, 0755), 0);
+        assert_int_equal(coh_policy_load(t.config, t.vendor, &p, &err), -EISDIR);
+        assert_string_equal(err.file, path);
+        assert_int_equal(err.line, 0);
+        assert_string_equal(err.message, strerror(EISDIR));
+        assert_int_equal(rmdir(path), 0);
+
+        assert_int_equal(mkfifo(path, 0600), 0);
+        assert_int_equal(coh_policy_load(t.config, t.vendor, &p, &err), -EBADFD);
+        assert_string_equal(err.file, path);
+        assert_int_equal(err.line, 0);
+        assert_string_equal(err.message, "not a regular file");
+        assert_int_equal(unlink(path), 0);
+
+        big = malloc(2 * 1024 * 1024);
+        assert_non_null(big);
+        memset(big, '#', 2 * 1024 * 1024 - 1);
+        big[2 * 1024 * 1024 - 1] = 0;
+        write_file(t.dropins, "10-big.policy", big);
+        free(big);
+        assert_int_equal(coh_policy_load(t.config, t.vendor, &p, &err), -EFBIG);
+        snprintf(path, sizeof path, "%s/10-big.policy", t.dropins);
+        assert_string_equal(err.file, path);
+        assert_int_equal(err.line, 0);
+        assert_string_equal(err.message, "file too large");
+        assert_int_equal(unlink(path), 0);
+
+        /* A policy.d that is not a directory. */
+        assert_int_equal(rmdir(t.dropins), 0);
+        fd = open(t.dropins, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+        assert_true(fd >= 0);
+        close(fd);
+        assert_int_equal(coh_policy_load(t.config, t.vendor, &p, &err), -ENOTDIR);
+        assert_string_equal(err.file, t.dropins);
+        assert_int_equal(err.line, 0);
+        assert_null(p);
+
+        tree_teardown(&t);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Output */
+
+static void test_origin_format(void **state) {
+        char buf[64];
+        struct coh_origin o = { .file = "/etc/coherencyd/policy.d/50-gpu.policy", .line = 7 };
+
+        assert_string_equal(coh_origin_format(&o, buf, sizeof buf), "/etc/coherencyd/policy.d/50-gpu.policy:7");
+        o = (struct coh_origin) {};
+        assert_string_equal(coh_origin_format(&o, buf, sizeof buf), "default");
+        assert_string_equal(coh_origin_format(NULL, buf, sizeof buf), "default");
+}
+
+static const char *json_str(json_object *o, const char *key) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(o, key, &v))
+                return NULL;
+        return json_object_get_string(v);
+}
+
+static void test_to_json(void **state) {
+        const struct coh_policy_file rules[] = {
+                file("/x/20-gpu.policy", "[Match]\nVendor=0x10DE 1002\nUser=root\n[Policy]\nMode=enable\n"),
+                file("/x/10-nic.policy", "[Policy]\nNoSnoop=hardwired-off\n"),
+        };
+        struct coh_policy *p = load_ok("[Broker]\nMode=force-disable\nAdminGroup=root\n", rules, ELEMENTSOF(rules));
+        json_object *j = coh_policy_to_json(p), *broker, *arr, *r, *match, *v;
+
+        assert_non_null(j);
+        assert_true(json_object_object_get_ex(j, "broker", &broker));
+        assert_string_equal(json_str(broker, "mode"), "force-disable");
+        assert_string_equal(json_str(broker, "modeRule"), CONF ":2");
+        assert_true(json_object_object_get_ex(broker, "adminGroup", &v));
+        assert_int_equal(json_object_get_int(v), 0);
+        assert_true(json_object_object_get_ex(broker, "maxConnections", &v));
+        assert_int_equal(json_object_get_int(v), 256);
+
+        assert_true(json_object_object_get_ex(j, "rules", &arr));
+        assert_int_equal(json_object_array_length(arr), 2);
+
+        r = json_object_array_get_idx(arr, 0);
+        assert_string_equal(json_str(r, "file"), "/x/10-nic.policy");
+        assert_null(json_str(r, "mode"));
+        assert_string_equal(json_str(r, "noSnoop"), "hardwired-off");
+        assert_string_equal(json_str(r, "noSnoopRule"), "/x/10-nic.policy:2");
+        assert_true(json_object_object_get_ex(r, "match", &match));
+        assert_int_equal(json_object_object_length(match), 0);
+
+        r = json_object_array_get_idx(arr, 1);
+        assert_string_equal(json_str(r, "mode"), "enable");
+        assert_string_equal(json_str(r, "modeRule"), "/x/20-gpu.policy:5");
+        assert_null(json_str(r, "noSnoop"));
+        assert_true(json_object_object_get_ex(r, "match", &match));
+        assert_string_equal(json_object_to_json_string_ext(match, JSON_C_TO_STRING_PLAIN),
+                            "{\"Vendor\":[\"0x10DE\",\"1002\"],\"User\":[\"root\"]}");
+        json_object_put(j);
+        coh_policy_free(p);
+
+        p = load_ok(NULL, NULL, 0);
+        j = coh_policy_to_json(p);
+        assert_true(json_object_object_get_ex(j, "broker", &broker));
+        assert_string_equal(json_str(broker, "modeRule"), "default");
+        assert_true(json_object_object_get_ex(broker, "adminGroup", &v));
+        assert_null(v);
+        json_object_put(j);
+        coh_policy_free(p);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_ini_tokens),
+                cmocka_unit_test(test_ini_line_max),
+                cmocka_unit_test(test_ini_handler_error),
+                cmocka_unit_test(test_defaults),
+                cmocka_unit_test(test_conf),
+                cmocka_unit_test(test_conf_fallback),
+                cmocka_unit_test(test_match_device_keys),
+                cmocka_unit_test(test_match_hex_case),
+                cmocka_unit_test(test_match_no_iommu_group_no_driver),
+                cmocka_unit_test(test_match_peer_keys),
+                cmocka_unit_test(test_match_root_peer),
+                cmocka_unit_test(test_match_no_peer),
+                cmocka_unit_test(test_match_absent_section),
+                cmocka_unit_test(test_first_match_per_setting),
+                cmocka_unit_test(test_no_device),
+                cmocka_unit_test(test_rule_errors),
+                cmocka_unit_test(test_rule_line_too_long),
+                cmocka_unit_test(test_conf_errors),
+                cmocka_unit_test(test_load_masking_and_order),
+                cmocka_unit_test(test_load_missing),
+                cmocka_unit_test(test_load_errors),
+                cmocka_unit_test(test_origin_format),
+                cmocka_unit_test(test_to_json),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
