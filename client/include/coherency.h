@@ -21,6 +21,8 @@
  *   CoherencyUnsupported -EOPNOTSUPP, BackendError -(its errno),
  *   InvalidParameter -EINVAL, MethodNotFound -ENOSYS, InvalidPolicy -EBADMSG,
  *   anything else -EPROTO; a closed connection is -ECONNRESET.
+ *   (org.varlink.service's MethodNotImplemented is -ENOSYS and its
+ *   PermissionDenied -EPERM, like their twins above.)
  */
 
 #include <stdbool.h>
