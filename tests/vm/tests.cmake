@@ -1,0 +1,67 @@
+# The vm tier (label "vm"): Debian's own 6.1 and 6.12 kernels under QEMU TCG,
+# with an emulated VT-d whose snoop control is on or off and QEMU's edu device
+# bound to vfio-pci; KVM runs nested (-cpu max, kvm_amd) so the guest has a
+# real /dev/kvm. See tests/vm/README.md. Run alone with `ctest -L vm`.
+
+# The platform layer on its own, so kvm-probe builds statically (no
+# libsystemd/libevent in the guest) whatever else is in daemon/.
+add_library(coh_platform_only STATIC
+  ${PROJECT_SOURCE_DIR}/daemon/platform-linux.c
+  ${PROJECT_SOURCE_DIR}/daemon/platform.c
+  ${PROJECT_SOURCE_DIR}/daemon/platform-sim.c
+  ${PROJECT_SOURCE_DIR}/daemon/facts.c)
+target_include_directories(coh_platform_only PUBLIC ${PROJECT_SOURCE_DIR}/daemon)
+
+add_executable(kvm-probe ${CMAKE_CURRENT_LIST_DIR}/kvm-probe.c)
+target_link_libraries(kvm-probe PRIVATE coh_platform_only)
+# Static where possible; the sanitizer runtimes cannot be, and make-initramfs
+# copies whatever ldd names instead.
+if(NOT COH_SANITIZE)
+  target_link_options(kvm-probe PRIVATE -static)
+endif()
+
+set(COH_VM_CACHE "" CACHE PATH "Kernel cache of the vm tests (default /var/cache/coherencyd-vm)")
+set(COH_VM_ENV "")
+if(COH_VM_CACHE)
+  set(COH_VM_ENV "COH_VM_CACHE=${COH_VM_CACHE}")
+endif()
+
+set(COH_VM_DIR ${CMAKE_CURRENT_LIST_DIR})
+
+# Fetches (once, then from the cache) the kernels and installs QEMU and the
+# initramfs tools; exits 77 only when QEMU cannot be installed, and then every
+# vm test skips too (run-guest exits 77 without QEMU).
+add_test(NAME vm-fetch-kernels COMMAND ${COH_VM_DIR}/fetch-kernels)
+set_tests_properties(vm-fetch-kernels PROPERTIES
+  LABELS vm FIXTURES_SETUP vm_kernels SKIP_RETURN_CODE 77 TIMEOUT 1200
+  RESOURCE_LOCK coh_vm_cache ENVIRONMENT "${COH_VM_ENV}")
+
+# coh_vm_test(NAME KERNEL SNOOP SCRIPT [BIN bin...] [FILE src=dest...] [ARGS arg...]):
+# one boot of KERNEL (6.1, 6.12) with intel-iommu snoop-control=SNOOP running
+# SCRIPT in the guest; passes when the script exits 0. One QEMU at a time.
+function(coh_vm_test name kernel snoop script)
+  cmake_parse_arguments(T "" "" "BIN;FILE;ARGS" ${ARGN})
+  set(cmd ${COH_VM_DIR}/run-guest --kernel ${kernel} --snoop ${snoop} --script ${script} --timeout 150)
+  foreach(b ${T_BIN})
+    list(APPEND cmd --bin ${b})
+  endforeach()
+  foreach(f ${T_FILE})
+    list(APPEND cmd --file ${f})
+  endforeach()
+  add_test(NAME ${name} COMMAND ${cmd} -- ${T_ARGS})
+  set_tests_properties(${name} PROPERTIES
+    LABELS vm FIXTURES_REQUIRED vm_kernels SKIP_RETURN_CODE 77 TIMEOUT 200
+    RESOURCE_LOCK coh_vm_qemu ENVIRONMENT "${COH_VM_ENV}"
+    FAIL_REGULAR_EXPRESSION "FAIL [a-z0-9_.-]+: |COH-INIT-ERROR")
+endfunction()
+
+# kvm-probe asserts, among the rest, the oracle: with snoop control on, adding
+# the edu group to the kvm-vfio device does not call
+# kvm_arch_register_noncoherent_dma; with it off, FILE_ADD calls it and
+# FILE_DEL calls kvm_arch_unregister_noncoherent_dma.
+foreach(kernel 6.1 6.12)
+  foreach(snoop on off)
+    coh_vm_test(vm-kvm-probe-${kernel}-snoop-${snoop} ${kernel} ${snoop}
+      ${COH_VM_DIR}/probe-test.sh BIN $<TARGET_FILE:kvm-probe> ARGS ${snoop})
+  endforeach()
+endforeach()
