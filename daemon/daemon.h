@@ -31,6 +31,11 @@ struct coh_daemon {
         struct event *sig_hup, *sig_term, *sig_int;
         int exit_status;
         bool debug;
+
+        /* Grants live on across restarts in systemd's fd store (fdstore.h). */
+        bool fdstore;
+        int state_fd;
+        struct event *ev_watchdog, *ev_idle;
 };
 
 /* Tell systemd (STATUS=) and the idle timer that connections or grants changed. */

@@ -10,6 +10,7 @@
 
 #include "broker.h"
 #include "daemon.h"
+#include "fdstore.h"
 #include "grants.h"
 #include "log.h"
 #include "util.h"
@@ -53,12 +54,26 @@ static int grant_id(struct coh_grants *g, char id[static 24]) {
         return -EEXIST;
 }
 
-static void vm_free(struct coh_daemon *d, struct coh_vm *vm) {
+static void store_names(const struct coh_vm *vm, char vm_name[static 32], char dev_name[static 32]) {
+        snprintf(vm_name, 32, "vm.%u", vm->id);
+        snprintf(dev_name, 32, "dev.%u", vm->id);
+}
+
+void coh_vm_free(struct coh_daemon *d, struct coh_vm *vm) {
+        char vm_name[32], dev_name[32];
+        store_names(vm, vm_name, dev_name);
         LIST_REMOVE(vm, link);
-        if (vm->device_fd >= 0)
+        if (vm->device_fd >= 0) {
+                coh_fdstore_remove(d, dev_name);
                 d->platform->ops->vfio_device_close(d->platform, vm->vm_fd, vm->device_fd);
+        }
+        coh_fdstore_remove(d, vm_name);
         close(vm->vm_fd);
         free(vm);
+}
+
+static void file_name(const struct coh_grant *g, char name[static 40]) {
+        snprintf(name, 40, "file.%s", g->id);
 }
 
 int coh_grant_create(struct coh_daemon *d, struct coh_conn *owner, int vm_fd, int file_fd, bool coherent,
@@ -99,26 +114,44 @@ int coh_grant_create(struct coh_daemon *d, struct coh_conn *owner, int vm_fd, in
                         free(grant);
                         return r;
                 }
+                vm->id = ++g->next_vm_id;
                 LIST_INSERT_HEAD(&g->vms, vm, link);
+                char vm_name[32], dev_name[32];
+                store_names(vm, vm_name, dev_name);
+                coh_fdstore_put(d, vm_name, vm->vm_fd);
+                coh_fdstore_put(d, dev_name, vm->device_fd);
         }
 
-        r = p->ops->vfio_file_add(p, vm->device_fd, file_fd, coherent);
-        if (r < 0) {
-                *ret_operation = "KVM_DEV_VFIO_FILE_ADD";
-                if (new_vm) /* nothing half-done: the device we just made goes too */
-                        vm_free(d, vm);
-                free(grant);
-                return r;
-        }
-
+        /* Write-ahead: the next instance must know of the file before the
+         * kernel does, or a crash right after the add would lose it. */
+        char name[40];
         grant->vm = vm;
         grant->owner = owner;
         grant->file_fd = take_fd(&file_owned);
         grant->since_usec = now_usec();
+        grant->pending = true;
+        file_name(grant, name);
+        LIST_INSERT_HEAD(&g->grants, grant, link);
+        coh_fdstore_put(d, name, grant->file_fd);
+        coh_fdstore_save(d, false);
+
+        r = p->ops->vfio_file_add(p, vm->device_fd, grant->file_fd, coherent);
+        if (r < 0) {
+                *ret_operation = "KVM_DEV_VFIO_FILE_ADD";
+                LIST_REMOVE(grant, link);
+                coh_fdstore_remove(d, name);
+                close(grant->file_fd);
+                free(grant);
+                if (new_vm) /* nothing half-done: the device we just made goes too */
+                        coh_vm_free(d, vm);
+                coh_fdstore_save(d, false);
+                return r;
+        }
+
+        grant->pending = false;
         vm->n_grants++;
         if (grant->decision == COH_DECISION_GRANTED)
                 vm->n_emulating++;
-        LIST_INSERT_HEAD(&g->grants, grant, link);
         g->n_grants++;
         owner->n_grants++;
         *ret = grant;
@@ -149,6 +182,9 @@ void coh_grant_end(struct coh_daemon *d, struct coh_grant *grant, const char *en
         int r = p->ops->vfio_file_del(p, vm->device_fd, grant->file_fd);
         if (r < 0)
                 snprintf(detach_error, sizeof detach_error, "KVM_DEV_VFIO_FILE_DEL: %s", strerror(-r));
+        char name[40];
+        file_name(grant, name);
+        coh_fdstore_remove(d, name);
         close(grant->file_fd);
         LIST_REMOVE(grant, link);
         d->grants.n_grants--;
@@ -158,7 +194,7 @@ void coh_grant_end(struct coh_daemon *d, struct coh_grant *grant, const char *en
                 vm->n_emulating--;
         const char *wbinvd = coh_vm_wbinvd(vm);
         if (vm->n_grants == 0) /* never keep a VM alive that no grant needs */
-                vm_free(d, vm);
+                coh_vm_free(d, vm);
 
         char message[512], pid[32], uid[32], group[32];
         snprintf(pid, sizeof pid, "%d", (int) owner->peer.pid);
@@ -231,4 +267,22 @@ unsigned coh_grants_n_vms(const struct coh_grants *g) {
         LIST_FOREACH(vm, &g->vms, link)
                 n++;
         return n;
+}
+
+void coh_grants_forget(struct coh_daemon *d) {
+        while (!LIST_EMPTY(&d->grants.grants)) {
+                struct coh_grant *grant = LIST_FIRST(&d->grants.grants);
+                LIST_REMOVE(grant, link);
+                close(grant->file_fd);
+                free(grant);
+        }
+        d->grants.n_grants = 0;
+        while (!LIST_EMPTY(&d->grants.vms)) {
+                struct coh_vm *vm = LIST_FIRST(&d->grants.vms);
+                LIST_REMOVE(vm, link);
+                /* Only our copies: the store's keep the device and its files alive. */
+                close(vm->device_fd);
+                close(vm->vm_fd);
+                free(vm);
+        }
 }

@@ -23,6 +23,7 @@ struct coh_daemon;
 
 struct coh_vm {
         LIST_ENTRY(coh_vm) link;
+        unsigned id;        /* names its descriptors in the fd store */
         int vm_fd;          /* owned */
         int device_fd;      /* the kvm-vfio device, owned */
         unsigned n_grants;
@@ -42,6 +43,7 @@ struct coh_grant {
         char slot[COH_SLOT_MAX];
         int iommu_group;
         uint64_t since_usec;
+        bool pending;       /* recorded, KVM_DEV_VFIO_FILE_ADD not yet answered */
 };
 
 LIST_HEAD(coh_vm_list, coh_vm);
@@ -51,6 +53,7 @@ struct coh_grants {
         struct coh_vm_list vms;
         struct coh_grant_list grants;
         unsigned n_grants;
+        unsigned next_vm_id;
 };
 
 /* The VM that vm_fd is (kcmp), or NULL. */
@@ -79,3 +82,8 @@ void coh_grants_end_owned(struct coh_daemon *d, struct coh_conn *c, const char *
 json_object *coh_grant_to_json(const struct coh_grant *g, bool manager);
 
 unsigned coh_grants_n_vms(const struct coh_grants *g);
+
+/* Closes the VM's kvm-vfio device and descriptor (it has no grants left). */
+void coh_vm_free(struct coh_daemon *d, struct coh_vm *vm);
+/* Frees grants and VMs without touching the kernel: the fd store keeps them. */
+void coh_grants_forget(struct coh_daemon *d);

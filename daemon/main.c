@@ -10,11 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "daemon.h"
+#include "fdstore.h"
 #include "log.h"
 #include "sandbox.h"
 #include "util.h"
@@ -27,6 +29,7 @@ struct options {
         bool check_policy;
         bool debug;
         bool no_sandbox;
+        bool fdstore;
 };
 
 static void help(void) {
@@ -40,6 +43,8 @@ static void help(void) {
                "  --config DIR          coherencyd.conf and policy.d/ (default " COH_SYSCONF_DIR ")\n"
                "  --vendor-policy DIR   vendor rules masked by DIR/policy.d (default\n"
                "                        " COH_VENDOR_POLICY_DIR ", none with --config)\n"
+               "  --fd-store            keep grants across restarts in systemd's file\n"
+               "                        descriptor store (needs FileDescriptorStoreMax=)\n"
                "  --check-policy        validate the policy and exit\n"
                "  --no-sandbox          do not drop capabilities or install the seccomp filter\n"
                "  --debug               log debug records\n"
@@ -47,7 +52,7 @@ static void help(void) {
 }
 
 static int parse_args(int argc, char **argv, struct options *o) {
-        enum { ARG_SOCKET = 0x100, ARG_PLATFORM, ARG_CONFIG, ARG_VENDOR, ARG_CHECK, ARG_DEBUG, ARG_NO_SANDBOX, ARG_VERSION };
+        enum { ARG_SOCKET = 0x100, ARG_PLATFORM, ARG_CONFIG, ARG_VENDOR, ARG_CHECK, ARG_DEBUG, ARG_NO_SANDBOX, ARG_VERSION, ARG_FDSTORE };
         static const struct option longopts[] = {
                 { "socket", required_argument, NULL, ARG_SOCKET },
                 { "platform", required_argument, NULL, ARG_PLATFORM },
@@ -56,6 +61,7 @@ static int parse_args(int argc, char **argv, struct options *o) {
                 { "check-policy", no_argument, NULL, ARG_CHECK },
                 { "debug", no_argument, NULL, ARG_DEBUG },
                 { "no-sandbox", no_argument, NULL, ARG_NO_SANDBOX },
+                { "fd-store", no_argument, NULL, ARG_FDSTORE },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {}
@@ -93,6 +99,9 @@ static int parse_args(int argc, char **argv, struct options *o) {
                         break;
                 case ARG_NO_SANDBOX:
                         o->no_sandbox = true;
+                        break;
+                case ARG_FDSTORE:
+                        o->fdstore = true;
                         break;
                 case 'h':
                         help();
@@ -167,6 +176,29 @@ int coh_daemon_reload(struct coh_daemon *d, struct coh_policy_error *err) {
 void coh_daemon_state_changed(struct coh_daemon *d) {
         (void) sd_notifyf(0, "STATUS=Serving %u client(s), %u grant(s) on %u VM(s)", d->server.n_conns,
                           d->grants.n_grants, coh_grants_n_vms(&d->grants));
+        coh_fdstore_save(d, false);
+
+        /* Idle: nothing to serve and nothing to keep; socket activation brings us back. */
+        unsigned idle = coh_policy_broker(d->policy)->idle_exit_sec;
+        if (!d->ev_idle)
+                return;
+        if (idle > 0 && d->server.n_conns == 0 && d->grants.n_grants == 0) {
+                struct timeval tv = { .tv_sec = idle };
+                event_add(d->ev_idle, &tv);
+        } else
+                event_del(d->ev_idle);
+}
+
+static void on_idle(evutil_socket_t fd, short what, void *userdata) {
+        struct coh_daemon *d = userdata;
+        coh_log(d, LOG_INFO, NULL, "Idle for %us, exiting", coh_policy_broker(d->policy)->idle_exit_sec);
+        (void) sd_notify(0, "STOPPING=1");
+        event_base_loopexit(d->base, NULL);
+}
+
+static void on_watchdog(evutil_socket_t fd, short what, void *userdata) {
+        /* Sent from the loop itself: a stuck loop stops the pings and systemd restarts us. */
+        (void) sd_notify(0, "WATCHDOG=1");
 }
 
 static void on_sighup(evutil_socket_t sig, short what, void *userdata) {
@@ -183,25 +215,53 @@ static void on_sigterm(evutil_socket_t sig, short what, void *userdata) {
         event_base_loopexit(d->base, NULL);
 }
 
-static int setup_listeners(struct coh_daemon *d, const struct options *o) {
+static bool is_listening_socket(int fd) {
+        int v = 0;
+        socklen_t len = sizeof v;
+        return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) == 0 && v;
+}
+
+/*
+ * Descriptors from systemd: listening sockets are served, everything else is
+ * a file descriptor store entry of a previous instance (see fdstore.h).
+ */
+static int setup_listeners(struct coh_daemon *d, const struct options *o, struct coh_stored_fd **ret_stored,
+                           size_t *ret_n_stored) {
         char **names = NULL;
-        int n = o->socket_path ? 0 : sd_listen_fds_with_names(true, &names);
+        size_t n_listeners = 0, n_stored = 0;
+        int r = 0;
+        int n = sd_listen_fds_with_names(true, &names);
         if (n < 0)
                 return n;
+        struct coh_stored_fd *stored = n > 0 ? calloc((size_t) n, sizeof *stored) : NULL;
+        if (n > 0 && !stored)
+                r = -ENOMEM;
         for (int i = 0; i < n; i++) {
-                int r = coh_server_add_listener(d, SD_LISTEN_FDS_START + i);
+                int fd = SD_LISTEN_FDS_START + i;
+                if (r < 0) {
+                        close(fd);
+                } else if (is_listening_socket(fd) && !o->socket_path) {
+                        r = coh_server_add_listener(d, fd);
+                        n_listeners++;
+                } else if (is_listening_socket(fd)) {
+                        close(fd);
+                } else {
+                        stored[n_stored].name = names[i];
+                        stored[n_stored++].fd = fd;
+                        names[i] = NULL;
+                }
                 free(names[i]);
-                if (r < 0)
-                        return r;
         }
         free(names);
-        if (n > 0)
-                return 0;
+        *ret_stored = stored;
+        *ret_n_stored = n_stored;
+        if (r < 0 || n_listeners > 0)
+                return r;
 
         const char *path = o->socket_path ?: COH_SOCKET_PATH;
         if (!o->socket_path)
                 (void) mkdir("/run/coherencyd", 0755);
-        int r = coh_server_listen_path(d, path);
+        r = coh_server_listen_path(d, path);
         if (r < 0)
                 fprintf(stderr, "coherencyd: cannot listen on %s: %s\n", path, strerror(-r));
         return r;
@@ -214,9 +274,13 @@ static int run(const struct options *o) {
                 .debug = o->debug,
         };
         struct coh_policy_error err;
+        struct coh_stored_fd *stored = NULL;
+        size_t n_stored = 0;
         char errbuf[512] = "";
+        bool keep = false;
         int r;
 
+        d.state_fd = -1;
         LIST_INIT(&d.server.conns);
         LIST_INIT(&d.grants.vms);
         LIST_INIT(&d.grants.grants);
@@ -241,9 +305,18 @@ static int run(const struct options *o) {
                 fprintf(stderr, "coherencyd: journal: %s\n", strerror(-r));
                 goto out;
         }
-        r = setup_listeners(&d, o);
+        r = setup_listeners(&d, o, &stored, &n_stored);
         if (r < 0)
                 goto out;
+        /* systemd >= 254 says how many descriptors it keeps for us; 252 needs --fd-store. */
+        const char *fdstore_max = getenv("FDSTORE");
+        if (getenv("NOTIFY_SOCKET") && (o->fdstore || (fdstore_max && atoi(fdstore_max) > 0))) {
+                r = coh_fdstore_enable(&d, stored, n_stored);
+                if (r < 0) {
+                        fprintf(stderr, "coherencyd: state memfd: %s\n", strerror(-r));
+                        goto out;
+                }
+        }
 
         /* SIGPIPE never: replies are sent with MSG_NOSIGNAL, the journal too. */
         signal(SIGPIPE, SIG_IGN);
@@ -257,6 +330,22 @@ static int run(const struct options *o) {
         event_add(d.sig_hup, NULL);
         event_add(d.sig_term, NULL);
         event_add(d.sig_int, NULL);
+        d.ev_idle = evtimer_new(d.base, on_idle, &d);
+        if (!d.ev_idle) {
+                r = -ENOMEM;
+                goto out;
+        }
+        uint64_t watchdog_usec;
+        if (sd_watchdog_enabled(false, &watchdog_usec) > 0) {
+                struct timeval tv = { .tv_sec = (time_t) (watchdog_usec / 2 / 1000000),
+                                      .tv_usec = (suseconds_t) (watchdog_usec / 2 % 1000000) };
+                d.ev_watchdog = event_new(d.base, -1, EV_PERSIST, on_watchdog, &d);
+                if (!d.ev_watchdog) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                event_add(d.ev_watchdog, &tv);
+        }
 
         if (!o->no_sandbox) {
                 r = coh_sandbox_enter(errbuf, sizeof errbuf);
@@ -269,15 +358,45 @@ static int run(const struct options *o) {
         log_policy_loaded(&d, "loaded");
         coh_log(&d, LOG_INFO, COH_MESSAGE_STARTED, "coherencyd %s started on the %s platform", COH_VERSION,
                 d.platform->ops->name);
+        if (d.fdstore || n_stored > 0) {
+                r = coh_fdstore_adopt(&d, stored, n_stored);
+                n_stored = 0;
+                if (r < 0)
+                        goto out;
+        }
         (void) sd_notify(0, "READY=1");
         coh_daemon_state_changed(&d);
 
         r = event_base_dispatch(d.base) < 0 ? -EIO : 0;
 
         coh_server_stop_listening(&d);
-        coh_server_close_all(&d);
-        coh_log(&d, LOG_INFO, COH_MESSAGE_STOPPED, "coherencyd stopped");
+        keep = d.fdstore && d.grants.n_grants + d.server.n_conns > 0;
+        if (keep) {
+                /* A restart, an upgrade or a stop: the store keeps every grant
+                 * and connection for the next instance (on a stop systemd
+                 * closes them, and the kernel detaches the files). */
+                coh_fdstore_save(&d, true);
+                coh_log(&d, LOG_INFO, COH_MESSAGE_STOPPED,
+                        "coherencyd stopping; %u grant(s) and %u connection(s) kept in the file descriptor store",
+                        d.grants.n_grants, d.server.n_conns);
+                coh_server_forget_all(&d);
+                coh_grants_forget(&d);
+        } else {
+                coh_server_close_all(&d);
+                coh_log(&d, LOG_INFO, COH_MESSAGE_STOPPED, "coherencyd stopped");
+        }
 out:
+        for (size_t i = 0; i < n_stored; i++) {
+                close(stored[i].fd);
+                free(stored[i].name);
+        }
+        free(stored);
+        if (d.ev_idle)
+                event_free(d.ev_idle);
+        if (d.ev_watchdog)
+                event_free(d.ev_watchdog);
+        if (d.state_fd >= 0)
+                close(d.state_fd);
         if (d.sig_hup)
                 event_free(d.sig_hup);
         if (d.sig_term)

@@ -222,9 +222,12 @@ static int sim_device_create(struct coh_platform *p, int vm_fd, int *ret_device_
                 return -EBUSY; /* KVM allows one kvm-vfio device per VM */
         strcpy(s.owner, "coherencyd");
         s.n_files = 0;
-        /* The simulated device is the VM file itself, so that add and del can
-         * reach the state; a duplicate is what the daemon holds and closes. */
-        int dev = fcntl(vm_fd, F_DUPFD_CLOEXEC, 3);
+        /* The simulated device is a new open file of the VM memfd, so that add
+         * and del reach the state, and so that it is a file of its own like a
+         * real kvm-vfio device (systemd's fd store keeps one copy of a file). */
+        char proc[64];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", vm_fd);
+        int dev = open(proc, O_RDWR | O_CLOEXEC);
         if (dev < 0)
                 return -errno;
         r = state_write(dev, &s);

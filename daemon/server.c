@@ -25,6 +25,7 @@
 #include "call.h"
 #include "grants.h"
 #include "daemon.h"
+#include "fdstore.h"
 #include "log.h"
 #include "server.h"
 #include "util.h"
@@ -155,9 +156,16 @@ static void resume_accept(struct coh_server *s) {
                 event_add(s->ev_listen[i], NULL);
 }
 
+static void conn_store_name(const struct coh_conn *c, char name[static 32]) {
+        snprintf(name, 32, "conn.%" PRIu64, c->id);
+}
+
 void coh_conn_close(struct coh_conn *c, const char *end) {
         struct coh_daemon *d = c->daemon;
+        char name[32];
         coh_grants_end_owned(d, c, end);
+        conn_store_name(c, name);
+        coh_fdstore_remove(d, name);
         LIST_REMOVE(c, link);
         d->server.n_conns--;
         conn_free(c);
@@ -271,6 +279,61 @@ static void reject(struct coh_daemon *d, int fd, const char *limit) {
         close(fd);
 }
 
+/*
+ * Sets up a connection on fd (taken in every case): identity, limits, events.
+ * Returns NULL when the peer is refused or cannot be served.
+ */
+static struct coh_conn *conn_new(struct coh_daemon *d, int fd, uint64_t id, bool adopted) {
+        struct coh_server *s = &d->server;
+        struct coh_conn *c = calloc(1, sizeof *c);
+        if (!c) {
+                close(fd);
+                return NULL;
+        }
+        c->daemon = d;
+        c->fd = fd;
+        c->pidfd = -1;
+        c->id = id;
+        coh_frame_init(&c->in);
+
+        int r = conn_identify(c);
+        if (r < 0) {
+                coh_log_debug(d, "connection: cannot identify peer: %s", strerror(-r));
+                conn_free(c);
+                return NULL;
+        }
+        /* Limits apply to new connections; adopted ones were admitted already. */
+        const struct coh_broker_config *cfg = coh_policy_broker(d->policy);
+        const char *limit = NULL;
+        if (!adopted && s->n_conns >= cfg->max_connections)
+                limit = "MaxConnections";
+        else if (!adopted && c->peer.uid != 0 && conns_of_uid(s, c->peer.uid) >= cfg->max_connections_per_user)
+                limit = "MaxConnectionsPerUser";
+        if (limit) {
+                c->fd = -1;
+                reject(d, fd, limit);
+                conn_free(c);
+                return NULL;
+        }
+
+        c->ev_read = event_new(d->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+        c->ev_write = event_new(d->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+        if (c->pidfd >= 0)
+                c->ev_pidfd = event_new(d->base, c->pidfd, EV_READ, conn_pidfd_cb, c);
+        if (!c->ev_read || !c->ev_write || (c->pidfd >= 0 && !c->ev_pidfd)) {
+                conn_free(c);
+                return NULL;
+        }
+        event_add(c->ev_read, NULL);
+        if (c->ev_pidfd)
+                event_add(c->ev_pidfd, NULL);
+        LIST_INSERT_HEAD(&s->conns, c, link);
+        s->n_conns++;
+        if (id >= s->next_conn_id)
+                s->next_conn_id = id;
+        return c;
+}
+
 static void listen_cb(evutil_socket_t lfd, short what, void *userdata) {
         struct coh_daemon *d = userdata;
         struct coh_server *s = &d->server;
@@ -286,52 +349,38 @@ static void listen_cb(evutil_socket_t lfd, short what, void *userdata) {
                 }
                 return;
         }
-
-        struct coh_conn *c = calloc(1, sizeof *c);
-        if (!c) {
-                close(fd);
+        struct coh_conn *c = conn_new(d, fd, s->next_conn_id + 1, false);
+        if (!c)
                 return;
-        }
-        c->daemon = d;
-        c->fd = fd;
-        c->pidfd = -1;
-        c->id = ++s->next_conn_id;
-        coh_frame_init(&c->in);
-
-        int r = conn_identify(c);
-        if (r < 0) {
-                coh_log_debug(d, "connection: cannot identify peer: %s", strerror(-r));
-                conn_free(c);
-                return;
-        }
-        const struct coh_broker_config *cfg = coh_policy_broker(d->policy);
-        if (s->n_conns >= cfg->max_connections) {
-                c->fd = -1;
-                reject(d, fd, "MaxConnections");
-                conn_free(c);
-                return;
-        }
-        if (c->peer.uid != 0 && conns_of_uid(s, c->peer.uid) >= cfg->max_connections_per_user) {
-                c->fd = -1;
-                reject(d, fd, "MaxConnectionsPerUser");
-                conn_free(c);
-                return;
-        }
-
-        c->ev_read = event_new(d->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
-        c->ev_write = event_new(d->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
-        if (c->pidfd >= 0)
-                c->ev_pidfd = event_new(d->base, c->pidfd, EV_READ, conn_pidfd_cb, c);
-        if (!c->ev_read || !c->ev_write || (c->pidfd >= 0 && !c->ev_pidfd)) {
-                conn_free(c);
-                return;
-        }
-        event_add(c->ev_read, NULL);
-        if (c->ev_pidfd)
-                event_add(c->ev_pidfd, NULL);
-        LIST_INSERT_HEAD(&s->conns, c, link);
-        s->n_conns++;
+        char name[32];
+        conn_store_name(c, name);
+        coh_fdstore_put(d, name, c->fd);
         coh_daemon_state_changed(d);
+}
+
+struct coh_conn *coh_server_adopt_conn(struct coh_daemon *d, int fd, uint64_t id) {
+        int flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+                close(fd);
+                return NULL;
+        }
+        return conn_new(d, fd, id, true);
+}
+
+bool coh_conn_alive(const struct coh_conn *c) {
+        char b;
+        ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        return n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR));
+}
+
+void coh_server_forget_all(struct coh_daemon *d) {
+        struct coh_server *s = &d->server;
+        while (!LIST_EMPTY(&s->conns)) {
+                struct coh_conn *c = LIST_FIRST(&s->conns);
+                LIST_REMOVE(c, link);
+                s->n_conns--;
+                conn_free(c);
+        }
 }
 
 int coh_server_add_listener(struct coh_daemon *d, int fd) {

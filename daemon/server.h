@@ -37,6 +37,7 @@ struct coh_conn {
         unsigned n_grants;
         bool monitor;     /* a Manager.Monitor stream is open */
         bool closing;     /* close once the output is flushed */
+        bool interrupted; /* adopted with a call the previous instance did not finish */
 };
 
 LIST_HEAD(coh_conn_list, coh_conn);
@@ -68,3 +69,10 @@ int coh_conn_error(struct coh_conn *c, const char *error, json_object *parameter
 void coh_conn_close(struct coh_conn *c, const char *end);
 
 bool coh_conn_is_admin(const struct coh_conn *c);
+
+/* A stored connection handed over by a previous instance: NULL on failure (fd closed). */
+struct coh_conn *coh_server_adopt_conn(struct coh_daemon *d, int fd, uint64_t id);
+/* False once the peer has closed its end. */
+bool coh_conn_alive(const struct coh_conn *c);
+/* Frees every connection without ending grants: they stay in the fd store. */
+void coh_server_forget_all(struct coh_daemon *d);

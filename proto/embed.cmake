@@ -1,6 +1,8 @@
 # Turns each .varlink file into a C string so the daemon serves the shipped text verbatim.
 set(out "/* generated from the .varlink files; do not edit */\n#include \"interfaces.h\"\n#include <stddef.h>\n#include <string.h>\n")
 set(table "")
+file(GLOB INPUTS ${INPUT_DIR}/*.varlink)
+list(SORT INPUTS)
 foreach(f ${INPUTS})
   file(READ ${f} hex HEX)
   get_filename_component(name ${f} NAME_WE)
