@@ -27,12 +27,10 @@
 #include <event2/event.h>
 
 #include "journal.h"
+#include "messages.h"
 
 #define JOURNAL_SOCKET_DEFAULT "/run/systemd/journal/socket"
 #define JOURNAL_FIELD_NAME_MAX 64
-
-/* Our own record for "records were dropped"; explained in systemd/coherencyd.catalog. */
-#define COH_MESSAGE_JOURNAL_DROPPED "ef104fe735354deb83278cc18d205175"
 
 struct record {
         struct record *next;

@@ -193,18 +193,21 @@ static int state_read(int vm_fd, struct sim_state *s) {
 }
 
 static int state_write(int vm_fd, const struct sim_state *s) {
-        char buf[SIM_STATE_MAX];
+        _cleanup_free_ char *buf = NULL;
         size_t len = 0;
         unsigned noncoherent = 0;
-
+        FILE *f = open_memstream(&buf, &len);
+        if (!f)
+                return -ENOMEM;
         if (s->owner[0])
-                len += snprintf(buf + len, sizeof buf - len, "kvm-vfio=%s\n", s->owner);
+                fprintf(f, "kvm-vfio=%s\n", s->owner);
         for (size_t i = 0; i < s->n_files; i++) {
-                len += snprintf(buf + len, sizeof buf - len, "attached=%s %s\n", s->files[i].name,
-                                s->files[i].coherent ? "coherent" : "noncoherent");
+                fprintf(f, "attached=%s %s\n", s->files[i].name, s->files[i].coherent ? "coherent" : "noncoherent");
                 noncoherent += !s->files[i].coherent;
         }
-        len += snprintf(buf + len, sizeof buf - len, "noncoherent-dma=%u\n", noncoherent);
+        fprintf(f, "noncoherent-dma=%u\n", noncoherent);
+        if (fclose(f) != 0)
+                return -ENOMEM;
         if (ftruncate(vm_fd, 0) < 0)
                 return -errno;
         ssize_t n = pwrite(vm_fd, buf, len, 0);
@@ -245,7 +248,10 @@ static int file_object(int fd, char *name, size_t size) {
         if (memfd_name(fd, full, sizeof full) < 0 || classify_name(full, &info) < 0 ||
             (info.kind != COH_FD_VFIO_GROUP && info.kind != COH_FD_VFIO_DEVICE))
                 return -EINVAL; /* as kvm_vfio_file_add: not a VFIO file */
-        snprintf(name, size, "%s", full + strlen(SIM_PREFIX));
+        const char *object = full + strlen(SIM_PREFIX);
+        if (strlen(object) >= size)
+                return -EINVAL;
+        strcpy(name, object);
         return 0;
 }
 

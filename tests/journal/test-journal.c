@@ -32,8 +32,6 @@
 #include "journal.h"
 #include "messages.h"
 
-/* journal.c's "records were dropped" MESSAGE_ID (not in messages.h). */
-#define MESSAGE_JOURNAL_DROPPED "ef104fe735354deb83278cc18d205175"
 
 #define WATCHDOG_SEC 30
 
@@ -689,7 +687,7 @@ static void test_overflow_counts_drops(void **state) {
                 json_object *rec = json_object_array_get_idx(records, i);
                 char *mid = record_field(rec, "MESSAGE_ID"), *test = record_field(rec, "COHERENCYD_TEST");
 
-                if (mid && strcmp(mid, MESSAGE_JOURNAL_DROPPED) == 0 && i_last != SIZE_MAX) {
+                if (mid && strcmp(mid, COH_MESSAGE_JOURNAL_DROPPED) == 0 && i_last != SIZE_MAX) {
                         /* Exactly one, after this test's first record (other tests drop too). */
                         assert_int_equal(i_notice, SIZE_MAX);
                         i_notice = i;
@@ -753,7 +751,7 @@ static void test_queue_max_zero(void **state) {
         watchdog_disarm();
 
         snprintf(pid_match, sizeof(pid_match), "_PID=%d", (int) getpid());
-        records = journal_query("MESSAGE_ID=" MESSAGE_JOURNAL_DROPPED, pid_match, NULL);
+        records = journal_query("MESSAGE_ID=" COH_MESSAGE_JOURNAL_DROPPED, pid_match, NULL);
         assert_true(json_object_array_length(records) > 0);
         notice = json_object_array_get_idx(records, json_object_array_length(records) - 1);
         v = record_field(notice, "COHERENCYD_DROPPED");
