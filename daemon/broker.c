@@ -466,7 +466,8 @@ static int method_request_grant(struct call_ctx *x) {
                 attached = true;
         }
 
-        const char *wbinvd = coh_vm_wbinvd(grant ? grant->vm : coh_grants_find_vm(&d->grants, vm_fd >= 0 ? vm_fd : -1));
+        /* Without a grant the VM descriptor is still ours: the VM may hold other grants. */
+        const char *wbinvd = coh_vm_wbinvd(grant ? grant->vm : coh_grants_find_vm(&d->grants, vm_fd));
         log_decision(x, &req, grant, attached, wbinvd);
 
         json_object *p = json_object_new_object();

@@ -147,7 +147,7 @@ static void log_policy_loaded(struct coh_daemon *d, const char *how) {
         char rules[32], origin[512], message[768];
         snprintf(rules, sizeof rules, "%zu", coh_policy_n_rules(d->policy));
         coh_origin_format(&cfg->mode_origin, origin, sizeof origin);
-        snprintf(message, sizeof message, "Policy %s: %s rule file(s), default mode %s (%s)", how, rules,
+        snprintf(message, sizeof message, "Policy %s: %s rule file(s); default mode %s, from %s", how, rules,
                  coh_mode_to_string(cfg->mode), origin);
         const struct coh_journal_field fields[] = {
                 { "COHERENCYD_MODE", coh_mode_to_string(cfg->mode) },
