@@ -1,0 +1,134 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Guest script for the vm-daemon tests (see tests.cmake): runs the real
+# coherencyd on the real kernel and vmm-client against it, once per policy
+# mode, in one boot. busybox sh.
+#
+# Arguments: on|off (QEMU's snoop-control) and the modes to run (default:
+# enable automatic force-disable). For each mode:
+#   - writes /etc/coherencyd/coherencyd.conf with [Broker] Mode=<mode>;
+#   - starts coherencyd --platform linux --config /etc/coherencyd
+#     --socket /run/coh.sock, with its sandbox (capabilities dropped, seccomp
+#     filter); should that fail to start in the guest, says why and runs this
+#     and the remaining modes with --no-sandbox (the test then still fails
+#     the "sandbox" check, so the fallback never goes unnoticed);
+#   - waits (vmm-client --wait-socket: bounded polling, gives up at once when
+#     the daemon exits) until the socket answers;
+#   - runs vmm-client, whose lines are printed prefixed with "[<mode>] ";
+#   - SIGTERMs the daemon and checks that it exits 0 within 10 s.
+# Exits 0 when every check of every mode passed.
+set -u
+
+snoop=$1
+shift
+modes=${*:-enable automatic force-disable}
+sock=/run/coh.sock
+confdir=/etc/coherencyd
+conf=$confdir/coherencyd.conf
+sandbox=1
+failed=0
+summary=
+
+# "CHECK name ok|FAIL detail", prefixed with the mode.
+say() {
+        echo "[$mode] CHECK $1 $2 $3"
+        [ "$2" = ok ] || failed=1
+}
+
+# Prints the daemon's stderr, indented, prefixed with the mode.
+show_log() {
+        [ -s "$1" ] && sed "s/^/[$mode] coherencyd: /" "$1"
+}
+
+# Waits at most 10 s for the daemon (a child of this shell) to exit; sets rc
+# to its exit status, or "timeout" after killing it.
+reap() {
+        i=0
+        while [ $i -lt 1000 ]; do
+                state=$(sed 's/.*) \(.\).*/\1/' "/proc/$1/stat" 2>/dev/null)
+                if [ -z "$state" ] || [ "$state" = Z ]; then
+                        wait "$1"
+                        rc=$?
+                        return
+                fi
+                i=$((i + 1))
+                sleep 0.01
+        done
+        kill -KILL "$1" 2>/dev/null
+        wait "$1" 2>/dev/null
+        rc=timeout
+}
+
+# Starts the daemon for $mode; sets pid. Returns non-zero when it does not answer.
+start_daemon() {
+        log=/tmp/coherencyd-$mode.log
+        rm -f "$sock"
+        if [ $sandbox -eq 1 ]; then
+                coherencyd --platform linux --config $confdir --socket $sock 2>"$log" &
+        else
+                coherencyd --platform linux --config $confdir --socket $sock --no-sandbox 2>"$log" &
+        fi
+        pid=$!
+        vmm-client --wait-socket $sock --daemon-pid $pid --timeout 10 >/tmp/wait.out
+        rc=$?
+        sed "s/^/[$mode] /" /tmp/wait.out
+        return $rc
+}
+
+mkdir -p $confdir
+for mode in $modes; do
+        echo "[$mode] === kernel $COH_KVER, snoop-control=$snoop, Mode=$mode ==="
+        cat >$conf <<CONF
+# written by daemon-test.sh
+[Broker]
+Mode=$mode
+CONF
+
+        if ! start_daemon; then
+                reap "$pid"
+                if [ $sandbox -eq 1 ]; then
+                        say sandbox FAIL "(coherencyd with its sandbox did not come up, exit $rc: $(tr '\n' ' ' <"$log"); falling back to --no-sandbox)"
+                        sandbox=0
+                        start_daemon || {
+                                reap "$pid"
+                                show_log "$log"
+                                say daemon.start FAIL "(coherencyd --no-sandbox did not come up either, exit $rc)"
+                                summary="$summary $mode:not-started"
+                                continue
+                        }
+                else
+                        show_log "$log"
+                        say daemon.start FAIL "(coherencyd --no-sandbox did not come up, exit $rc)"
+                        summary="$summary $mode:not-started"
+                        continue
+                fi
+        fi
+        if [ $sandbox -eq 1 ]; then
+                say sandbox ok "(coherencyd pid $pid runs with its sandbox: capabilities dropped, seccomp filter)"
+        fi
+
+        vmm-client --socket $sock --snoop "$snoop" --mode "$mode" --conf $conf \
+                --slot "$COH_EDU_SLOT" --group "$COH_EDU_GROUP" --tracefs "$COH_TRACEFS" \
+                --daemon-pid $pid >/tmp/client.out 2>&1
+        crc=$?
+        sed "s/^/[$mode] /" /tmp/client.out
+        if [ $crc -ne 0 ]; then
+                failed=1
+                summary="$summary $mode:FAIL"
+        else
+                summary="$summary $mode:ok"
+        fi
+
+        kill -TERM $pid
+        reap $pid
+        show_log "$log"
+        if [ "$rc" = 0 ]; then
+                say daemon.sigterm ok "(exit 0)"
+        else
+                say daemon.sigterm FAIL "(exit $rc, want 0)"
+        fi
+done
+
+echo "daemon-test: kernel $COH_KVER snoop-control=$snoop sandbox=$([ $sandbox -eq 1 ] && echo on || echo off):$summary"
+exit $failed
