@@ -1,0 +1,336 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include "call.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Deep enough for any parameters we define, shallow enough that hostile nesting is cheap. */
+#define JSON_DEPTH_MAX 32
+
+static bool is_alpha(char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool is_alnum(char c) {
+        return is_alpha(c) || (c >= '0' && c <= '9');
+}
+
+/*
+ * "iface.Member": the interface is dot-separated words of letters, digits and
+ * inner dashes, starting with a letter; the member is [A-Z][A-Za-z0-9]*.
+ * Checked by hand because these strings are matched against method tables and
+ * copied into the journal, where anything looser would be surprising.
+ */
+static bool qualified_name_is_valid(json_object *o) {
+        const char *s = json_object_get_string(o), *dot, *p;
+
+        /* A \u0000 escape would make the C string differ from what was sent. */
+        if (!s || strlen(s) != (size_t) json_object_get_string_len(o))
+                return false;
+
+        dot = strrchr(s, '.');
+        if (!dot || dot == s || dot[-1] == '.')
+                return false;
+
+        for (p = s; p < dot; p++) {
+                bool word_start = p == s || p[-1] == '.';
+                bool word_end = p + 1 == dot || p[1] == '.';
+
+                if (*p == '.') {
+                        if (word_start)
+                                return false;
+                        continue;
+                }
+                if (word_start && !(p == s ? is_alpha(*p) : is_alnum(*p)))
+                        return false;
+                if (*p == '-' && word_end)
+                        return false;
+                if (*p != '-' && !is_alnum(*p))
+                        return false;
+        }
+
+        p = dot + 1;
+        if (!(*p >= 'A' && *p <= 'Z'))
+                return false;
+        for (p++; *p; p++)
+                if (!is_alnum(*p))
+                        return false;
+        return true;
+}
+
+/*
+ * json-c accepts NaN and Infinity even in strict mode, which are not JSON, and
+ * turns 1e400 into infinity. Echoed back in a reply they would be invalid or
+ * wrong, and NaN does not even compare equal to itself: refuse them all. The
+ * tokener bounds the depth, so the recursion is bounded too.
+ */
+static bool numbers_are_finite(json_object *o) {
+        switch (json_object_get_type(o)) {
+        case json_type_double:
+                return isfinite(json_object_get_double(o));
+        case json_type_object: {
+                json_object_object_foreach(o, key, value) {
+                        (void) key;
+                        if (!numbers_are_finite(value))
+                                return false;
+                }
+                return true;
+        }
+        case json_type_array:
+                for (size_t i = 0; i < json_object_array_length(o); i++)
+                        if (!numbers_are_finite(json_object_array_get_idx(o, i)))
+                                return false;
+                return true;
+        default:
+                return true;
+        }
+}
+
+/* One complete JSON object and nothing but whitespace around it. */
+static int parse_object(const char *json, json_object **ret) {
+        struct json_tokener *tok;
+        json_object *o;
+        size_t len = strlen(json);
+        int r = 0;
+
+        tok = json_tokener_new_ex(JSON_DEPTH_MAX);
+        if (!tok)
+                return -ENOMEM;
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+
+        o = json_tokener_parse_ex(tok, json, len);
+        if (!o || json_tokener_get_error(tok) != json_tokener_success ||
+            json_tokener_get_parse_end(tok) != len || !json_object_is_type(o, json_type_object) ||
+            !numbers_are_finite(o)) {
+                json_object_put(o);
+                r = -EBADMSG;
+        } else
+                *ret = o;
+
+        json_tokener_free(tok);
+        return r;
+}
+
+/* Absent and null parameters become an empty object owned by root, so callers
+ * never special-case them and nothing outlives coh_*_done(). */
+static int take_parameters(json_object *root, json_object *value, json_object **ret) {
+        json_object *empty;
+
+        if (value) {
+                if (!json_object_is_type(value, json_type_object))
+                        return -EBADMSG;
+                *ret = value;
+                return 0;
+        }
+
+        empty = json_object_new_object();
+        if (!empty)
+                return -ENOMEM;
+        if (json_object_object_add(root, "parameters", empty) < 0) {
+                json_object_put(empty);
+                return -ENOMEM;
+        }
+        *ret = empty;
+        return 0;
+}
+
+int coh_call_parse(const char *json, struct coh_call *c) {
+        json_object *root = NULL, *method = NULL, *parameters = NULL;
+        int r;
+
+        *c = (struct coh_call) {};
+
+        r = parse_object(json, &root);
+        if (r < 0)
+                return r;
+
+        json_object_object_foreach(root, key, value) {
+                if (strcmp(key, "method") == 0) {
+                        if (!json_object_is_type(value, json_type_string) || !qualified_name_is_valid(value))
+                                goto invalid;
+                        method = value;
+                } else if (strcmp(key, "parameters") == 0) {
+                        /* null is as good as absent; anything else must be an object. */
+                        if (value && !json_object_is_type(value, json_type_object))
+                                goto invalid;
+                        parameters = value;
+                } else if (strcmp(key, "oneway") == 0 || strcmp(key, "more") == 0 ||
+                           strcmp(key, "upgrade") == 0) {
+                        bool b;
+
+                        if (!json_object_is_type(value, json_type_boolean))
+                                goto invalid;
+                        b = json_object_get_boolean(value);
+                        if (key[0] == 'o')
+                                c->oneway = b;
+                        else if (key[0] == 'm')
+                                c->more = b;
+                        else
+                                c->upgrade = b;
+                } else
+                        goto invalid;
+        }
+
+        if (!method)
+                goto invalid;
+        /* Each pair asks for contradictory replies: none, several, or one then a
+         * different protocol. systemd refuses these combinations too. */
+        if (c->oneway + c->more + c->upgrade > 1)
+                goto invalid;
+
+        r = take_parameters(root, parameters, &c->parameters);
+        if (r < 0)
+                goto fail;
+
+        c->root = root;
+        c->method = json_object_get_string(method);
+        return 0;
+
+invalid:
+        r = -EBADMSG;
+fail:
+        json_object_put(root);
+        *c = (struct coh_call) {};
+        return r;
+}
+
+void coh_call_done(struct coh_call *c) {
+        json_object_put(c->root);
+        *c = (struct coh_call) {};
+}
+
+int coh_reply_parse(const char *json, struct coh_reply *r) {
+        json_object *root = NULL, *error = NULL, *parameters = NULL;
+        int k;
+
+        *r = (struct coh_reply) {};
+
+        k = parse_object(json, &root);
+        if (k < 0)
+                return k;
+
+        json_object_object_foreach(root, key, value) {
+                if (strcmp(key, "parameters") == 0) {
+                        if (value && !json_object_is_type(value, json_type_object))
+                                goto invalid;
+                        parameters = value;
+                } else if (strcmp(key, "continues") == 0) {
+                        if (!json_object_is_type(value, json_type_boolean))
+                                goto invalid;
+                        r->continues = json_object_get_boolean(value);
+                } else if (strcmp(key, "error") == 0) {
+                        if (!json_object_is_type(value, json_type_string) || !qualified_name_is_valid(value))
+                                goto invalid;
+                        error = value;
+                } else
+                        goto invalid;
+        }
+
+        /* An error ends the call; one that claims more is coming cannot be matched to anything. */
+        if (error && r->continues)
+                goto invalid;
+
+        k = take_parameters(root, parameters, &r->parameters);
+        if (k < 0)
+                goto fail;
+
+        r->root = root;
+        r->error = error ? json_object_get_string(error) : NULL;
+        return 0;
+
+invalid:
+        k = -EBADMSG;
+fail:
+        json_object_put(root);
+        *r = (struct coh_reply) {};
+        return k;
+}
+
+void coh_reply_done(struct coh_reply *r) {
+        json_object_put(r->root);
+        *r = (struct coh_reply) {};
+}
+
+/* false is the default; leaving it out keeps messages short and like systemd's. */
+static int add_flag(json_object *o, const char *flag, bool value) {
+        json_object *b;
+
+        if (!flag || !value)
+                return 0;
+        b = json_object_new_boolean(true);
+        if (!b || json_object_object_add(o, flag, b) < 0) {
+                json_object_put(b);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/*
+ * Builds {key: name, "parameters": ..., flags...} and serializes it. Takes
+ * parameters in every case. A non-object parameters is a caller bug that
+ * would put an invalid message on the wire, so it fails with EINVAL.
+ */
+static char *format_message(const char *key, const char *name, json_object *parameters,
+                            const char *flag1, bool value1, const char *flag2, bool value2) {
+        json_object *o;
+        const char *text;
+        char *s = NULL;
+
+        if (parameters && !json_object_is_type(parameters, json_type_object)) {
+                json_object_put(parameters);
+                errno = EINVAL;
+                return NULL;
+        }
+
+        o = json_object_new_object();
+        if (!o) {
+                json_object_put(parameters);
+                return NULL;
+        }
+
+        if (key) {
+                json_object *v = json_object_new_string(name);
+
+                if (!v || json_object_object_add(o, key, v) < 0) {
+                        json_object_put(v);
+                        json_object_put(parameters);
+                        goto finish;
+                }
+        }
+
+        if (!parameters) {
+                parameters = json_object_new_object();
+                if (!parameters)
+                        goto finish;
+        }
+        if (json_object_object_add(o, "parameters", parameters) < 0) {
+                json_object_put(parameters);
+                goto finish;
+        }
+
+        if (add_flag(o, flag1, value1) < 0 || add_flag(o, flag2, value2) < 0)
+                goto finish;
+
+        text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        if (text)
+                s = strdup(text);
+
+finish:
+        json_object_put(o);
+        return s;
+}
+
+char *coh_call_format(const char *method, json_object *parameters, bool more, bool oneway) {
+        return format_message("method", method, parameters, "more", more, "oneway", oneway);
+}
+
+char *coh_reply_format(json_object *parameters, bool continues) {
+        return format_message(NULL, NULL, parameters, "continues", continues, NULL, false);
+}
+
+char *coh_error_format(const char *error, json_object *parameters) {
+        return format_message("error", error, parameters, NULL, false, NULL, false);
+}

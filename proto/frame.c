@@ -1,0 +1,418 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include "frame.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/*
+ * Bytes one recvmsg() asks for. The buffer never holds more than one maximal
+ * message plus one read, so a peer cannot make us allocate more than that per
+ * connection however it slices its bytes. Reads are kept small because every
+ * message taken memmove()s what follows it: a read of N bytes of tiny messages
+ * costs O(N^2), so N must not be the whole buffer.
+ */
+#define FRAME_READ_SIZE 4096u
+#define FRAME_BUF_MAX (COH_MESSAGE_MAX + FRAME_READ_SIZE)
+
+static void close_fds(int *fds, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (fds[i] >= 0) {
+                        /* close() errors are not actionable here, and EINTR still closes on Linux. */
+                        (void) close(fds[i]);
+                        fds[i] = -1;
+                }
+}
+
+void coh_frame_init(struct coh_frame *f) {
+        *f = (struct coh_frame) {};
+        for (size_t i = 0; i < COH_MESSAGE_FDS_MAX; i++)
+                f->fds[i] = -1;
+}
+
+void coh_frame_done(struct coh_frame *f) {
+        close_fds(f->fds, f->n_fds);
+        free(f->buf);
+        coh_frame_init(f);
+}
+
+bool coh_frame_partial(const struct coh_frame *f) {
+        /* Messages are taken from the front, so unfinished bytes are always at the end. */
+        return f->len > 0 && f->buf[f->len - 1] != '\0';
+}
+
+/* Grows the buffer geometrically to hold at least `want` bytes, never past `limit`. */
+static int frame_grow(struct coh_frame *f, size_t want, size_t limit) {
+        size_t cap;
+        char *p;
+
+        assert(want <= limit);
+        if (want <= f->cap)
+                return 0;
+
+        cap = f->cap > 0 ? f->cap : FRAME_READ_SIZE;
+        while (cap < want && cap <= limit / 2)
+                cap *= 2;
+        if (cap < want || cap > limit)
+                cap = limit;
+
+        p = realloc(f->buf, cap);
+        if (!p)
+                return -ENOMEM;
+        f->buf = p;
+        f->cap = cap;
+        return 0;
+}
+
+/*
+ * Accepts `n` bytes that already sit at buf + len, with the descriptors that
+ * came with them. Ownership of fds passes to the frame on success; on failure
+ * they are closed and the bytes are dropped (the connection is done anyway,
+ * and keeping half a read would only make the state harder to reason about).
+ */
+static int frame_commit(struct coh_frame *f, size_t n, int *fds, size_t n_fds) {
+        const char *p, *end, *start;
+        int r;
+
+        if (n_fds > 0) {
+                /*
+                 * The kernel may put bytes of earlier writes in front of the
+                 * segment that carried the descriptors, so we can only name their
+                 * message when the read began on a boundary; and the slot holds a
+                 * single message's worth.
+                 */
+                if (n == 0 || n_fds > COH_MESSAGE_FDS_MAX || f->n_fds > 0 || coh_frame_partial(f)) {
+                        r = -EPROTO;
+                        goto fail;
+                }
+        }
+
+        /* Each message, NUL included, must fit COH_MESSAGE_MAX; an unfinished one
+         * that already cannot is rejected now rather than after more buffering. */
+        start = f->len > 0 ? memrchr(f->buf, '\0', f->len) : NULL;
+        start = start ? start + 1 : f->buf;
+        end = f->buf + f->len + n;
+        for (p = f->buf + f->len; p < end; p++) {
+                p = memchr(p, '\0', end - p);
+                if (!p)
+                        break;
+                if ((size_t) (p - start) + 1 > COH_MESSAGE_MAX) {
+                        r = -EMSGSIZE;
+                        goto fail;
+                }
+                start = p + 1;
+        }
+        if ((size_t) (end - start) >= COH_MESSAGE_MAX) {
+                r = -EMSGSIZE;
+                goto fail;
+        }
+
+        if (n_fds > 0) {
+                memcpy(f->fds, fds, n_fds * sizeof(int));
+                f->n_fds = n_fds;
+                f->fds_at = f->len;
+        }
+        f->len += n;
+        return 0;
+
+fail:
+        close_fds(fds, n_fds);
+        return r;
+}
+
+int coh_frame_feed(struct coh_frame *f, const void *data, size_t len, const int *fds, size_t n_fds) {
+        int copy[COH_MESSAGE_FDS_MAX];
+        int r;
+
+        if (n_fds > COH_MESSAGE_FDS_MAX) {
+                for (size_t i = 0; i < n_fds; i++)
+                        (void) close(fds[i]);
+                return -EPROTO;
+        }
+        if (n_fds > 0)
+                memcpy(copy, fds, n_fds * sizeof(int));
+
+        /* Here the caller decides how big "one read" is. */
+        if (len > SIZE_MAX - f->len) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        r = frame_grow(f, f->len + len, f->len + len > FRAME_BUF_MAX ? f->len + len : FRAME_BUF_MAX);
+        if (r < 0)
+                goto fail;
+        if (len > 0)
+                memcpy(f->buf + f->len, data, len);
+
+        return frame_commit(f, len, copy, n_fds);
+
+fail:
+        close_fds(copy, n_fds);
+        return r;
+}
+
+ssize_t coh_frame_recv(struct coh_frame *f, int sock) {
+        /* Exactly COH_MESSAGE_FDS_MAX: one more and the kernel reports MSG_CTRUNC. */
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int) * COH_MESSAGE_FDS_MAX)];
+        } control;
+        int fds[COH_MESSAGE_FDS_MAX];
+        size_t n_fds = 0;
+        struct iovec iov;
+        struct msghdr mh = {
+                .msg_iov = &iov,
+                .msg_iovlen = 1,
+                .msg_control = &control,
+                .msg_controllen = sizeof(control),
+        };
+        struct cmsghdr *cmsg;
+        bool bad_control;
+        ssize_t n;
+        int r;
+
+        /* Only a caller that stopped taking messages gets here with a full buffer. */
+        if (f->len >= FRAME_BUF_MAX)
+                return -ENOBUFS;
+        r = frame_grow(f, f->len + FRAME_READ_SIZE < FRAME_BUF_MAX ? f->len + FRAME_READ_SIZE : FRAME_BUF_MAX,
+                       FRAME_BUF_MAX);
+        if (r < 0)
+                return r;
+
+        iov = (struct iovec) {
+                .iov_base = f->buf + f->len,
+                .iov_len = f->cap - f->len < FRAME_READ_SIZE ? f->cap - f->len : FRAME_READ_SIZE,
+        };
+        n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0)
+                return -errno;
+
+        /*
+         * Collect every descriptor before judging anything, so that each one
+         * that made it into our table is closed on every error path.
+         */
+        bad_control = mh.msg_flags & MSG_CTRUNC;
+        for (cmsg = CMSG_FIRSTHDR(&mh); cmsg; cmsg = CMSG_NXTHDR(&mh, cmsg)) {
+                size_t k;
+
+                if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) {
+                        bad_control = true;
+                        continue;
+                }
+                k = cmsg->cmsg_len > CMSG_LEN(0) ? (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int) : 0;
+                for (size_t i = 0; i < k; i++) {
+                        int fd;
+
+                        memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
+                        /* Cannot happen with this control buffer, but a privileged
+                         * daemon should not abort or leak if the kernel disagrees. */
+                        if (n_fds >= COH_MESSAGE_FDS_MAX) {
+                                (void) close(fd);
+                                bad_control = true;
+                                continue;
+                        }
+                        fds[n_fds++] = fd;
+                }
+        }
+
+        if (bad_control) {
+                close_fds(fds, n_fds);
+                return -EPROTO;
+        }
+        if (n == 0) {
+                /* Descriptors need a byte to ride on, so none can come with EOF. */
+                if (n_fds > 0) {
+                        close_fds(fds, n_fds);
+                        return -EPROTO;
+                }
+                return 0;
+        }
+
+        r = frame_commit(f, (size_t) n, fds, n_fds);
+        if (r < 0)
+                return r;
+        return n;
+}
+
+int coh_frame_next(struct coh_frame *f, struct coh_message *m) {
+        const char *nul;
+        size_t len, used;
+        char *json;
+
+        *m = (struct coh_message) {};
+        for (size_t i = 0; i < COH_MESSAGE_FDS_MAX; i++)
+                m->fds[i] = -1;
+
+        if (f->len == 0)
+                return 0;
+        nul = memchr(f->buf, '\0', f->len);
+        if (!nul)
+                return 0;
+        len = nul - f->buf;
+        used = len + 1;
+
+        if (len > 0) {
+                json = malloc(used);
+                if (!json)
+                        return -ENOMEM;
+                memcpy(json, f->buf, used);
+                m->json = json;
+                m->len = len;
+        }
+
+        /* Descriptors only ever wait at a message start, so fds_at >= used unless it is this one. */
+        if (f->n_fds > 0) {
+                if (f->fds_at == 0) {
+                        memcpy(m->fds, f->fds, f->n_fds * sizeof(int));
+                        m->n_fds = f->n_fds;
+                        for (size_t i = 0; i < COH_MESSAGE_FDS_MAX; i++)
+                                f->fds[i] = -1;
+                        f->n_fds = 0;
+                        f->fds_at = 0;
+                } else {
+                        assert(f->fds_at >= used);
+                        f->fds_at -= used;
+                }
+        }
+
+        memmove(f->buf, f->buf + used, f->len - used);
+        f->len -= used;
+
+        if (len == 0) {
+                /* Consumed all the same, with whatever it carried, so the frame stays
+                 * consistent; the caller is expected to drop the connection. */
+                coh_message_done(m);
+                return -EBADMSG;
+        }
+        return 1;
+}
+
+int coh_message_take_fd(struct coh_message *m, long index) {
+        int fd;
+
+        if (index < 0 || (unsigned long) index >= m->n_fds)
+                return -ERANGE;
+        fd = m->fds[index];
+        if (fd < 0)
+                return -EBADF;
+        m->fds[index] = -1;
+        return fd;
+}
+
+void coh_message_done(struct coh_message *m) {
+        close_fds(m->fds, m->n_fds);
+        free(m->json);
+        m->json = NULL;
+        m->len = 0;
+        m->n_fds = 0;
+}
+
+void coh_outbuf_done(struct coh_outbuf *o) {
+        free(o->buf);
+        *o = (struct coh_outbuf) {};
+}
+
+int coh_outbuf_append(struct coh_outbuf *o, const char *json, size_t limit) {
+        size_t n = strlen(json) + 1, queued = o->len - o->off;
+
+        if (n > limit || queued > limit - n)
+                return -ENOBUFS;
+
+        /* Reclaim what was sent before growing, so the buffer tracks what is queued. */
+        if (o->off > 0) {
+                memmove(o->buf, o->buf + o->off, queued);
+                o->len = queued;
+                o->off = 0;
+        }
+
+        if (o->cap - o->len < n) {
+                size_t cap = o->cap > 0 ? o->cap : 4096;
+                char *p;
+
+                while (cap - o->len < n) {
+                        if (cap > SIZE_MAX / 2)
+                                return -ENOMEM;
+                        cap *= 2;
+                }
+                p = realloc(o->buf, cap);
+                if (!p)
+                        return -ENOMEM;
+                o->buf = p;
+                o->cap = cap;
+        }
+
+        memcpy(o->buf + o->len, json, n);
+        o->len += n;
+        return 0;
+}
+
+int coh_outbuf_flush(struct coh_outbuf *o, int sock) {
+        while (o->off < o->len) {
+                ssize_t n;
+
+                n = send(sock, o->buf + o->off, o->len - o->off, MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                o->off += n;
+        }
+
+        o->off = o->len = 0;
+        return 0;
+}
+
+int coh_send_message(int sock, const char *json, const int *fds, size_t n_fds) {
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int) * COH_MESSAGE_FDS_MAX)];
+        } control = {};
+        size_t len = strlen(json) + 1, off = 0;
+
+        /* The receiver would reject either; refuse before anything hits the wire. */
+        if (len > COH_MESSAGE_MAX)
+                return -EMSGSIZE;
+        if (n_fds > COH_MESSAGE_FDS_MAX)
+                return -EINVAL;
+
+        while (off < len) {
+                struct iovec iov = {
+                        .iov_base = (char *) json + off,
+                        .iov_len = len - off,
+                };
+                struct msghdr mh = {
+                        .msg_iov = &iov,
+                        .msg_iovlen = 1,
+                };
+                ssize_t n;
+
+                /* Only the first byte carries the descriptors; once any byte is
+                 * out, they went with it. */
+                if (off == 0 && n_fds > 0) {
+                        struct cmsghdr *cmsg;
+
+                        mh.msg_control = &control;
+                        mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+                        cmsg = CMSG_FIRSTHDR(&mh);
+                        cmsg->cmsg_level = SOL_SOCKET;
+                        cmsg->cmsg_type = SCM_RIGHTS;
+                        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+                        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * n_fds);
+                }
+
+                n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                off += n;
+        }
+
+        return 0;
+}

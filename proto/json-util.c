@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include "json-util.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* The member `key` of `o`: -ENOENT when absent or null, -EINVAL when o is not an object. */
+static int get_member(json_object *o, const char *key, json_object **ret) {
+        json_object *v;
+
+        if (!json_object_is_type(o, json_type_object))
+                return -EINVAL;
+        if (!json_object_object_get_ex(o, key, &v) || !v)
+                return -ENOENT;
+        *ret = v;
+        return 0;
+}
+
+int coh_json_get_string(json_object *o, const char *key, const char **ret) {
+        json_object *v;
+        const char *s;
+        int r;
+
+        r = get_member(o, key, &v);
+        if (r < 0)
+                return r;
+        if (!json_object_is_type(v, json_type_string))
+                return -EINVAL;
+
+        /* A \u0000 escape would let "a\u0000b" pass for "a" wherever it is compared as a C string. */
+        s = json_object_get_string(v);
+        if (strlen(s) != (size_t) json_object_get_string_len(v))
+                return -EINVAL;
+
+        *ret = s;
+        return 0;
+}
+
+int coh_json_get_bool(json_object *o, const char *key, bool *ret) {
+        json_object *v;
+        int r;
+
+        r = get_member(o, key, &v);
+        if (r < 0)
+                return r;
+        if (!json_object_is_type(v, json_type_boolean))
+                return -EINVAL;
+
+        *ret = json_object_get_boolean(v);
+        return 0;
+}
+
+int coh_json_get_int64(json_object *o, const char *key, int64_t min, int64_t max, int64_t *ret) {
+        json_object *v;
+        int64_t i;
+        int r;
+
+        r = get_member(o, key, &v);
+        if (r < 0)
+                return r;
+        if (!json_object_is_type(v, json_type_int))
+                return -EINVAL;
+
+        /* json-c keeps integers above INT64_MAX as uint64 and get_int64 saturates them. */
+        i = json_object_get_int64(v);
+        if (i == INT64_MAX && json_object_get_uint64(v) > (uint64_t) INT64_MAX)
+                return -EINVAL;
+        if (i < min || i > max)
+                return -EINVAL;
+
+        *ret = i;
+        return 0;
+}
+
+int coh_json_check_keys(json_object *o, const char *const *allowed, const char **bad_key) {
+        if (bad_key)
+                *bad_key = NULL;
+        if (!json_object_is_type(o, json_type_object))
+                return -EINVAL;
+
+        json_object_object_foreach(o, key, value) {
+                const char *const *a;
+
+                (void) value;
+                for (a = allowed; *a; a++)
+                        if (strcmp(*a, key) == 0)
+                                break;
+                if (!*a) {
+                        if (bad_key)
+                                *bad_key = key;
+                        return -EINVAL;
+                }
+        }
+
+        return 0;
+}

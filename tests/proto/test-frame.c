@@ -1,0 +1,924 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Framing over real AF_UNIX stream sockets with real SCM_RIGHTS, since the
+ * descriptor rules depend on how the kernel splits reads. Every test checks
+ * that the process holds exactly the descriptors it held before.
+ */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "frame.h"
+
+static unsigned count_fds(void) {
+        DIR *d = opendir("/proc/self/fd");
+        struct dirent *de;
+        unsigned n = 0;
+
+        assert_non_null(d);
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.')
+                        n++;
+        closedir(d);
+        return n;
+}
+
+static void make_pair(int sv[2]) {
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+}
+
+static void close_pair(int sv[2]) {
+        assert_int_equal(close(sv[0]), 0);
+        assert_int_equal(close(sv[1]), 0);
+}
+
+/* A descriptor we can recognise later by inode. */
+static int make_memfd(void) {
+        int fd = memfd_create("test-frame", MFD_CLOEXEC);
+
+        assert_true(fd >= 0);
+        return fd;
+}
+
+static bool same_file(int a, int b) {
+        struct stat sa, sb;
+
+        assert_int_equal(fstat(a, &sa), 0);
+        assert_int_equal(fstat(b, &sb), 0);
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+static bool is_cloexec(int fd) {
+        int flags = fcntl(fd, F_GETFD);
+
+        assert_true(flags >= 0);
+        return flags & FD_CLOEXEC;
+}
+
+/* One sendmsg() with the descriptors on its first byte, as any peer would do it. */
+static void send_raw(int sock, const void *data, size_t len, const int *fds, size_t n_fds) {
+        size_t space = CMSG_SPACE(sizeof(int) * n_fds);
+        struct iovec iov = { .iov_base = (void *) data, .iov_len = len };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        char *control = NULL;
+
+        if (n_fds > 0) {
+                struct cmsghdr *cmsg;
+
+                control = calloc(1, space);
+                assert_non_null(control);
+                mh.msg_control = control;
+                mh.msg_controllen = space;
+                cmsg = CMSG_FIRSTHDR(&mh);
+                cmsg->cmsg_level = SOL_SOCKET;
+                cmsg->cmsg_type = SCM_RIGHTS;
+                cmsg->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+                memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * n_fds);
+        }
+        assert_int_equal(sendmsg(sock, &mh, MSG_NOSIGNAL), (ssize_t) len);
+        free(control);
+}
+
+static void send_str(int sock, const char *s) {
+        send_raw(sock, s, strlen(s), NULL, 0);
+}
+
+/* Sends one NUL-terminated message; strlen() would stop at the terminator. */
+static void send_msg(int sock, const char *json, const int *fds, size_t n_fds) {
+        send_raw(sock, json, strlen(json) + 1, fds, n_fds);
+}
+
+static void expect_message(struct coh_frame *f, const char *json, size_t n_fds) {
+        struct coh_message m;
+
+        assert_int_equal(coh_frame_next(f, &m), 1);
+        assert_string_equal(m.json, json);
+        assert_int_equal(m.len, strlen(json));
+        assert_int_equal(m.n_fds, n_fds);
+        coh_message_done(&m);
+}
+
+static void expect_nothing(struct coh_frame *f) {
+        struct coh_message m;
+
+        assert_int_equal(coh_frame_next(f, &m), 0);
+        assert_null(m.json);
+        assert_int_equal(m.n_fds, 0);
+}
+
+static void test_nothing_to_read(void **state) {
+        unsigned base = count_fds();
+        struct coh_frame f;
+        int sv[2];
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), -EAGAIN);
+        assert_false(coh_frame_partial(&f));
+        expect_nothing(&f);
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+static void test_several_messages_one_read(void **state) {
+        static const char wire[] = "{\"method\":\"a.B\"}\0{\"x\":1}\0{}\0{\"tail\"";
+        unsigned base = count_fds();
+        struct coh_frame f;
+        int sv[2];
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        send_raw(sv[1], wire, sizeof(wire) - 1, NULL, 0);
+
+        assert_int_equal(coh_frame_recv(&f, sv[0]), (ssize_t) sizeof(wire) - 1);
+        expect_message(&f, "{\"method\":\"a.B\"}", 0);
+        expect_message(&f, "{\"x\":1}", 0);
+        expect_message(&f, "{}", 0);
+        expect_nothing(&f);
+        assert_true(coh_frame_partial(&f));
+
+        send_msg(sv[1], ":2}", NULL, 0);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 4);
+        assert_false(coh_frame_partial(&f));
+        expect_message(&f, "{\"tail\":2}", 0);
+        expect_nothing(&f);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), -EAGAIN);
+
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+static void test_byte_by_byte(void **state) {
+        unsigned base = count_fds();
+        struct coh_frame f;
+        char json[3000];
+        int sv[2];
+
+        /* Long enough that the buffer has to grow a few times on the way. */
+        memset(json, 'y', sizeof(json));
+        memcpy(json, "{\"s\":\"", 6);
+        memcpy(json + sizeof(json) - 3, "\"}", 3);
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        for (size_t i = 0; i < sizeof(json); i++) {
+                send_raw(sv[1], json + i, 1, NULL, 0);
+                assert_int_equal(coh_frame_recv(&f, sv[0]), 1);
+                if (i + 1 < sizeof(json)) {
+                        assert_true(coh_frame_partial(&f));
+                        expect_nothing(&f);
+                }
+        }
+        assert_false(coh_frame_partial(&f));
+        expect_message(&f, json, 0);
+        expect_nothing(&f);
+
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+static void test_fds_with_first_byte(void **state) {
+        unsigned base = count_fds();
+        struct coh_message m;
+        struct coh_frame f;
+        int sv[2], fds[3], fd;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        for (size_t i = 0; i < 3; i++)
+                fds[i] = make_memfd();
+        /* Clear close-on-exec on one, to see the receiver set it regardless. */
+        assert_int_equal(fcntl(fds[1], F_SETFD, 0), 0);
+
+        send_msg(sv[1], "{\"vm\":0,\"device\":1,\"iommu\":2}", fds, 3);
+        send_msg(sv[1], "{\"plain\":true}", NULL, 0);
+        assert_true(coh_frame_recv(&f, sv[0]) > 0);
+        /* The kernel stops a read after the segment with descriptors. */
+        assert_int_equal(coh_frame_recv(&f, sv[0]), (ssize_t) sizeof("{\"plain\":true}"));
+
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_string_equal(m.json, "{\"vm\":0,\"device\":1,\"iommu\":2}");
+        assert_int_equal(m.n_fds, 3);
+        for (size_t i = 0; i < 3; i++) {
+                assert_true(is_cloexec(m.fds[i]));
+                assert_true(same_file(m.fds[i], fds[i]));
+        }
+
+        fd = coh_message_take_fd(&m, 1);
+        assert_true(fd >= 0);
+        assert_true(same_file(fd, fds[1]));
+        coh_message_done(&m);
+        /* Two unclaimed ones closed, the taken one is ours. */
+        assert_int_equal(count_fds(), base + 2 + 3 + 1);
+        assert_int_equal(close(fd), 0);
+
+        expect_message(&f, "{\"plain\":true}", 0);
+        expect_nothing(&f);
+
+        for (size_t i = 0; i < 3; i++)
+                assert_int_equal(close(fds[i]), 0);
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/* Descriptors belong to the first message that starts in the read that brought them. */
+static void test_fds_first_message_in_read(void **state) {
+        static const char wire[] = "{\"a\":1}\0{\"b\":2}\0{\"c\"";
+        unsigned base = count_fds();
+        struct coh_message m;
+        struct coh_frame f;
+        int sv[2], fd;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        fd = make_memfd();
+
+        send_raw(sv[1], wire, sizeof(wire) - 1, &fd, 1);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), (ssize_t) sizeof(wire) - 1);
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_string_equal(m.json, "{\"a\":1}");
+        assert_int_equal(m.n_fds, 1);
+        assert_true(same_file(m.fds[0], fd));
+        coh_message_done(&m);
+        expect_message(&f, "{\"b\":2}", 0);
+        send_msg(sv[1], ":3}", NULL, 0);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 4);
+        expect_message(&f, "{\"c\":3}", 0);
+
+        assert_int_equal(close(fd), 0);
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/* A message whose descriptors came with its first byte, the rest later. */
+static void test_fds_message_over_reads(void **state) {
+        unsigned base = count_fds();
+        struct coh_message m;
+        struct coh_frame f;
+        int sv[2], fd;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        fd = make_memfd();
+
+        send_raw(sv[1], "{\"dev", 5, &fd, 1);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 5);
+        expect_nothing(&f);
+        send_str(sv[1], "ice\":");
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 5);
+        send_msg(sv[1], "0}", NULL, 0);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 3);
+
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_string_equal(m.json, "{\"device\":0}");
+        assert_int_equal(m.n_fds, 1);
+        assert_true(is_cloexec(m.fds[0]));
+        assert_true(same_file(m.fds[0], fd));
+        coh_message_done(&m);
+
+        assert_int_equal(close(fd), 0);
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+static void test_fds_while_partial(void **state) {
+        unsigned base = count_fds();
+        struct coh_frame f;
+        int sv[2], fds[2];
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        send_str(sv[1], "{\"a\"");
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 4);
+        assert_true(coh_frame_partial(&f));
+
+        fds[0] = make_memfd();
+        fds[1] = make_memfd();
+        send_raw(sv[1], ":1}", 4, fds, 2);
+        assert_int_equal(close(fds[0]), 0);
+        assert_int_equal(close(fds[1]), 0);
+
+        /* In flight now; once received and refused, nothing of them may remain. */
+        assert_int_equal(count_fds(), base + 2);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), -EPROTO);
+        assert_int_equal(count_fds(), base + 2);
+
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/* Complete messages buffered but not taken still hold the descriptor slot. */
+static void test_fds_while_fds_pending(void **state) {
+        unsigned base = count_fds();
+        struct coh_frame f;
+        int sv[2], fd;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        fd = make_memfd();
+
+        send_msg(sv[1], "{\"a\":0}", &fd, 1);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 8);
+        send_msg(sv[1], "{\"b\":0}", &fd, 1);
+        assert_int_equal(close(fd), 0);
+
+        assert_int_equal(coh_frame_recv(&f, sv[0]), -EPROTO);
+        /* The first message's descriptor is still held by the frame, the second is gone. */
+        assert_int_equal(count_fds(), base + 2 + 1);
+        coh_frame_done(&f);
+        assert_int_equal(count_fds(), base + 2);
+
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+static void too_many_fds(size_t n) {
+        unsigned base = count_fds();
+        struct coh_frame f;
+        int sv[2], *fds;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        fds = calloc(n, sizeof(int));
+        assert_non_null(fds);
+        fds[0] = make_memfd();
+        for (size_t i = 1; i < n; i++) {
+                fds[i] = fcntl(fds[0], F_DUPFD_CLOEXEC, 3);
+                assert_true(fds[i] >= 0);
+        }
+        send_msg(sv[1], "{}", fds, n);
+        for (size_t i = 0; i < n; i++)
+                assert_int_equal(close(fds[i]), 0);
+        free(fds);
+
+        assert_int_equal(coh_frame_recv(&f, sv[0]), -EPROTO);
+        assert_int_equal(count_fds(), base + 2);
+        expect_nothing(&f);
+
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+static void test_too_many_fds_9(void **state) {
+        too_many_fds(COH_MESSAGE_FDS_MAX + 1);
+}
+
+static void test_too_many_fds_40(void **state) {
+        too_many_fds(40);
+}
+
+static void test_too_many_fds_250(void **state) {
+        too_many_fds(250);
+}
+
+static void test_max_fds_accepted(void **state) {
+        unsigned base = count_fds();
+        int sv[2], fds[COH_MESSAGE_FDS_MAX];
+        struct coh_message m;
+        struct coh_frame f;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        for (size_t i = 0; i < COH_MESSAGE_FDS_MAX; i++)
+                fds[i] = make_memfd();
+        send_msg(sv[1], "{}", fds, COH_MESSAGE_FDS_MAX);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 3);
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_int_equal(m.n_fds, COH_MESSAGE_FDS_MAX);
+        for (size_t i = 0; i < COH_MESSAGE_FDS_MAX; i++)
+                assert_true(same_file(m.fds[i], fds[i]));
+        coh_message_done(&m);
+
+        for (size_t i = 0; i < COH_MESSAGE_FDS_MAX; i++)
+                assert_int_equal(close(fds[i]), 0);
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/* With SO_PASSCRED every read carries SCM_CREDENTIALS, which we never asked to handle. */
+static void test_foreign_cmsg(void **state) {
+        unsigned base = count_fds();
+        struct coh_frame f;
+        int sv[2], one = 1, fd;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)), 0);
+        send_msg(sv[1], "{}", NULL, 0);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), -EPROTO);
+        expect_nothing(&f);
+        coh_frame_done(&f);
+
+        coh_frame_init(&f);
+        fd = make_memfd();
+        send_msg(sv[1], "{}", &fd, 1);
+        assert_int_equal(close(fd), 0);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), -EPROTO);
+        assert_int_equal(count_fds(), base + 2);
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+static void test_message_too_big(void **state) {
+        unsigned base = count_fds();
+        struct coh_frame f;
+        size_t total = 0;
+        char *big;
+        int sv[2], r;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        big = malloc(COH_MESSAGE_MAX + 1);
+        assert_non_null(big);
+        memset(big, ' ', COH_MESSAGE_MAX + 1);
+        send_raw(sv[1], big, COH_MESSAGE_MAX + 1, NULL, 0);
+
+        for (;;) {
+                r = (int) coh_frame_recv(&f, sv[0]);
+                if (r <= 0)
+                        break;
+                total += r;
+                assert_true(total < COH_MESSAGE_MAX);
+                expect_nothing(&f);
+        }
+        assert_int_equal(r, -EMSGSIZE);
+
+        free(big);
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/* The limit counts the NUL: COH_MESSAGE_MAX - 1 bytes of JSON fit, one more does not. */
+static void test_message_size_limit(void **state) {
+        unsigned base = count_fds();
+        struct coh_message m;
+        struct coh_frame f;
+        char *big;
+
+        big = malloc(COH_MESSAGE_MAX + 1);
+        assert_non_null(big);
+        memset(big, ' ', COH_MESSAGE_MAX + 1);
+
+        coh_frame_init(&f);
+        big[COH_MESSAGE_MAX - 1] = '\0';
+        assert_int_equal(coh_frame_feed(&f, big, COH_MESSAGE_MAX, NULL, 0), 0);
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_int_equal(m.len, COH_MESSAGE_MAX - 1);
+        coh_message_done(&m);
+        coh_frame_done(&f);
+
+        /* Complete within one chunk, still too big. */
+        coh_frame_init(&f);
+        big[COH_MESSAGE_MAX - 1] = ' ';
+        big[COH_MESSAGE_MAX] = '\0';
+        assert_int_equal(coh_frame_feed(&f, big, COH_MESSAGE_MAX + 1, NULL, 0), -EMSGSIZE);
+        coh_frame_done(&f);
+
+        /* Split over chunks. */
+        coh_frame_init(&f);
+        assert_int_equal(coh_frame_feed(&f, big, COH_MESSAGE_MAX / 2, NULL, 0), 0);
+        assert_int_equal(coh_frame_feed(&f, big, COH_MESSAGE_MAX / 2 - 1, NULL, 0), 0);
+        assert_int_equal(coh_frame_feed(&f, big, 1, NULL, 0), -EMSGSIZE);
+        coh_frame_done(&f);
+
+        free(big);
+        assert_int_equal(count_fds(), base);
+}
+
+/* A reader that stops taking messages is refused more input, not buffered without bound. */
+static void test_reader_backlog(void **state) {
+        unsigned base = count_fds();
+        struct coh_message m;
+        struct coh_frame f;
+        size_t each = 2000, n = 40, got = 0, total = 0;
+        char *json;
+        int sv[2];
+        ssize_t r;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        json = malloc(each);
+        assert_non_null(json);
+        memset(json, ' ', each - 1);
+        json[0] = '{';
+        json[each - 2] = '}';
+        json[each - 1] = '\0';
+        for (size_t i = 0; i < n; i++)
+                send_msg(sv[1], json, NULL, 0);
+
+        while ((r = coh_frame_recv(&f, sv[0])) > 0)
+                total += r;
+        assert_int_equal(r, -ENOBUFS);
+        assert_true(total >= COH_MESSAGE_MAX && total < n * each);
+
+        /* Taking what is there makes room again, and nothing was lost. */
+        for (;;) {
+                while (coh_frame_next(&f, &m) == 1) {
+                        assert_string_equal(m.json, json);
+                        coh_message_done(&m);
+                        got++;
+                }
+                r = coh_frame_recv(&f, sv[0]);
+                if (r == -EAGAIN)
+                        break;
+                assert_true(r > 0);
+        }
+        assert_int_equal(got, n);
+        assert_false(coh_frame_partial(&f));
+
+        free(json);
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+static void test_empty_message(void **state) {
+        unsigned base = count_fds();
+        struct coh_message m;
+        struct coh_frame f;
+        int sv[2], fd;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        fd = make_memfd();
+        send_raw(sv[1], "\0{}", 4, &fd, 1);
+        assert_int_equal(close(fd), 0);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 4);
+
+        /* Its descriptor goes with it. */
+        assert_int_equal(coh_frame_next(&f, &m), -EBADMSG);
+        assert_null(m.json);
+        assert_int_equal(m.n_fds, 0);
+        assert_int_equal(count_fds(), base + 2);
+        expect_message(&f, "{}", 0);
+
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+static void test_take_fd(void **state) {
+        unsigned base = count_fds();
+        struct coh_message m;
+        struct coh_frame f;
+        int fds[2], a, b;
+
+        coh_frame_init(&f);
+        fds[0] = make_memfd();
+        fds[1] = make_memfd();
+        assert_int_equal(coh_frame_feed(&f, "{}", 3, fds, 2), 0);
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_int_equal(m.n_fds, 2);
+
+        assert_int_equal(coh_message_take_fd(&m, 2), -ERANGE);
+        assert_int_equal(coh_message_take_fd(&m, -1), -ERANGE);
+        assert_int_equal(coh_message_take_fd(&m, LONG_MAX), -ERANGE);
+        assert_int_equal(coh_message_take_fd(&m, LONG_MIN), -ERANGE);
+        a = coh_message_take_fd(&m, 0);
+        assert_true(a >= 0);
+        assert_int_equal(coh_message_take_fd(&m, 0), -EBADF);
+        b = coh_message_take_fd(&m, 1);
+        assert_true(b >= 0);
+        assert_int_not_equal(a, b);
+        coh_message_done(&m);
+        /* Taken ones are the caller's: message_done must not touch them. */
+        assert_true(is_cloexec(a));
+        assert_int_equal(fcntl(a, F_GETFD) >= 0, 1);
+        assert_int_equal(fcntl(b, F_GETFD) >= 0, 1);
+        assert_int_equal(close(a), 0);
+        assert_int_equal(close(b), 0);
+
+        /* A message without descriptors has no index 0. */
+        assert_int_equal(coh_frame_feed(&f, "{}", 3, NULL, 0), 0);
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_int_equal(coh_message_take_fd(&m, 0), -ERANGE);
+        coh_message_done(&m);
+
+        coh_frame_done(&f);
+        assert_int_equal(count_fds(), base);
+}
+
+static void test_done_closes_unclaimed(void **state) {
+        unsigned base = count_fds();
+        struct coh_message m;
+        struct coh_frame f;
+        int sv[2], fds[3];
+
+        make_pair(sv);
+        for (size_t i = 0; i < 3; i++)
+                fds[i] = make_memfd();
+
+        /* Received but never handed out: the frame owns them. */
+        coh_frame_init(&f);
+        send_raw(sv[1], "{\"a\":", 5, fds, 3);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 5);
+        assert_int_equal(count_fds(), base + 2 + 3 + 3);
+        coh_frame_done(&f);
+        assert_int_equal(count_fds(), base + 2 + 3);
+
+        /* Complete but not taken out of the frame. */
+        coh_frame_init(&f);
+        send_msg(sv[1], "{}", fds, 3);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 3);
+        coh_frame_done(&f);
+        assert_int_equal(count_fds(), base + 2 + 3);
+
+        /* Handed out, one taken. */
+        coh_frame_init(&f);
+        send_msg(sv[1], "{}", fds, 3);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 3);
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_int_equal(close(coh_message_take_fd(&m, 2)), 0);
+        coh_message_done(&m);
+        /* Twice is harmless. */
+        coh_message_done(&m);
+        coh_frame_done(&f);
+        coh_frame_done(&f);
+        assert_int_equal(count_fds(), base + 2 + 3);
+
+        for (size_t i = 0; i < 3; i++)
+                assert_int_equal(close(fds[i]), 0);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+static void test_eof(void **state) {
+        unsigned base = count_fds();
+        struct coh_frame f;
+        int sv[2];
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        send_msg(sv[1], "{}", NULL, 0);
+        send_str(sv[1], "{\"cut");
+        assert_int_equal(close(sv[1]), 0);
+
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 8);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 0);
+        /* What arrived before EOF is still there, and the caller can tell it was cut. */
+        expect_message(&f, "{}", 0);
+        assert_true(coh_frame_partial(&f));
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 0);
+
+        coh_frame_done(&f);
+        assert_int_equal(close(sv[0]), 0);
+        assert_int_equal(count_fds(), base);
+}
+
+static void test_feed_rules(void **state) {
+        unsigned base = count_fds();
+        int fds[COH_MESSAGE_FDS_MAX + 1];
+        struct coh_message m;
+        struct coh_frame f;
+
+        coh_frame_init(&f);
+
+        /* Descriptors need a byte. */
+        fds[0] = make_memfd();
+        assert_int_equal(coh_frame_feed(&f, "", 0, fds, 1), -EPROTO);
+        assert_int_equal(count_fds(), base);
+
+        /* Too many are closed, all of them. */
+        for (size_t i = 0; i < COH_MESSAGE_FDS_MAX + 1; i++)
+                fds[i] = make_memfd();
+        assert_int_equal(coh_frame_feed(&f, "{}", 3, fds, COH_MESSAGE_FDS_MAX + 1), -EPROTO);
+        assert_int_equal(count_fds(), base);
+        expect_nothing(&f);
+
+        /* Not on a boundary. */
+        assert_int_equal(coh_frame_feed(&f, "{", 1, NULL, 0), 0);
+        fds[0] = make_memfd();
+        assert_int_equal(coh_frame_feed(&f, "}", 2, fds, 1), -EPROTO);
+        assert_int_equal(count_fds(), base);
+        coh_frame_done(&f);
+
+        /* Many messages in one chunk bigger than any single message may be. */
+        coh_frame_init(&f);
+        {
+                size_t n = 100, each = 1000;
+                char *chunk = malloc(n * each), *json;
+
+                assert_non_null(chunk);
+                memset(chunk, ' ', n * each);
+                for (size_t i = 0; i < n; i++) {
+                        chunk[i * each] = '{';
+                        chunk[i * each + each - 2] = '}';
+                        chunk[i * each + each - 1] = '\0';
+                }
+                json = strndup(chunk, each - 1);
+                assert_non_null(json);
+                assert_int_equal(coh_frame_feed(&f, chunk, n * each, NULL, 0), 0);
+                for (size_t i = 0; i < n; i++)
+                        expect_message(&f, json, 0);
+                free(json);
+                expect_nothing(&f);
+                free(chunk);
+        }
+
+        /* Descriptors of a message still being assembled stay with it. */
+        fds[0] = make_memfd();
+        assert_int_equal(coh_frame_feed(&f, "{\"a", 3, fds, 1), 0);
+        assert_int_equal(coh_frame_feed(&f, "\":1}\0{}", 8, NULL, 0), 0);
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_int_equal(m.n_fds, 1);
+        /* Handed over as they were given: the frame owned them, now the message does. */
+        assert_int_equal(m.fds[0], fds[0]);
+        coh_message_done(&m);
+        expect_message(&f, "{}", 0);
+
+        coh_frame_done(&f);
+        assert_int_equal(count_fds(), base);
+}
+
+static void test_outbuf(void **state) {
+        unsigned base = count_fds();
+        struct coh_outbuf o = {};
+        char msg[1000], *got;
+        size_t queued = 0, received = 0, sent_total = 0;
+        int sv[2], sndbuf = 4096, r;
+
+        make_pair(sv);
+        assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+        memset(msg, 'o', sizeof(msg) - 1);
+        msg[sizeof(msg) - 1] = '\0';
+
+        assert_int_equal(coh_outbuf_flush(&o, sv[0]), 0);
+        assert_false(coh_outbuf_pending(&o));
+
+        /* Limit: counts the NULs, and a refused append changes nothing. */
+        for (int i = 0; i < 200; i++) {
+                assert_int_equal(coh_outbuf_append(&o, msg, 200 * sizeof(msg)), 0);
+                queued += sizeof(msg);
+        }
+        assert_int_equal(coh_outbuf_append(&o, "x", 200 * sizeof(msg)), -ENOBUFS);
+        assert_int_equal(coh_outbuf_append(&o, msg, 200 * sizeof(msg) + sizeof(msg) - 1), -ENOBUFS);
+        assert_int_equal(o.len - o.off, queued);
+        assert_true(coh_outbuf_pending(&o));
+
+        /* Far more than the socket takes. */
+        r = coh_outbuf_flush(&o, sv[0]);
+        assert_int_equal(r, -EAGAIN);
+        assert_true(coh_outbuf_pending(&o));
+        assert_true(o.len - o.off < queued);
+
+        /* Once some has gone, the room is usable again. */
+        assert_int_equal(coh_outbuf_append(&o, msg, 200 * sizeof(msg)), 0);
+        queued += sizeof(msg);
+        sent_total = queued;
+
+        got = malloc(sent_total);
+        assert_non_null(got);
+        while (received < sent_total) {
+                ssize_t n = recv(sv[1], got + received, sent_total - received, MSG_DONTWAIT);
+
+                if (n < 0) {
+                        assert_int_equal(errno, EAGAIN);
+                        r = coh_outbuf_flush(&o, sv[0]);
+                        assert_true(r == 0 || r == -EAGAIN);
+                        continue;
+                }
+                received += n;
+        }
+        assert_int_equal(coh_outbuf_flush(&o, sv[0]), 0);
+        assert_false(coh_outbuf_pending(&o));
+        for (size_t i = 0; i < sent_total / sizeof(msg); i++)
+                assert_memory_equal(got + i * sizeof(msg), msg, sizeof(msg));
+        free(got);
+
+        /* Peer gone. */
+        assert_int_equal(coh_outbuf_append(&o, "{}", 4096), 0);
+        assert_int_equal(close(sv[1]), 0);
+        assert_int_equal(coh_outbuf_flush(&o, sv[0]), -EPIPE);
+
+        coh_outbuf_done(&o);
+        assert_int_equal(close(sv[0]), 0);
+        assert_int_equal(count_fds(), base);
+}
+
+static void test_send_message_round_trip(void **state) {
+        unsigned base = count_fds();
+        struct coh_message m;
+        struct coh_frame f;
+        int sv[2], fds[2];
+        char *big;
+        ssize_t n;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        fds[0] = make_memfd();
+        fds[1] = make_memfd();
+
+        assert_int_equal(coh_send_message(sv[1], "{\"method\":\"a.B\"}", fds, 2), 0);
+        assert_int_equal(coh_send_message(sv[1], "{\"method\":\"a.C\"}", NULL, 0), 0);
+        /* The sender keeps its own. */
+        assert_int_equal(count_fds(), base + 4);
+
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 17);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 17);
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_string_equal(m.json, "{\"method\":\"a.B\"}");
+        assert_int_equal(m.n_fds, 2);
+        assert_true(same_file(m.fds[0], fds[0]));
+        assert_true(same_file(m.fds[1], fds[1]));
+        assert_true(is_cloexec(m.fds[0]) && is_cloexec(m.fds[1]));
+        coh_message_done(&m);
+        expect_message(&f, "{\"method\":\"a.C\"}", 0);
+
+        /* A large message arrives over several reads with its descriptors on the first. */
+        big = malloc(COH_MESSAGE_MAX);
+        assert_non_null(big);
+        memset(big, ' ', COH_MESSAGE_MAX - 1);
+        big[0] = '{';
+        big[COH_MESSAGE_MAX - 2] = '}';
+        big[COH_MESSAGE_MAX - 1] = '\0';
+        assert_int_equal(coh_send_message(sv[1], big, fds, 2), 0);
+        n = coh_frame_recv(&f, sv[0]);
+        assert_true(n > 0 && n < COH_MESSAGE_MAX);
+        while (coh_frame_partial(&f) || f.len == 0)
+                assert_true(coh_frame_recv(&f, sv[0]) > 0);
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_int_equal(m.len, COH_MESSAGE_MAX - 1);
+        assert_int_equal(m.n_fds, 2);
+        assert_true(same_file(m.fds[1], fds[1]));
+        coh_message_done(&m);
+
+        /* What the receiver would refuse is not sent. */
+        big[COH_MESSAGE_MAX - 1] = ' ';
+        big = realloc(big, COH_MESSAGE_MAX + 1);
+        assert_non_null(big);
+        big[COH_MESSAGE_MAX] = '\0';
+        assert_int_equal(coh_send_message(sv[1], big, NULL, 0), -EMSGSIZE);
+        {
+                int many[COH_MESSAGE_FDS_MAX + 1];
+
+                for (size_t i = 0; i < COH_MESSAGE_FDS_MAX + 1; i++)
+                        many[i] = fds[0];
+                assert_int_equal(coh_send_message(sv[1], "{}", many, COH_MESSAGE_FDS_MAX + 1), -EINVAL);
+        }
+        assert_int_equal(coh_frame_recv(&f, sv[0]), -EAGAIN);
+        free(big);
+
+        assert_int_equal(close(sv[0]), 0);
+        assert_int_equal(coh_send_message(sv[1], "{}", NULL, 0), -EPIPE);
+
+        assert_int_equal(close(fds[0]), 0);
+        assert_int_equal(close(fds[1]), 0);
+        coh_frame_done(&f);
+        assert_int_equal(close(sv[1]), 0);
+        assert_int_equal(count_fds(), base);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_nothing_to_read),
+                cmocka_unit_test(test_several_messages_one_read),
+                cmocka_unit_test(test_byte_by_byte),
+                cmocka_unit_test(test_fds_with_first_byte),
+                cmocka_unit_test(test_fds_first_message_in_read),
+                cmocka_unit_test(test_fds_message_over_reads),
+                cmocka_unit_test(test_fds_while_partial),
+                cmocka_unit_test(test_fds_while_fds_pending),
+                cmocka_unit_test(test_too_many_fds_9),
+                cmocka_unit_test(test_too_many_fds_40),
+                cmocka_unit_test(test_too_many_fds_250),
+                cmocka_unit_test(test_max_fds_accepted),
+                cmocka_unit_test(test_foreign_cmsg),
+                cmocka_unit_test(test_message_too_big),
+                cmocka_unit_test(test_message_size_limit),
+                cmocka_unit_test(test_reader_backlog),
+                cmocka_unit_test(test_empty_message),
+                cmocka_unit_test(test_take_fd),
+                cmocka_unit_test(test_done_closes_unclaimed),
+                cmocka_unit_test(test_eof),
+                cmocka_unit_test(test_feed_rules),
+                cmocka_unit_test(test_outbuf),
+                cmocka_unit_test(test_send_message_round_trip),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

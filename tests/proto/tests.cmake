@@ -1,0 +1,6 @@
+# Framing and envelope: they need only coh_proto, so they build while the daemon does not.
+coh_unit_test(test-frame SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-frame.c LIBS coh_proto)
+coh_unit_test(test-call SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-call.c LIBS coh_proto)
+
+coh_fuzz_target(fuzz-frame ${CMAKE_CURRENT_LIST_DIR}/../fuzz/fuzz-frame.c coh_proto)
+coh_fuzz_target(fuzz-call ${CMAKE_CURRENT_LIST_DIR}/../fuzz/fuzz-call.c coh_proto)
