@@ -111,6 +111,9 @@ static json_object *state_json(struct coh_daemon *d, bool shutdown) {
                 json_object_object_add(o, "slot", json_object_new_string(g->slot));
                 json_object_object_add(o, "iommuGroup", json_object_new_int(g->iommu_group));
                 json_object_object_add(o, "since", json_object_new_int64((int64_t) g->since_usec));
+                json_object_object_add(o, "peerPid", json_object_new_int64(g->peer_pid));
+                json_object_object_add(o, "peerUid", json_object_new_int64(g->peer_uid));
+                json_object_object_add(o, "peerUnit", json_object_new_string(g->peer_unit));
                 json_object_array_add(grants, o);
         }
         json_object_object_add(root, "vms", vms);
@@ -261,12 +264,17 @@ static void adopt_conns(struct coh_daemon *d, json_object *list, struct coh_stor
         }
 }
 
+/*
+ * Grants whose connection systemd dropped from the store (it does so when the
+ * peer hangs up) are rebuilt without owner and ended here, so that their end
+ * is logged like any other.
+ */
 static void adopt_grants(struct coh_daemon *d, json_object *list, struct coh_stored_fd *e, size_t n,
-                         unsigned *ret_pending) {
+                         unsigned *ret_pending, unsigned *ret_orphaned) {
         for (size_t i = 0; list && i < json_object_array_length(list); i++) {
                 json_object *o = json_object_array_get_idx(list, i);
-                const char *id, *rule, *slot;
-                int64_t vm_id, conn_id, decision, reason, mode, group, since;
+                const char *id, *rule, *slot, *unit;
+                int64_t vm_id, conn_id, decision, reason, mode, group, since, peer_pid, peer_uid;
                 bool pending;
                 char name[64];
 
@@ -284,7 +292,10 @@ static void adopt_grants(struct coh_daemon *d, json_object *list, struct coh_sto
                     coh_json_get_int64(o, "mode", 0, _COH_MODE_MAX - 1, &mode) < 0 ||
                     coh_json_get_string(o, "rule", &rule) < 0 || coh_json_get_string(o, "slot", &slot) < 0 ||
                     coh_json_get_int64(o, "iommuGroup", -1, INT32_MAX, &group) < 0 ||
-                    coh_json_get_int64(o, "since", 0, INT64_MAX, &since) < 0) {
+                    coh_json_get_int64(o, "since", 0, INT64_MAX, &since) < 0 ||
+                    coh_json_get_int64(o, "peerPid", 0, INT32_MAX, &peer_pid) < 0 ||
+                    coh_json_get_int64(o, "peerUid", 0, UINT32_MAX, &peer_uid) < 0 ||
+                    coh_json_get_string(o, "peerUnit", &unit) < 0) {
                         close(file_fd);
                         continue;
                 }
@@ -294,13 +305,13 @@ static void adopt_grants(struct coh_daemon *d, json_object *list, struct coh_sto
                         close(file_fd); /* its device is gone, and the kernel dropped the file with it */
                         continue;
                 }
-                if (pending || !owner) {
+                if (pending) {
                         /* Interrupted between the state write and the kernel's
-                         * answer, or nobody to own it: undo. FILE_DEL fails with
-                         * ENOENT when the add never happened, which is fine. */
+                         * answer: undo. FILE_DEL fails with ENOENT when the add
+                         * never happened, which is fine. */
                         (void) d->platform->ops->vfio_file_del(d->platform, vm->device_fd, file_fd);
                         close(file_fd);
-                        if (pending && owner)
+                        if (owner)
                                 owner->interrupted = true;
                         (*ret_pending)++;
                         continue;
@@ -321,12 +332,24 @@ static void adopt_grants(struct coh_daemon *d, json_object *list, struct coh_sto
                 g->mode = (enum coh_mode) mode;
                 g->iommu_group = (int) group;
                 g->since_usec = (uint64_t) since;
+                g->peer_pid = (pid_t) peer_pid;
+                g->peer_uid = (uid_t) peer_uid;
+                snprintf(g->peer_unit, sizeof g->peer_unit, "%s", unit);
                 vm->n_grants++;
                 if (g->decision == COH_DECISION_GRANTED)
                         vm->n_emulating++;
-                owner->n_grants++;
                 LIST_INSERT_HEAD(&d->grants.grants, g, link);
                 d->grants.n_grants++;
+                if (owner)
+                        owner->n_grants++;
+                else
+                        (*ret_orphaned)++;
+        }
+        struct coh_grant *g, *next;
+        for (g = LIST_FIRST(&d->grants.grants); g; g = next) {
+                next = LIST_NEXT(g, link);
+                if (!g->owner)
+                        coh_grant_end(d, g, "disconnect");
         }
 }
 
@@ -346,10 +369,11 @@ int coh_fdstore_adopt(struct coh_daemon *d, struct coh_stored_fd *entries, size_
                 json_object *v;
                 adopt_vms(d, json_object_object_get_ex(root, "vms", &v) ? v : NULL, entries, n);
                 adopt_conns(d, json_object_object_get_ex(root, "conns", &v) ? v : NULL, entries, n);
-                adopt_grants(d, json_object_object_get_ex(root, "grants", &v) ? v : NULL, entries, n, &undone);
+                adopt_grants(d, json_object_object_get_ex(root, "grants", &v) ? v : NULL, entries, n, &undone,
+                             &ended);
                 json_object_put(root);
         }
-        adopted = d->grants.n_grants;
+        adopted = d->grants.n_grants + ended;
 
         /* Owners that went away while we were down: their grants end now. */
         for (c = LIST_FIRST(&d->server.conns); c; c = c_next) {

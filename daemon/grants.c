@@ -127,6 +127,9 @@ int coh_grant_create(struct coh_daemon *d, struct coh_conn *owner, int vm_fd, in
         char name[40];
         grant->vm = vm;
         grant->owner = owner;
+        grant->peer_pid = owner->peer.pid;
+        grant->peer_uid = owner->peer.uid;
+        snprintf(grant->peer_unit, sizeof grant->peer_unit, "%s", owner->peer.unit ?: "");
         grant->file_fd = take_fd(&file_owned);
         grant->since_usec = now_usec();
         grant->pending = true;
@@ -188,7 +191,8 @@ void coh_grant_end(struct coh_daemon *d, struct coh_grant *grant, const char *en
         close(grant->file_fd);
         LIST_REMOVE(grant, link);
         d->grants.n_grants--;
-        owner->n_grants--;
+        if (owner)
+                owner->n_grants--;
         vm->n_grants--;
         if (grant->decision == COH_DECISION_GRANTED)
                 vm->n_emulating--;
@@ -197,8 +201,8 @@ void coh_grant_end(struct coh_daemon *d, struct coh_grant *grant, const char *en
                 coh_vm_free(d, vm);
 
         char message[512], pid[32], uid[32], group[32];
-        snprintf(pid, sizeof pid, "%d", (int) owner->peer.pid);
-        snprintf(uid, sizeof uid, "%u", (unsigned) owner->peer.uid);
+        snprintf(pid, sizeof pid, "%d", (int) grant->peer_pid);
+        snprintf(uid, sizeof uid, "%u", (unsigned) grant->peer_uid);
         snprintf(group, sizeof group, "%d", grant->iommu_group);
         snprintf(message, sizeof message, "Grant %s for %s (VM of pid %s) %s; VM WBINVD %s%s%s", grant->id,
                  grant->slot, pid, end_message(end), wbinvd, detach_error[0] ? "; " : "", detach_error);
@@ -210,7 +214,7 @@ void coh_grant_end(struct coh_daemon *d, struct coh_grant *grant, const char *en
                 { "COHERENCYD_RULE", grant->rule },
                 { "COHERENCYD_VM_WBINVD", wbinvd },
                 { "COHERENCYD_PEER_UID", uid },
-                { "COHERENCYD_PEER_UNIT", owner->peer.unit },
+                { "COHERENCYD_PEER_UNIT", grant->peer_unit[0] ? grant->peer_unit : NULL },
                 { "COHERENCYD_DETACH_ERROR", detach_error[0] ? detach_error : NULL },
                 { "OBJECT_PID", pid },
         };
@@ -224,8 +228,8 @@ void coh_grant_end(struct coh_daemon *d, struct coh_grant *grant, const char *en
         json_object_object_add(ev, "end", json_object_new_string(end));
         json_object_object_add(ev, "slot", json_object_new_string(grant->slot));
         json_object_object_add(ev, "vmWbinvd", json_object_new_string(wbinvd));
-        json_object_object_add(ev, "peerPid", json_object_new_int64(owner->peer.pid));
-        json_object_object_add(ev, "peerUid", json_object_new_int64(owner->peer.uid));
+        json_object_object_add(ev, "peerPid", json_object_new_int64(grant->peer_pid));
+        json_object_object_add(ev, "peerUid", json_object_new_int64(grant->peer_uid));
         coh_broker_broadcast(d, ev);
 
         free(grant);
@@ -242,21 +246,20 @@ void coh_grants_end_owned(struct coh_daemon *d, struct coh_conn *c, const char *
 }
 
 json_object *coh_grant_to_json(const struct coh_grant *g, bool manager) {
-        const struct coh_conn *owner = g->owner;
         json_object *o = json_object_new_object();
         json_object_object_add(o, "grant", json_object_new_string(g->id));
         json_object_object_add(o, "slot", json_object_new_string(g->slot));
         json_object_object_add(o, "decision", json_object_new_string(coh_decision_to_string(g->decision)));
         json_object_object_add(o, "reason", json_object_new_string(coh_reason_to_string(g->reason)));
         json_object_object_add(o, "vmWbinvd", json_object_new_string(coh_vm_wbinvd(g->vm)));
-        json_object_object_add(o, "peerPid", json_object_new_int64(owner->peer.pid));
-        json_object_object_add(o, "peerUid", json_object_new_int64(owner->peer.uid));
+        json_object_object_add(o, "peerPid", json_object_new_int64(g->peer_pid));
+        json_object_object_add(o, "peerUid", json_object_new_int64(g->peer_uid));
         json_object_object_add(o, "since", json_object_new_int64((int64_t) g->since_usec));
         if (manager) {
                 json_object_object_add(o, "iommuGroup", json_object_new_int(g->iommu_group));
                 json_object_object_add(o, "rule", json_object_new_string(g->rule));
-                if (owner->peer.unit)
-                        json_object_object_add(o, "peerUnit", json_object_new_string(owner->peer.unit));
+                if (g->peer_unit[0])
+                        json_object_object_add(o, "peerUnit", json_object_new_string(g->peer_unit));
         }
         return o;
 }

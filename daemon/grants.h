@@ -34,8 +34,13 @@ struct coh_grant {
         LIST_ENTRY(coh_grant) link;
         char id[24];
         struct coh_vm *vm;
-        struct coh_conn *owner;
+        struct coh_conn *owner; /* NULL only while ending a grant whose owner vanished during a restart */
         int file_fd;        /* owned: needed again for KVM_DEV_VFIO_FILE_DEL */
+        /* The VMM as seen when it asked, kept with the grant so that its end
+         * can be logged even when the connection is gone. */
+        pid_t peer_pid;
+        uid_t peer_uid;
+        char peer_unit[256];
         enum coh_decision decision;
         enum coh_reason reason;
         enum coh_mode mode;
