@@ -635,7 +635,8 @@ int coherency_connect(const char *path, struct coherency_client **ret) {
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
-        coh_frame_init(&c->frame);
+        /* Replies may be long (Manager.ListGrants); calls stay under COH_MESSAGE_MAX. */
+        coh_frame_init_max(&c->frame, COH_REPLY_MAX);
 
         c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (c->fd < 0) {

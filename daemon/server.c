@@ -34,8 +34,11 @@
 #define SO_PEERPIDFD 77
 #endif
 
-#define OUTPUT_MAX (1024u * 1024u)  /* a Monitor client that stops reading is dropped */
-#define OUTPUT_PAUSE (64u * 1024u)  /* stop reading a client whose replies pile up */
+/* Reading pauses once replies pile up past OUTPUT_PAUSE, so a client that
+ * does not read holds at most that plus one reply; only Monitor streams grow
+ * beyond, and one that stops reading is dropped at OUTPUT_MAX. */
+#define OUTPUT_PAUSE (64u * 1024u)
+#define OUTPUT_MAX COH_REPLY_MAX
 #define READS_PER_EVENT 16          /* fairness between clients */
 #define GROUPS_MAX 256
 

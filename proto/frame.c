@@ -18,7 +18,8 @@
  * costs O(N^2), so N must not be the whole buffer.
  */
 #define FRAME_READ_SIZE 4096u
-#define FRAME_BUF_MAX (COH_MESSAGE_MAX + FRAME_READ_SIZE)
+/* One message plus one read: the most a frame ever buffers. */
+#define FRAME_BUF_MAX(f) ((f)->max + FRAME_READ_SIZE)
 
 static void close_fds(int *fds, size_t n) {
         for (size_t i = 0; i < n; i++)
@@ -29,16 +30,21 @@ static void close_fds(int *fds, size_t n) {
                 }
 }
 
-void coh_frame_init(struct coh_frame *f) {
-        *f = (struct coh_frame) {};
+void coh_frame_init_max(struct coh_frame *f, size_t max) {
+        *f = (struct coh_frame) { .max = max };
         for (size_t i = 0; i < COH_MESSAGE_FDS_MAX; i++)
                 f->fds[i] = -1;
 }
 
+void coh_frame_init(struct coh_frame *f) {
+        coh_frame_init_max(f, COH_MESSAGE_MAX);
+}
+
 void coh_frame_done(struct coh_frame *f) {
+        size_t max = f->max;
         close_fds(f->fds, f->n_fds);
         free(f->buf);
-        coh_frame_init(f);
+        coh_frame_init_max(f, max);
 }
 
 bool coh_frame_partial(const struct coh_frame *f) {
@@ -92,7 +98,7 @@ static int frame_commit(struct coh_frame *f, size_t n, int *fds, size_t n_fds) {
                 }
         }
 
-        /* Each message, NUL included, must fit COH_MESSAGE_MAX; an unfinished one
+        /* Each message, NUL included, must fit f->max; an unfinished one
          * that already cannot is rejected now rather than after more buffering. */
         start = f->len > 0 ? memrchr(f->buf, '\0', f->len) : NULL;
         start = start ? start + 1 : f->buf;
@@ -101,13 +107,13 @@ static int frame_commit(struct coh_frame *f, size_t n, int *fds, size_t n_fds) {
                 p = memchr(p, '\0', end - p);
                 if (!p)
                         break;
-                if ((size_t) (p - start) + 1 > COH_MESSAGE_MAX) {
+                if ((size_t) (p - start) + 1 > f->max) {
                         r = -EMSGSIZE;
                         goto fail;
                 }
                 start = p + 1;
         }
-        if ((size_t) (end - start) >= COH_MESSAGE_MAX) {
+        if ((size_t) (end - start) >= f->max) {
                 r = -EMSGSIZE;
                 goto fail;
         }
@@ -142,7 +148,7 @@ int coh_frame_feed(struct coh_frame *f, const void *data, size_t len, const int 
                 r = -ENOMEM;
                 goto fail;
         }
-        r = frame_grow(f, f->len + len, f->len + len > FRAME_BUF_MAX ? f->len + len : FRAME_BUF_MAX);
+        r = frame_grow(f, f->len + len, f->len + len > FRAME_BUF_MAX(f) ? f->len + len : FRAME_BUF_MAX(f));
         if (r < 0)
                 goto fail;
         if (len > 0)
@@ -176,10 +182,10 @@ ssize_t coh_frame_recv(struct coh_frame *f, int sock) {
         int r;
 
         /* Only a caller that stopped taking messages gets here with a full buffer. */
-        if (f->len >= FRAME_BUF_MAX)
+        if (f->len >= FRAME_BUF_MAX(f))
                 return -ENOBUFS;
-        r = frame_grow(f, f->len + FRAME_READ_SIZE < FRAME_BUF_MAX ? f->len + FRAME_READ_SIZE : FRAME_BUF_MAX,
-                       FRAME_BUF_MAX);
+        r = frame_grow(f, f->len + FRAME_READ_SIZE < FRAME_BUF_MAX(f) ? f->len + FRAME_READ_SIZE : FRAME_BUF_MAX(f),
+                       FRAME_BUF_MAX(f));
         if (r < 0)
                 return r;
 

@@ -20,7 +20,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#define COH_MESSAGE_MAX (64u * 1024u) /* bytes of one message, NUL included */
+#define COH_MESSAGE_MAX (64u * 1024u) /* bytes of one call, NUL included */
+#define COH_REPLY_MAX (16u * 1024u * 1024u) /* bytes of one reply (a list of every grant can be long) */
 #define COH_MESSAGE_FDS_MAX 8u        /* descriptors one message may carry */
 
 /* One complete message, as handed out by coh_frame_next(). */
@@ -38,9 +39,13 @@ struct coh_frame {
         int fds[COH_MESSAGE_FDS_MAX]; /* arrived, not yet tied to a message */
         size_t n_fds;
         size_t fds_at;                /* offset in buf of the message start they belong to */
+        size_t max;                   /* bytes of one message, NUL included */
 };
 
+/* An empty frame for messages of at most COH_MESSAGE_MAX bytes (the daemon's calls). */
 void coh_frame_init(struct coh_frame *f);
+/* The same with another limit (a client reading replies: COH_REPLY_MAX). */
+void coh_frame_init_max(struct coh_frame *f, size_t max);
 /* Frees the buffer and closes every descriptor not yet handed out. */
 void coh_frame_done(struct coh_frame *f);
 
@@ -50,7 +55,7 @@ void coh_frame_done(struct coh_frame *f);
  * -EPROTO when descriptors arrived that cannot be tied to a message (read not
  * on a boundary, descriptors already pending, MSG_CTRUNC, more than
  * COH_MESSAGE_FDS_MAX, or a control message that is not SCM_RIGHTS),
- * -EMSGSIZE when more than COH_MESSAGE_MAX bytes are buffered without a NUL,
+ * -EMSGSIZE when a message (NUL included) would exceed the frame's max,
  * other -errno from recvmsg. On every error all received descriptors are closed.
  */
 ssize_t coh_frame_recv(struct coh_frame *f, int sock);

@@ -510,6 +510,33 @@ static void test_message_size_limit(void **state) {
         assert_int_equal(count_fds(), base);
 }
 
+/* A client reads replies far longer than any call (a list of every grant), with its own limit. */
+static void test_reply_size_limit(void **state) {
+        const size_t max = 4 * COH_MESSAGE_MAX;
+        struct coh_message m;
+        struct coh_frame f;
+        char *big = malloc(max + 1);
+
+        assert_non_null(big);
+        memset(big, ' ', max + 1);
+        big[max - 1] = '\0';
+        coh_frame_init_max(&f, max);
+        /* In reads of a few KiB, as a client's recv loop would see it. */
+        for (size_t off = 0; off < max; off += 4096)
+                assert_int_equal(coh_frame_feed(&f, big + off, off + 4096 <= max ? 4096 : max - off, NULL, 0), 0);
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_int_equal(m.len, max - 1);
+        coh_message_done(&m);
+
+        /* One byte more is still refused, and the limit survives coh_frame_done(). */
+        coh_frame_done(&f);
+        big[max - 1] = ' ';
+        big[max] = '\0';
+        assert_int_equal(coh_frame_feed(&f, big, max + 1, NULL, 0), -EMSGSIZE);
+        coh_frame_done(&f);
+        free(big);
+}
+
 /* A reader that stops taking messages is refused more input, not buffered without bound. */
 static void test_reader_backlog(void **state) {
         unsigned base = count_fds();
@@ -896,6 +923,7 @@ static void test_send_message_round_trip(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_nothing_to_read),
+                cmocka_unit_test(test_reply_size_limit),
                 cmocka_unit_test(test_several_messages_one_read),
                 cmocka_unit_test(test_byte_by_byte),
                 cmocka_unit_test(test_fds_with_first_byte),
