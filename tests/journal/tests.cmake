@@ -1,13 +1,8 @@
 # daemon/journal.c against a real, private journald (tests/lib/with-journald).
 
-# journal.c alone: coh_core also holds other modules' files, which need not build for this test.
-add_library(coh_journal_only STATIC ${PROJECT_SOURCE_DIR}/daemon/journal.c)
-target_include_directories(coh_journal_only PUBLIC ${PROJECT_SOURCE_DIR}/daemon)
-target_link_libraries(coh_journal_only PUBLIC PkgConfig::EVENT)
-
 # Not coh_unit_test(): the test runs under the harness, not on its own.
 add_executable(test-journal ${CMAKE_CURRENT_LIST_DIR}/test-journal.c)
-target_link_libraries(test-journal PRIVATE coh_journal_only PkgConfig::JSONC ${CMOCKA_LIBRARY})
+target_link_libraries(test-journal PRIVATE coh_core ${CMOCKA_LIBRARY})
 add_test(NAME test-journal
          COMMAND ${PROJECT_SOURCE_DIR}/tests/lib/with-journald $<TARGET_FILE:test-journal>)
 # 77: with-journald cannot run here (not root, no journald).
