@@ -84,10 +84,6 @@ static int backend_error(struct call_ctx *x, int error, const char *operation) {
 }
 
 static int reply(struct call_ctx *x, json_object *p) {
-        if (x->call.oneway) {
-                json_object_put(p);
-                return 0;
-        }
         return coh_conn_reply(x->conn, p, false);
 }
 
@@ -652,6 +648,7 @@ int coh_broker_dispatch(struct coh_daemon *d, struct coh_conn *c, struct coh_mes
                 coh_log_debug(d, "connection %" PRIu64 ": malformed message", c->id);
                 return r;
         }
+        c->oneway = x.call.oneway;
         const struct method *method = NULL;
         for (size_t i = 0; i < ELEMENTSOF(methods); i++)
                 if (strcmp(methods[i].name, x.call.method) == 0)
@@ -664,6 +661,7 @@ int coh_broker_dispatch(struct coh_daemon *d, struct coh_conn *c, struct coh_mes
                 r = reply_error1(&x, SERVICE "MethodNotImplemented", "method", x.call.method);
         else
                 r = method->handler(&x);
+        c->oneway = false;
         coh_call_done(&x.call);
         return r == -ENOBUFS ? 0 : r;
 }

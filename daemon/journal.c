@@ -128,7 +128,7 @@ static int record_new(int priority, const char *message_id, const char *message,
         assert(priority >= LOG_EMERG && priority <= LOG_DEBUG);
         assert(ret);
 
-        size = field_size("MESSAGE", message) + field_size("MESSAGE_ID", message_id) +
+        size = field_size("MESSAGE", message) + (message_id ? field_size("MESSAGE_ID", message_id) : 0) +
                field_size("PRIORITY", prio) + field_size("SYSLOG_IDENTIFIER", "coherencyd");
         for (size_t i = 0; i < n_fields; i++)
                 if (fields[i].value)
@@ -140,7 +140,8 @@ static int record_new(int priority, const char *message_id, const char *message,
 
         p = r->data;
         p = field_put(p, "MESSAGE", message);
-        p = field_put(p, "MESSAGE_ID", message_id);
+        if (message_id)
+                p = field_put(p, "MESSAGE_ID", message_id);
         p = field_put(p, "PRIORITY", prio);
         p = field_put(p, "SYSLOG_IDENTIFIER", "coherencyd");
         for (size_t i = 0; i < n_fields; i++)
@@ -519,7 +520,7 @@ int coh_journal_send(struct coh_journal *j, int priority, const char *message_id
 
         if (priority < LOG_EMERG || priority > LOG_DEBUG)
                 return -EINVAL;
-        if (!message_id_is_valid(message_id) || !message)
+        if ((message_id && !message_id_is_valid(message_id)) || !message)
                 return -EINVAL;
         if (n_fields > 0 && !fields)
                 return -EINVAL;

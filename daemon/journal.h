@@ -26,7 +26,8 @@ int coh_journal_new(struct event_base *base, const char *socket_path, size_t que
 void coh_journal_free(struct coh_journal *j);
 
 /*
- * One record with PRIORITY, MESSAGE_ID, MESSAGE and the given fields (plus
+ * One record with PRIORITY, MESSAGE_ID (when not NULL: 32 lowercase hex
+ * digits), MESSAGE and the given fields (plus
  * SYSLOG_IDENTIFIER=coherencyd). Never blocks. Returns 0 when sent or queued,
  * -ENOBUFS when the queue was full and the record was dropped (counted).
  */

@@ -199,10 +199,18 @@ static int conn_send(struct coh_conn *c, char *json) {
 }
 
 int coh_conn_reply(struct coh_conn *c, json_object *parameters, bool continues) {
+        if (c->oneway) {
+                json_object_put(parameters);
+                return 0;
+        }
         return conn_send(c, coh_reply_format(parameters, continues));
 }
 
 int coh_conn_error(struct coh_conn *c, const char *error, json_object *parameters) {
+        if (c->oneway) {
+                json_object_put(parameters);
+                return 0;
+        }
         return conn_send(c, coh_error_format(error, parameters));
 }
 

@@ -38,6 +38,7 @@ struct coh_conn {
         bool monitor;     /* a Manager.Monitor stream is open */
         bool closing;     /* close once the output is flushed */
         bool interrupted; /* adopted with a call the previous instance did not finish */
+        bool oneway;      /* the call being handled wants no reply, not even an error */
 };
 
 LIST_HEAD(coh_conn_list, coh_conn);

@@ -189,9 +189,19 @@ ssize_t coh_frame_recv(struct coh_frame *f, int sock) {
         if (r < 0)
                 return r;
 
+        /*
+         * On a message boundary read exactly one byte. A stream read stops
+         * after the segment that carried descriptors but glues earlier
+         * segments in front of it, so a larger read could not tell descriptors
+         * sent with a message's first byte from descriptors sent in its
+         * middle. One byte comes from one segment: descriptors arriving with
+         * it belong to this message, and any arriving later, while the message
+         * is partial, are a protocol error.
+         */
         iov = (struct iovec) {
                 .iov_base = f->buf + f->len,
-                .iov_len = f->cap - f->len < FRAME_READ_SIZE ? f->cap - f->len : FRAME_READ_SIZE,
+                .iov_len = !coh_frame_partial(f) ? 1
+                           : f->cap - f->len < FRAME_READ_SIZE ? f->cap - f->len : FRAME_READ_SIZE,
         };
         n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n < 0)

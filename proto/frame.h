@@ -8,10 +8,10 @@
  * parameters refer to them by index.
  *
  * The stream kernel code stops a read right after the segment that carried
- * descriptors, but may glue earlier bytes in front of it. So descriptors can
- * only be tied to a message when the read that brought them started on a
- * message boundary: then they belong to the first message that starts in that
- * read. Anything else is a protocol error and the connection must be closed.
+ * descriptors, but may glue earlier bytes in front of it. So coh_frame_recv
+ * reads a single byte on each message boundary: descriptors that come with it
+ * belong to the message it starts, and descriptors that come while a message
+ * is partial are a protocol error (the connection must be closed).
  *
  * No policy and no kernel objects here: bytes and descriptors only.
  */
