@@ -189,19 +189,22 @@ int coh_facts_read_device(int sysfs_fd, const char *slot, struct coh_device_fact
         return 0;
 }
 
-static int cmp_device(const void *a, const void *b) {
-        return strcmp(((const struct coh_device_facts *) a)->slot, ((const struct coh_device_facts *) b)->slot);
+static void free_names(char **names, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(names[i]);
+        free(names);
 }
 
-int coh_facts_read_group(int sysfs_fd, int group, struct coh_device_facts **ret, size_t *ret_n) {
-        char path[64];
-        struct coh_device_facts *devices = NULL;
-        size_t n = 0;
-        int r;
+static int cmp_name(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
 
-        if (group < 0)
-                return -EINVAL;
-        snprintf(path, sizeof path, "kernel/iommu_groups/%d/devices", group);
+/* The names in directory `path` below the root, without dot entries, sorted. */
+static int list_dir(int sysfs_fd, const char *path, char ***ret, size_t *ret_n) {
+        char **names = NULL;
+        size_t n = 0;
+        int r = 0;
+
         int fd = openat(sysfs_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
                 return -errno;
@@ -215,88 +218,91 @@ int coh_facts_read_group(int sysfs_fd, int group, struct coh_device_facts **ret,
         while ((errno = 0, de = readdir(d))) {
                 if (de->d_name[0] == '.')
                         continue;
-                if (!coh_slot_valid(de->d_name)) /* bridges etc. are PCI too; anything else is not ours */
+                char **grown = reallocarray(names, n + 1, sizeof *names);
+                if (!grown || !(grown[n] = strdup(de->d_name))) {
+                        names = grown ?: names;
+                        r = -ENOMEM;
+                        break;
+                }
+                names = grown;
+                n++;
+        }
+        if (r == 0 && errno)
+                r = -errno;
+        closedir(d);
+        if (r < 0) {
+                free_names(names, n);
+                return r;
+        }
+        if (n > 0)
+                qsort(names, n, sizeof *names, cmp_name);
+        *ret = names;
+        *ret_n = n;
+        return 0;
+}
+
+int coh_facts_read_group(int sysfs_fd, int group, struct coh_device_facts **ret, size_t *ret_n) {
+        char path[64], **names;
+        struct coh_device_facts *devices = NULL;
+        size_t n_names, n = 0;
+        int r;
+
+        if (group < 0)
+                return -EINVAL;
+        snprintf(path, sizeof path, "kernel/iommu_groups/%d/devices", group);
+        r = list_dir(sysfs_fd, path, &names, &n_names);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_names; i++) {
+                if (!coh_slot_valid(names[i])) /* nothing but PCI functions is ours */
                         continue;
                 struct coh_device_facts *grown = reallocarray(devices, n + 1, sizeof *devices);
                 if (!grown) {
                         r = -ENOMEM;
-                        goto fail;
+                        break;
                 }
                 devices = grown;
-                r = coh_facts_read_device(sysfs_fd, de->d_name, &devices[n]);
+                r = coh_facts_read_device(sysfs_fd, names[i], &devices[n]);
                 if (r < 0)
-                        goto fail;
+                        break;
                 n++;
         }
-        if (errno) {
-                r = -errno;
-                goto fail;
-        }
-        closedir(d);
-        if (n == 0) {
+        free_names(names, n_names);
+        if (r >= 0 && n == 0)
+                r = -ENOENT;
+        if (r < 0) {
                 free(devices);
-                return -ENOENT;
+                return r;
         }
-        qsort(devices, n, sizeof *devices, cmp_device);
-        *ret = devices;
+        *ret = devices; /* sorted by slot, as the names were */
         *ret_n = n;
         return 0;
-fail:
-        closedir(d);
-        free(devices);
-        return r;
-}
-
-static int cmp_iommu(const void *a, const void *b) {
-        return strcmp(((const struct coh_iommu_facts *) a)->name, ((const struct coh_iommu_facts *) b)->name);
 }
 
 int coh_facts_read_iommus(int sysfs_fd, struct coh_iommu_facts **ret, size_t *ret_n) {
         struct coh_iommu_facts *units = NULL;
-        size_t n = 0;
+        char **names;
+        size_t n_names;
         int r;
 
-        int fd = openat(sysfs_fd, "class/iommu", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0) {
-                if (errno != ENOENT)
-                        return -errno;
-                *ret = NULL; /* no IOMMU at all */
+        r = list_dir(sysfs_fd, "class/iommu", &names, &n_names);
+        if (r == -ENOENT) { /* no IOMMU at all */
+                *ret = NULL;
                 *ret_n = 0;
                 return 0;
         }
-        DIR *d = fdopendir(fd);
-        if (!d) {
-                r = -errno;
-                close(fd);
+        if (r < 0)
+                return r;
+        if (n_names > 0 && !(units = calloc(n_names, sizeof *units)))
+                r = -ENOMEM;
+        for (size_t i = 0; r >= 0 && i < n_names; i++)
+                r = read_iommu(sysfs_fd, names[i], &units[i]);
+        free_names(names, n_names);
+        if (r < 0) {
+                free(units);
                 return r;
         }
-        struct dirent *de;
-        while ((errno = 0, de = readdir(d))) {
-                if (de->d_name[0] == '.')
-                        continue;
-                struct coh_iommu_facts *grown = reallocarray(units, n + 1, sizeof *units);
-                if (!grown) {
-                        r = -ENOMEM;
-                        goto fail;
-                }
-                units = grown;
-                r = read_iommu(sysfs_fd, de->d_name, &units[n]);
-                if (r < 0)
-                        goto fail;
-                n++;
-        }
-        if (errno) {
-                r = -errno;
-                goto fail;
-        }
-        closedir(d);
-        if (n > 0)
-                qsort(units, n, sizeof *units, cmp_iommu);
         *ret = units;
-        *ret_n = n;
+        *ret_n = n_names;
         return 0;
-fail:
-        closedir(d);
-        free(units);
-        return r;
 }

@@ -177,23 +177,6 @@ static int container_coherent(int fd) {
         return r > 0;
 }
 
-static const char *kind_phrase(enum coh_fd_kind k) {
-        switch (k) {
-        case COH_FD_KVM_VM:
-                return "a KVM VM";
-        case COH_FD_VFIO_GROUP:
-                return "a VFIO group";
-        case COH_FD_VFIO_DEVICE:
-                return "a VFIO device";
-        case COH_FD_VFIO_CONTAINER:
-                return "a VFIO container";
-        case COH_FD_IOMMUFD:
-                return "an iommufd";
-        default:
-                return "a file";
-        }
-}
-
 static void set_other(struct coh_fd_info *ret, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void set_other(struct coh_fd_info *ret, const char *fmt, ...) {
@@ -414,12 +397,12 @@ static int linux_classify(struct coh_platform *p, int fd, struct coh_fd_info *re
         if (r < 0)
                 return r;
         if (ret->kind != COH_FD_OTHER)
-                snprintf(ret->what, sizeof ret->what, "%s", kind_phrase(ret->kind));
+                snprintf(ret->what, sizeof ret->what, "%s", coh_fd_kind_to_string(ret->kind));
 
         /* Everything we act on, or let a VMM act through, is used read-write:
          * a read-only descriptor is not the caller's proof of access. */
         if (ret->kind != COH_FD_OTHER && (flags & O_ACCMODE) != O_RDWR) {
-                const char *phrase = kind_phrase(ret->kind);
+                const char *phrase = coh_fd_kind_to_string(ret->kind);
 
                 set_other(ret, "a %s descriptor of %s",
                           (flags & O_ACCMODE) == O_WRONLY ? "write-only" : "read-only", phrase);

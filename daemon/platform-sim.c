@@ -255,18 +255,30 @@ static int file_object(int fd, char *name, size_t size) {
         return 0;
 }
 
+/* The object name of a VFIO file, the device's state, and where the file is in it (-1: not attached). */
+static int file_lookup(int device_fd, int file_fd, char name[static 64], struct sim_state *s, ssize_t *ret_index) {
+        int r = file_object(file_fd, name, 64);
+        if (r < 0)
+                return r;
+        r = state_read(device_fd, s);
+        if (r < 0)
+                return r;
+        *ret_index = -1;
+        for (size_t i = 0; i < s->n_files; i++)
+                if (strcmp(s->files[i].name, name) == 0)
+                        *ret_index = (ssize_t) i;
+        return 0;
+}
+
 static int sim_file_add(struct coh_platform *p, int device_fd, int file_fd, bool coherent) {
         struct sim_state s;
         char name[64];
-        int r = file_object(file_fd, name, sizeof name);
+        ssize_t i;
+        int r = file_lookup(device_fd, file_fd, name, &s, &i);
         if (r < 0)
                 return r;
-        r = state_read(device_fd, &s);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < s.n_files; i++)
-                if (strcmp(s.files[i].name, name) == 0)
-                        return -EEXIST;
+        if (i >= 0)
+                return -EEXIST; /* as kvm_vfio_file_add */
         if (s.n_files >= SIM_FILES_MAX)
                 return -ENOSPC;
         strcpy(s.files[s.n_files].name, name);
@@ -278,19 +290,15 @@ static int sim_file_add(struct coh_platform *p, int device_fd, int file_fd, bool
 static int sim_file_del(struct coh_platform *p, int device_fd, int file_fd) {
         struct sim_state s;
         char name[64];
-        int r = file_object(file_fd, name, sizeof name);
+        ssize_t i;
+        int r = file_lookup(device_fd, file_fd, name, &s, &i);
         if (r < 0)
                 return r;
-        r = state_read(device_fd, &s);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < s.n_files; i++)
-                if (strcmp(s.files[i].name, name) == 0) {
-                        memmove(&s.files[i], &s.files[i + 1], (s.n_files - i - 1) * sizeof s.files[0]);
-                        s.n_files--;
-                        return state_write(device_fd, &s);
-                }
-        return -ENOENT;
+        if (i < 0)
+                return -ENOENT; /* as kvm_vfio_file_del */
+        memmove(&s.files[i], &s.files[i + 1], (s.n_files - (size_t) i - 1) * sizeof s.files[0]);
+        s.n_files--;
+        return state_write(device_fd, &s);
 }
 
 static void sim_device_close(struct coh_platform *p, int vm_fd, int device_fd) {
