@@ -1,0 +1,418 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Hostile and broken clients against the running daemon (DESIGN.md §9). After
+ * each one: the answer names what was wrong (or the connection is closed),
+ * another client is still served, and the daemon holds exactly the
+ * descriptors it held before, so nothing a client sent stays behind.
+ *
+ * The daemon runs without its sandbox here so that LeakSanitizer can check it
+ * at exit too (teardown asserts exit status 0): these are the paths that leak.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define EXPECTED_DEVICE "a VFIO group or VFIO device"
+#define EXPECTED_VM "a KVM VM"
+
+/* A fresh connection for the bad client; *ret_fds the daemon's descriptor count now. */
+static struct vconn *attempt_begin(struct harness *h, unsigned *ret_fds) {
+        *ret_fds = daemon_fds(h, NULL);
+        return vconn_connect(h);
+}
+
+/* Ends the bad client's connection, then: is someone else still served, and is
+ * every descriptor it made the daemon take gone again? */
+static void attempt_end(struct harness *h, struct vconn *c, unsigned fds_before) {
+        vconn_free(c);
+        struct vconn *other = vconn_connect(h);
+        json_object_put(vconn_call(other, BROKER "GetInfo", NULL, NULL, 0));
+        vconn_free(other);
+        harness_sync(h);
+        expect_daemon_fds(h, NULL, fds_before);
+}
+
+static void close_all(int *fds, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                close(fds[i]);
+}
+
+/* A call that must fail with error; returns the error's parameters. Closes fds. */
+static json_object *reject_call(struct harness *h, const char *method, const char *params, int *fds, size_t n_fds,
+                                const char *error) {
+        unsigned before;
+        struct vconn *c = attempt_begin(h, &before);
+        json_object *p = vconn_call_error(c, method, params, fds, n_fds, error);
+        close_all(fds, n_fds);
+        attempt_end(h, c, before);
+        return p;
+}
+
+static void reject_invalid_parameter(struct harness *h, const char *method, const char *params, int *fds,
+                                     size_t n_fds, const char *parameter) {
+        json_object *p = reject_call(h, method, params, fds, n_fds, SERVICE "InvalidParameter");
+        assert_string_equal(jstr(p, "parameter"), parameter);
+        json_object_put(p);
+}
+
+static void reject_fd(struct harness *h, const char *method, const char *params, int *fds, size_t n_fds,
+                      const char *parameter, const char *expected, const char *got) {
+        json_object *p = reject_call(h, method, params, fds, n_fds, BROKER "InvalidFileDescriptor");
+        assert_string_equal(jstr(p, "parameter"), parameter);
+        assert_string_equal(jstr(p, "expected"), expected);
+        assert_string_equal(jstr(p, "got"), got);
+        json_object_put(p);
+}
+
+/* Raw bytes (NUL included by the caller, or not) that must make the daemon hang up. Closes fds. */
+static void reject_raw(struct harness *h, const void *data, size_t len, int *fds, size_t n_fds) {
+        unsigned before;
+        struct vconn *c = attempt_begin(h, &before);
+        vconn_send_raw(c, data, len, fds, n_fds);
+        close_all(fds, n_fds);
+        vconn_expect_closed(c);
+        attempt_end(h, c, before);
+}
+
+static void probe_with_device(struct harness *h, int device, const char *got) {
+        reject_fd(h, BROKER "Probe", "{\"device\":0}", &device, 1, "device", EXPECTED_DEVICE, got);
+}
+
+static void test_pipe_as_device_is_invalid_file_descriptor(void **state) {
+        struct harness *h = *state;
+        int p[2];
+
+        harness_start_leak_checked(h);
+        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+        close(p[1]);
+        probe_with_device(h, p[0], "a pipe");
+}
+
+static void test_regular_file_as_device_is_invalid_file_descriptor(void **state) {
+        struct harness *h = *state;
+        char path[PATH_MAX];
+
+        harness_start_leak_checked(h);
+        snprintf(path, sizeof path, "%s/not-a-device", h->dir);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        probe_with_device(h, fd, "a regular file");
+}
+
+static void test_o_path_descriptor_as_device_is_invalid_file_descriptor(void **state) {
+        struct harness *h = *state;
+
+        harness_start_leak_checked(h);
+        int fd = open(h->sysfs, O_PATH | O_CLOEXEC);
+        assert_true(fd >= 0);
+        probe_with_device(h, fd, "an O_PATH descriptor");
+}
+
+static void test_vm_as_device_is_invalid_file_descriptor(void **state) {
+        struct harness *h = *state;
+
+        harness_start_leak_checked(h);
+        probe_with_device(h, sim_object("kvm-vm"), "a KVM VM");
+}
+
+static void test_group_as_vm_is_invalid_file_descriptor(void **state) {
+        struct harness *h = *state;
+
+        harness_start_leak_checked(h);
+        int fds[2] = { sim_object("vfio-group:4"), sim_object("vfio-group:3") };
+        reject_fd(h, BROKER "RequestGrant", "{\"vm\":0,\"device\":1}", fds, 2, "vm", EXPECTED_VM, "a VFIO group");
+}
+
+static void test_vm_as_iommu_is_invalid_file_descriptor(void **state) {
+        struct harness *h = *state;
+
+        harness_start_leak_checked(h);
+        int fds[2] = { sim_object("vfio-group:4"), sim_object("kvm-vm") };
+        reject_fd(h, BROKER "Probe", "{\"device\":0,\"iommu\":1}", fds, 2, "iommu", "a VFIO container or iommufd",
+                  "a KVM VM");
+}
+
+static void test_read_only_reopen_of_vm_is_invalid_file_descriptor(void **state) {
+        struct harness *h = *state;
+        char path[64];
+
+        harness_start_leak_checked(h);
+        int vm = sim_object("kvm-vm");
+        snprintf(path, sizeof path, "/proc/self/fd/%d", vm);
+        int fds[2] = { open(path, O_RDONLY | O_CLOEXEC), sim_object("vfio-group:4") };
+        assert_true(fds[0] >= 0);
+        reject_fd(h, BROKER "RequestGrant", "{\"vm\":0,\"device\":1}", fds, 2, "vm", EXPECTED_VM,
+                  "a read-only descriptor of a KVM VM");
+        /* Nothing was done to the VM through it. */
+        assert_true(sim_vm_noncoherent_dma(vm) < 0);
+        close(vm);
+}
+
+static void test_descriptor_index_past_the_message_is_invalid_parameter(void **state) {
+        struct harness *h = *state;
+
+        harness_start_leak_checked(h);
+        int fd = sim_object("vfio-group:4");
+        reject_invalid_parameter(h, BROKER "Probe", "{\"device\":1}", &fd, 1, "device");
+}
+
+static void test_one_descriptor_for_two_parameters_is_invalid_parameter(void **state) {
+        struct harness *h = *state;
+
+        harness_start_leak_checked(h);
+        int fd = sim_object("kvm-vm");
+        reject_invalid_parameter(h, BROKER "RequestGrant", "{\"vm\":0,\"device\":0}", &fd, 1, "device");
+}
+
+static void test_missing_parameter_is_invalid_parameter(void **state) {
+        struct harness *h = *state;
+
+        harness_start_leak_checked(h);
+        int fd = sim_object("kvm-vm");
+        reject_invalid_parameter(h, BROKER "RequestGrant", "{\"vm\":0}", &fd, 1, "device");
+}
+
+static void test_parameter_of_wrong_type_is_invalid_parameter(void **state) {
+        struct harness *h = *state;
+
+        harness_start_leak_checked(h);
+        int fd = sim_object("vfio-group:4");
+        reject_invalid_parameter(h, BROKER "Probe", "{\"device\":\"0\"}", &fd, 1, "device");
+}
+
+static void test_unknown_parameter_is_invalid_parameter(void **state) {
+        struct harness *h = *state;
+
+        harness_start_leak_checked(h);
+        int fd = sim_object("vfio-group:4");
+        reject_invalid_parameter(h, BROKER "Probe", "{\"device\":0,\"colour\":\"red\"}", &fd, 1, "colour");
+}
+
+static void test_unknown_method_is_method_not_found(void **state) {
+        struct harness *h = *state;
+
+        harness_start_leak_checked(h);
+        int fd = sim_object("vfio-group:4");
+        json_object *p = reject_call(h, BROKER "Frobnicate", "{\"device\":0}", &fd, 1, SERVICE "MethodNotFound");
+        assert_string_equal(jstr(p, "method"), BROKER "Frobnicate");
+        json_object_put(p);
+}
+
+static void test_unknown_grant_is_no_such_grant(void **state) {
+        struct harness *h = *state;
+
+        harness_start_leak_checked(h);
+        json_object *p = reject_call(h, BROKER "ReleaseGrant", "{\"grant\":\"g-0123456789abcdef\"}", NULL, 0,
+                                     BROKER "NoSuchGrant");
+        assert_string_equal(jstr(p, "grant"), "g-0123456789abcdef");
+        json_object_put(p);
+}
+
+static void test_malformed_json_closes_the_connection(void **state) {
+        struct harness *h = *state;
+        static const char bad[] = "{\"method\": \"io.coherencyd.Broker.GetInfo\", ";
+
+        harness_start_leak_checked(h);
+        int fd = sim_object("kvm-vm");
+        reject_raw(h, bad, sizeof bad, &fd, 1); /* sizeof: the NUL goes too */
+}
+
+static void test_message_without_nul_past_64_kib_closes_the_connection(void **state) {
+        struct harness *h = *state;
+        size_t len = 64 * 1024 + 1;
+
+        harness_start_leak_checked(h);
+        char *flood = malloc(len);
+        assert_non_null(flood);
+        memset(flood, ' ', len);
+        flood[0] = '{';
+        reject_raw(h, flood, len, NULL, 0);
+        free(flood);
+}
+
+static void test_message_with_200_descriptors_closes_the_connection_and_all_are_closed(void **state) {
+        struct harness *h = *state;
+        static const char call[] = "{\"method\":\"io.coherencyd.Broker.GetInfo\"}";
+        int fds[200];
+
+        harness_start_leak_checked(h);
+        int vm = sim_object("kvm-vm");
+        for (size_t i = 0; i < 200; i++) {
+                fds[i] = fcntl(vm, F_DUPFD_CLOEXEC, 3);
+                assert_true(fds[i] >= 0);
+        }
+        reject_raw(h, call, sizeof call, fds, 200);
+        expect_daemon_fds(h, FD_SIM_VM, 0);
+        close(vm);
+}
+
+/*
+ * Sends a Probe in two writes, the daemon reading the first before the second
+ * arrives, with the group descriptor on the first byte of the first or of the
+ * second write. Returns the connection.
+ */
+static struct vconn *probe_in_two_writes(struct harness *h, bool fd_on_second, unsigned *ret_fds) {
+        static const char call[] = "{\"method\":\"io.coherencyd.Broker.Probe\",\"parameters\":{\"device\":0}}";
+        size_t half = sizeof call / 2;
+        int fd = sim_object("vfio-group:4");
+
+        struct vconn *c = attempt_begin(h, ret_fds);
+        vconn_send_raw(c, call, half, &fd, fd_on_second ? 0 : 1);
+        harness_sync(h);
+        vconn_send_raw(c, call + half, sizeof call - half, &fd, fd_on_second ? 1 : 0);
+        close(fd);
+        return c;
+}
+
+/* The control for the next test: a message may span reads. */
+static void test_message_split_across_writes_is_answered(void **state) {
+        struct harness *h = *state;
+        unsigned before;
+        struct coh_reply reply;
+
+        harness_start_leak_checked(h);
+        struct vconn *c = probe_in_two_writes(h, false, &before);
+        assert_int_equal(vconn_recv(c, &reply), 0);
+        assert_null(reply.error);
+        assert_string_equal(jstr(reply.parameters, "decision"), "granted");
+        coh_reply_done(&reply);
+        attempt_end(h, c, before);
+}
+
+static void test_descriptors_sent_in_the_middle_of_a_message_close_the_connection(void **state) {
+        struct harness *h = *state;
+        unsigned before;
+
+        harness_start_leak_checked(h);
+        struct vconn *c = probe_in_two_writes(h, true, &before);
+        vconn_expect_closed(c);
+        attempt_end(h, c, before);
+}
+
+static void test_max_grants_per_connection_is_limit_exceeded(void **state) {
+        struct harness *h = *state;
+        unsigned before;
+
+        harness_write_config(h, "coherencyd.conf", "[Broker]\nMode=automatic\nMaxGrantsPerConnection=2\n");
+        harness_start_leak_checked(h);
+        int vm = sim_object("kvm-vm");
+        struct vconn *c = attempt_begin(h, &before);
+        json_object_put(request_grant(c, vm, 3, "noncoherent"));
+        json_object_put(request_grant(c, vm, 4, NULL));
+
+        json_object *p = request_grant_error(c, vm, 2, NULL, BROKER "LimitExceeded");
+        assert_string_equal(jstr(p, "limit"), "MaxGrantsPerConnection");
+        json_object_put(p);
+        /* A refusal holds nothing, so it is still answered. */
+        p = request_grant(c, vm, 5, "noncoherent");
+        assert_string_equal(jstr(p, "decision"), "refused");
+        json_object_put(p);
+        assert_int_equal(sim_vm_count_lines(vm, "attached="), 2);
+
+        attempt_end(h, c, before); /* its grants end with it */
+        assert_int_equal(sim_vm_noncoherent_dma(vm), 0);
+        close(vm);
+}
+
+static void test_max_connections_per_user_is_limit_exceeded_for_the_next_connection(void **state) {
+        struct harness *h = *state;
+        struct peer vmm[3];
+        struct coh_reply reply;
+
+        harness_write_config(h, "coherencyd.conf", "[Broker]\nMode=automatic\nMaxConnectionsPerUser=2\n");
+        harness_start_leak_checked(h);
+        unsigned before = daemon_fds(h, NULL);
+        for (size_t i = 0; i < 3; i++)
+                peer_connect_nobody(h, &vmm[i]);
+        for (size_t i = 0; i < 2; i++)
+                json_object_put(vconn_call(vmm[i].conn, BROKER "GetInfo", NULL, NULL, 0));
+
+        /* The third is told why, then hung up on. */
+        assert_int_equal(vconn_recv(vmm[2].conn, &reply), 0);
+        assert_string_equal(reply.error, BROKER "LimitExceeded");
+        assert_string_equal(jstr(reply.parameters, "limit"), "MaxConnectionsPerUser");
+        coh_reply_done(&reply);
+        vconn_expect_closed(vmm[2].conn);
+        peer_done(&vmm[2]);
+
+        /* A slot that frees up can be taken again. */
+        peer_done(&vmm[0]);
+        harness_sync(h);
+        peer_connect_nobody(h, &vmm[0]);
+        json_object_put(vconn_call(vmm[0].conn, BROKER "GetInfo", NULL, NULL, 0));
+        for (size_t i = 0; i < 2; i++)
+                peer_done(&vmm[i]);
+        harness_sync(h);
+        expect_daemon_fds(h, NULL, before);
+}
+
+static void test_daemon_out_of_descriptors_pauses_accepting_and_resumes_as_clients_leave(void **state) {
+        struct harness *h = *state;
+        struct vconn *c[16];
+        const size_t n = sizeof c / sizeof c[0];
+
+        /* Room for a few clients beyond what the daemon holds at start (about a dozen). */
+        h->options.fd_limit = 24;
+        harness_start_leak_checked(h);
+        unsigned before = daemon_fds(h, NULL);
+        for (size_t i = 0; i < n; i++)
+                c[i] = vconn_connect(h); /* the kernel queues what the daemon cannot accept */
+        json_object *paused = journal_expect_at_least(h, 1, NULL, "PRIORITY=4", NULL);
+        assert_non_null(strstr(journal_field(json_object_array_get_idx(paused, 0), "MESSAGE"), "pausing"));
+        json_object_put(paused);
+
+        /* Each client that leaves lets one more in; everyone is served in the end.
+         * (org.varlink.service: Broker.GetInfo itself needs descriptors, to read sysfs.) */
+        for (size_t i = 0; i < n; i++) {
+                if (i > 0)
+                        vconn_free(c[i - 1]);
+                json_object_put(vconn_call(c[i], SERVICE "GetInfo", NULL, NULL, 0));
+        }
+        vconn_free(c[n - 1]);
+        harness_sync(h);
+        expect_daemon_fds(h, NULL, before);
+
+        /* Paused, not spinning on the listener: a warning per time it ran out, no more. */
+        paused = journal_expect_at_least(h, 1, NULL, "PRIORITY=4", NULL);
+        assert_true(json_object_array_length(paused) <= n);
+        json_object_put(paused);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                HARNESS_TEST(test_pipe_as_device_is_invalid_file_descriptor),
+                HARNESS_TEST(test_regular_file_as_device_is_invalid_file_descriptor),
+                HARNESS_TEST(test_o_path_descriptor_as_device_is_invalid_file_descriptor),
+                HARNESS_TEST(test_vm_as_device_is_invalid_file_descriptor),
+                HARNESS_TEST(test_group_as_vm_is_invalid_file_descriptor),
+                HARNESS_TEST(test_vm_as_iommu_is_invalid_file_descriptor),
+                HARNESS_TEST(test_read_only_reopen_of_vm_is_invalid_file_descriptor),
+                HARNESS_TEST(test_descriptor_index_past_the_message_is_invalid_parameter),
+                HARNESS_TEST(test_one_descriptor_for_two_parameters_is_invalid_parameter),
+                HARNESS_TEST(test_missing_parameter_is_invalid_parameter),
+                HARNESS_TEST(test_parameter_of_wrong_type_is_invalid_parameter),
+                HARNESS_TEST(test_unknown_parameter_is_invalid_parameter),
+                HARNESS_TEST(test_unknown_method_is_method_not_found),
+                HARNESS_TEST(test_unknown_grant_is_no_such_grant),
+                HARNESS_TEST(test_malformed_json_closes_the_connection),
+                HARNESS_TEST(test_message_without_nul_past_64_kib_closes_the_connection),
+                HARNESS_TEST(test_message_with_200_descriptors_closes_the_connection_and_all_are_closed),
+                HARNESS_TEST(test_message_split_across_writes_is_answered),
+                HARNESS_TEST(test_descriptors_sent_in_the_middle_of_a_message_close_the_connection),
+                HARNESS_TEST(test_max_grants_per_connection_is_limit_exceeded),
+                HARNESS_TEST(test_max_connections_per_user_is_limit_exceeded_for_the_next_connection),
+                HARNESS_TEST(test_daemon_out_of_descriptors_pauses_accepting_and_resumes_as_clients_leave),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
