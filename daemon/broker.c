@@ -196,6 +196,12 @@ static int decide(struct call_ctx *x, int device_fd, int ioas_coherent, const ch
                         return -ENOMEM;
                 n = 1;
                 r = coh_facts_read_device(d->platform->sysfs_fd, req->device_info.slot, facts);
+                if (r == -ENOENT) {
+                        char got[96];
+                        free(facts);
+                        snprintf(got, sizeof got, "VFIO device %s, which is not in sysfs", req->device_info.slot);
+                        return invalid_fd(x, "device", expected_device, got) ?: 0;
+                }
         } else
                 return invalid_fd(x, "device", expected_device, req->device_info.what) ?: 0;
         if (r < 0) {
@@ -454,8 +460,10 @@ static int method_request_grant(struct call_ctx *x) {
                 if (r == -ENOMEM)
                         goto finish;
                 if (r < 0) {
-                        coh_log(d, LOG_ERR, COH_MESSAGE_REQUEST_ERROR, "%s for %s failed: %s", operation ?: "grant",
-                                v->facts.slot, strerror(-r));
+                        /* A client can cause EEXIST (the same file twice) or
+                         * EINVAL; only what it cannot cause is an error here. */
+                        coh_log(d, r == -EEXIST || r == -EINVAL ? LOG_NOTICE : LOG_ERR, COH_MESSAGE_REQUEST_ERROR,
+                                "%s for %s failed: %s", operation ?: "grant", v->facts.slot, strerror(-r));
                         r = backend_error(x, -r, operation ?: "grant");
                         goto finish;
                 }

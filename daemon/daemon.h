@@ -36,6 +36,7 @@ struct coh_daemon {
         bool fdstore;
         int state_fd;
         struct event *ev_watchdog, *ev_idle;
+        struct event *ev_status; /* STATUS= once per loop iteration, however much changed */
 };
 
 /* Tell systemd (STATUS=) and the idle timer that connections or grants changed. */

@@ -173,9 +173,18 @@ int coh_daemon_reload(struct coh_daemon *d, struct coh_policy_error *err) {
         return 0;
 }
 
-void coh_daemon_state_changed(struct coh_daemon *d) {
+static void on_status(evutil_socket_t fd, short what, void *userdata) {
+        struct coh_daemon *d = userdata;
         (void) sd_notifyf(0, "STATUS=Serving %u client(s), %u grant(s) on %u VM(s)", d->server.n_conns,
                           d->grants.n_grants, coh_grants_n_vms(&d->grants));
+}
+
+void coh_daemon_state_changed(struct coh_daemon *d) {
+        /* sd_notify can block on a slow reader: one status per loop iteration
+         * keeps that to a minimum. The state memfd, though, is written now:
+         * the next instance must never see less than what a client was told. */
+        if (d->ev_status)
+                event_active(d->ev_status, EV_TIMEOUT, 0); /* a no-op while already active */
         coh_fdstore_save(d, false);
 
         /* Idle: nothing to serve and nothing to keep; socket activation brings us back. */
@@ -262,7 +271,9 @@ static int setup_listeners(struct coh_daemon *d, const struct options *o, struct
         if (!o->socket_path)
                 (void) mkdir("/run/coherencyd", 0755);
         r = coh_server_listen_path(d, path);
-        if (r < 0)
+        if (r == -EADDRINUSE)
+                fprintf(stderr, "coherencyd: %s: another coherencyd is serving this socket\n", path);
+        else if (r < 0)
                 fprintf(stderr, "coherencyd: cannot listen on %s: %s\n", path, strerror(-r));
         return r;
 }
@@ -331,7 +342,8 @@ static int run(const struct options *o) {
         event_add(d.sig_term, NULL);
         event_add(d.sig_int, NULL);
         d.ev_idle = evtimer_new(d.base, on_idle, &d);
-        if (!d.ev_idle) {
+        d.ev_status = event_new(d.base, -1, 0, on_status, &d);
+        if (!d.ev_idle || !d.ev_status) {
                 r = -ENOMEM;
                 goto out;
         }
@@ -393,6 +405,8 @@ out:
         free(stored);
         if (d.ev_idle)
                 event_free(d.ev_idle);
+        if (d.ev_status)
+                event_free(d.ev_status);
         if (d.ev_watchdog)
                 event_free(d.ev_watchdog);
         if (d.state_fd >= 0)

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <limits.h>
 #include <systemd/sd-login.h>
 #include <unistd.h>
 
@@ -40,7 +41,7 @@
 #define OUTPUT_PAUSE (64u * 1024u)
 #define OUTPUT_MAX COH_REPLY_MAX
 #define READS_PER_EVENT 16          /* fairness between clients */
-#define GROUPS_MAX 256
+#define GROUPS_START 64 /* SO_PEERGROUPS is retried with what the kernel asks for */
 
 static void conn_read_cb(evutil_socket_t fd, short what, void *userdata);
 static void conn_write_cb(evutil_socket_t fd, short what, void *userdata);
@@ -93,22 +94,25 @@ static int conn_identify(struct coh_conn *c) {
         c->peer.uid = cred.uid;
         c->peer.gid = cred.gid;
 
-        gid_t groups[GROUPS_MAX];
-        len = sizeof groups;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
-                if (errno != ERANGE)
-                        return -errno;
-                len = sizeof groups; /* more than we look at: keep the first ones */
-        }
-        size_t n = len / sizeof(gid_t);
-        if (n > 0) {
-                c->groups = calloc(n, sizeof(gid_t));
-                if (!c->groups)
+        /* All of them: the admin check and Group= rules must see every group.
+         * On ERANGE the kernel copies nothing and says how much it needs. */
+        len = GROUPS_START * sizeof(gid_t);
+        for (;;) {
+                gid_t *groups = realloc(c->groups, len ?: sizeof(gid_t));
+                if (!groups)
                         return -ENOMEM;
-                memcpy(c->groups, groups, n * sizeof(gid_t));
+                c->groups = groups;
+                socklen_t want = len;
+                if (getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, c->groups, &want) == 0) {
+                        len = want;
+                        break;
+                }
+                if (errno != ERANGE || want <= len || want > NGROUPS_MAX * sizeof(gid_t))
+                        return errno == ERANGE ? -E2BIG : -errno;
+                len = want;
         }
         c->peer.groups = c->groups;
-        c->peer.n_groups = n;
+        c->peer.n_groups = len / sizeof(gid_t);
 
         int pidfd = peer_pidfd(c->fd, cred.pid);
         if (pidfd >= 0) {
@@ -420,11 +424,20 @@ int coh_server_listen_path(struct coh_daemon *d, const char *path) {
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
-        /* A socket file left by a previous instance is stale: nobody can be
-         * listening on it, or bind would be the wrong way to find out. */
+        /* A socket file left by a previous instance is removed only when
+         * nobody answers on it: unlinking a live daemon's socket would strand
+         * it and its grants. */
         struct stat st;
-        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+                _cleanup_close_ int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (probe < 0)
+                        return -errno;
+                if (connect(probe, (struct sockaddr *) &sa, sizeof sa) == 0)
+                        return -EADDRINUSE;
+                if (errno != ECONNREFUSED)
+                        return -errno;
                 (void) unlink(path);
+        }
         mode_t old = umask(0111);
         int r = bind(fd, (struct sockaddr *) &sa, sizeof sa);
         umask(old);
