@@ -160,7 +160,10 @@ static void log_policy_loaded(struct coh_daemon *d, const char *how) {
 
 int coh_daemon_reload(struct coh_daemon *d, struct coh_policy_error *err) {
         struct coh_policy *p;
+        /* Both ways in (SIGHUP, and Manager.ReloadPolicy from ExecReload=) tell systemd. */
+        (void) sd_notify(0, "RELOADING=1");
         int r = coh_policy_load(d->config_dir, d->vendor_dir, &p, err);
+        (void) sd_notify(0, "READY=1");
         if (r < 0) {
                 log_policy_error(d, err, false);
                 return r;
@@ -213,9 +216,7 @@ static void on_watchdog(evutil_socket_t fd, short what, void *userdata) {
 static void on_sighup(evutil_socket_t sig, short what, void *userdata) {
         struct coh_daemon *d = userdata;
         struct coh_policy_error err;
-        (void) sd_notify(0, "RELOADING=1");
         (void) coh_daemon_reload(d, &err);
-        (void) sd_notify(0, "READY=1");
 }
 
 static void on_sigterm(evutil_socket_t sig, short what, void *userdata) {
