@@ -16,7 +16,7 @@
 #   - waits (vmm-client --wait-socket: bounded polling, gives up at once when
 #     the daemon exits) until the socket answers;
 #   - runs vmm-client, whose lines are printed prefixed with "[<mode>] ";
-#   - SIGTERMs the daemon and checks that it exits 0 within 10 s.
+#   - SIGTERMs the daemon and checks that it exits 0 within 60 s.
 # Exits 0 when every check of every mode passed.
 set -u
 
@@ -41,11 +41,12 @@ show_log() {
         [ -s "$1" ] && sed "s/^/[$mode] coherencyd: /" "$1"
 }
 
-# Waits at most 10 s for the daemon (a child of this shell) to exit; sets rc
+# Waits at most 60 s (a loaded host slows the emulated guest tenfold) for the
+# daemon (a child of this shell) to exit; sets rc
 # to its exit status, or "timeout" after killing it.
 reap() {
         i=0
-        while [ $i -lt 1000 ]; do
+        while [ $i -lt 6000 ]; do
                 state=$(sed 's/.*) \(.\).*/\1/' "/proc/$1/stat" 2>/dev/null)
                 if [ -z "$state" ] || [ "$state" = Z ]; then
                         wait "$1"
@@ -70,7 +71,7 @@ start_daemon() {
                 coherencyd --platform linux --config $confdir --socket $sock --no-sandbox 2>"$log" &
         fi
         pid=$!
-        vmm-client --wait-socket $sock --daemon-pid $pid --timeout 10 >/tmp/wait.out
+        vmm-client --wait-socket $sock --daemon-pid $pid --timeout 90 >/tmp/wait.out
         rc=$?
         sed "s/^/[$mode] /" /tmp/wait.out
         return $rc

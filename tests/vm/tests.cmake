@@ -41,7 +41,7 @@ set_tests_properties(vm-fetch-kernels PROPERTIES
 # SCRIPT in the guest; passes when the script exits 0. One QEMU at a time.
 function(coh_vm_test name kernel snoop script)
   cmake_parse_arguments(T "" "" "BIN;FILE;ARGS" ${ARGN})
-  set(cmd ${COH_VM_DIR}/run-guest --kernel ${kernel} --snoop ${snoop} --script ${script} --timeout 150)
+  set(cmd ${COH_VM_DIR}/run-guest --kernel ${kernel} --snoop ${snoop} --script ${script} --timeout 240)
   foreach(b ${T_BIN})
     list(APPEND cmd --bin ${b})
   endforeach()
@@ -50,7 +50,7 @@ function(coh_vm_test name kernel snoop script)
   endforeach()
   add_test(NAME ${name} COMMAND ${cmd} -- ${T_ARGS})
   set_tests_properties(${name} PROPERTIES
-    LABELS vm FIXTURES_REQUIRED vm_kernels SKIP_RETURN_CODE 77 TIMEOUT 200
+    LABELS vm FIXTURES_REQUIRED vm_kernels SKIP_RETURN_CODE 77 TIMEOUT 300
     RESOURCE_LOCK coh_vm_qemu ENVIRONMENT "${COH_VM_ENV}"
     FAIL_REGULAR_EXPRESSION "FAIL [a-z0-9_.-]+: |COH-INIT-ERROR")
 endfunction()
