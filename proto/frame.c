@@ -97,6 +97,8 @@ static int frame_commit(struct coh_frame *f, size_t n, int *fds, size_t n_fds) {
                         goto fail;
                 }
         }
+        if (n == 0)
+                return 0; /* nothing to scan; buf may not even exist yet */
 
         /* Each message, NUL included, must fit f->max; an unfinished one
          * that already cannot is rejected now rather than after more buffering. */
