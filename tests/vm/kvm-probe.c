@@ -34,10 +34,9 @@
 #include "facts.h"
 #include "linux-uapi.h"
 #include "platform.h"
+#include "ftrace-oracle.h"
 #include "util.h"
 
-#define NONCOHERENT_REGISTER "kvm_arch_register_noncoherent_dma"
-#define NONCOHERENT_UNREGISTER "kvm_arch_unregister_noncoherent_dma"
 #define KVM_VFIO_RELEASE "kvm_vfio_release"
 
 struct probe {
@@ -124,37 +123,9 @@ static void check_classify(struct probe *pr, const char *name, int fd, enum coh_
                 *ret = info;
 }
 
-/* Counts lines of the function trace that name fn as the traced function. */
-static int trace_count(struct probe *pr, const char *fn) {
-        char path[256], line[512], needle[128];
-        FILE *f;
-        int n = 0;
-
-        snprintf(path, sizeof path, "%s/trace", pr->tracefs);
-        snprintf(needle, sizeof needle, ": %s <-", fn);
-        f = fopen(path, "re");
-        if (!f)
-                return -errno;
-        while (fgets(line, sizeof line, f))
-                if (line[0] != '#' && strstr(line, needle))
-                        n++;
-        fclose(f);
-        return n;
-}
-
-static void trace_clear(struct probe *pr) {
-        char path[256];
-        int fd;
-
-        snprintf(path, sizeof path, "%s/trace", pr->tracefs);
-        fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
-        if (fd >= 0)
-                close(fd);
-}
-
 static void check_trace(struct probe *pr, const char *name, int want_register, int want_unregister) {
-        int reg = trace_count(pr, NONCOHERENT_REGISTER);
-        int unreg = trace_count(pr, NONCOHERENT_UNREGISTER);
+        int reg = ftrace_count(pr->tracefs, NONCOHERENT_REGISTER);
+        int unreg = ftrace_count(pr->tracefs, NONCOHERENT_UNREGISTER);
 
         check(pr, reg == want_register && unreg == want_unregister, name,
               "%s x%d (want %d), %s x%d (want %d)",
@@ -230,7 +201,7 @@ static unsigned cross_process(struct probe *pr, int vm_fd, int device_fd, int gr
                 r = r < 0 ? -errno : r;
                 check(&child, r == -EIO, "xproc.vm_check_extension", "%s (want -EIO: not the VM's mm)", errname(r));
 
-                trace_clear(&child);
+                ftrace_clear(child.tracefs);
                 r = child.platform->ops->vfio_device_create(child.platform, vm_fd, &fd);
                 check(&child, r == -EIO, "xproc.vfio_device_create", "%s (want -EIO)", errname(r));
                 if (r >= 0)
@@ -385,7 +356,7 @@ static int probe_run(struct probe *pr) {
 
         /* The oracle: FILE_ADD registers non-coherent DMA iff the group is not
          * enforced-coherent, FILE_DEL unregisters it. */
-        trace_clear(pr);
+        ftrace_clear(pr->tracefs);
         r = pr->platform->ops->vfio_file_add(pr->platform, dev_fd, group_fd, pr->snoop);
         check(pr, r == 0, "vfio_file_add", "%s", errname(r));
         check_trace(pr, "trace.after_add", pr->snoop ? 0 : 1, 0);
@@ -401,7 +372,7 @@ static int probe_run(struct probe *pr) {
         xfailed = cross_process(pr, vm_fd, dev_fd, group_fd);
         check(pr, xfailed == 0, "xproc", "%u failed in the child", xfailed);
 
-        trace_clear(pr);
+        ftrace_clear(pr->tracefs);
         r = pr->platform->ops->vfio_file_del(pr->platform, dev_fd, group_fd);
         check(pr, r == 0, "vfio_file_del", "%s", errname(r));
         check_trace(pr, "trace.after_del", 0, pr->snoop ? 0 : 1);
@@ -414,9 +385,9 @@ static int probe_run(struct probe *pr) {
         fact("kvm.vfio_device_ops", "%s", pr->release_destroys ? "release (destroyed on close)" : "destroy (lives with the VM)");
         r = pr->platform->ops->vfio_file_add(pr->platform, dev_fd, group_fd, pr->snoop);
         check(pr, r == 0, "vfio_file_add.before_close", "%s", errname(r));
-        trace_clear(pr);
+        ftrace_clear(pr->tracefs);
         pr->platform->ops->vfio_device_close(pr->platform, vm_fd, take_fd(&dev_fd));
-        r = trace_count(pr, KVM_VFIO_RELEASE);
+        r = ftrace_count(pr->tracefs, KVM_VFIO_RELEASE);
         check(pr, r == (pr->release_destroys ? 1 : 0), "trace.kvm_vfio_release_on_close", "x%d", r);
         check_trace(pr, "trace.after_close", 0, pr->release_destroys && !pr->snoop ? 1 : 0);
         r = pr->platform->ops->vfio_device_create(pr->platform, vm_fd, &dev2_fd);

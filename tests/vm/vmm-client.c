@@ -51,12 +51,12 @@
 
 #include "coherency.h"
 
+#include "ftrace-oracle.h"
+
 #ifndef VFIO_DMA_CC_IOMMU
 #define VFIO_DMA_CC_IOMMU 4
 #endif
 
-#define NONCOHERENT_REGISTER "kvm_arch_register_noncoherent_dma"
-#define NONCOHERENT_UNREGISTER "kvm_arch_unregister_noncoherent_dma"
 
 enum mode { MODE_ENABLE, MODE_AUTOMATIC, MODE_FORCE_DISABLE };
 
@@ -105,36 +105,9 @@ static bool streq(const char *a, const char *b) {
 
 /* ---- the oracle: KVM's non-coherent DMA accounting -------------------- */
 
-static int trace_count(struct ctx *x, const char *fn) {
-        char path[256], line[512], needle[128];
-        FILE *f;
-        int n = 0;
-
-        snprintf(path, sizeof path, "%s/trace", x->tracefs);
-        snprintf(needle, sizeof needle, ": %s <-", fn);
-        f = fopen(path, "re");
-        if (!f)
-                return -errno;
-        while (fgets(line, sizeof line, f))
-                if (line[0] != '#' && strstr(line, needle))
-                        n++;
-        fclose(f);
-        return n;
-}
-
-static void trace_clear(struct ctx *x) {
-        char path[256];
-        int fd;
-
-        snprintf(path, sizeof path, "%s/trace", x->tracefs);
-        fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
-        if (fd >= 0)
-                close(fd);
-}
-
 static void check_no_register(struct ctx *x, const char *name) {
-        int reg = trace_count(x, NONCOHERENT_REGISTER);
-        int unreg = trace_count(x, NONCOHERENT_UNREGISTER);
+        int reg = ftrace_count(x->tracefs, NONCOHERENT_REGISTER);
+        int unreg = ftrace_count(x->tracefs, NONCOHERENT_UNREGISTER);
 
         check(x, reg == 0 && unreg == 0, name, "%s x%d, %s x%d (want none: nothing was attached)",
               NONCOHERENT_REGISTER, reg, NONCOHERENT_UNREGISTER, unreg);
@@ -352,7 +325,7 @@ static void check_request_grant(struct ctx *x) {
         bool attach = streq(e.decision, "granted") || (streq(e.decision, "not-needed") && coherent);
         int r;
 
-        trace_clear(x);
+        ftrace_clear(x->tracefs);
         r = coherency_request_grant(x->client, x->vm_fd, x->group_fd, x->container_fd, &d);
         if (!attach) {
                 if (r < 0)
