@@ -281,6 +281,25 @@ static int json_add(json_object *o, const char *key, json_object *v) {
         return 0;
 }
 
+/*
+ * Adds descriptor fd (-1 and optional: nothing) as parameter `name`: the index
+ * it will have in the message's descriptor array. On failure the error is
+ * recorded on c and the caller frees parameters.
+ */
+static int add_fd_param(struct coherency_client *c, json_object *parameters, const char *name, int fd,
+                        bool optional, int *fds, size_t *n_fds) {
+        if (fd == -1 && optional)
+                return 0;
+        int r = check_fd(c, name, fd);
+        if (r < 0)
+                return r;
+        r = json_add(parameters, name, json_object_new_int((int) *n_fds));
+        if (r < 0)
+                return client_error(c, r, "%s: %m", name);
+        fds[(*n_fds)++] = fd;
+        return 0;
+}
+
 /* Sends one call. Takes ownership of parameters in every case. */
 static int client_send(struct coherency_client *c, const char *method, json_object *parameters,
                        const int *fds, size_t n_fds, bool more) {
@@ -731,30 +750,21 @@ int coherency_probe(struct coherency_client *c, int device_fd, int iommu_fd, int
                 return -EINVAL;
         if (ioas_coherent < -1 || ioas_coherent > 1)
                 return client_error(c, -EINVAL, "ioas_coherent: must be -1, 0 or 1");
-        r = check_fd(c, "device", device_fd);
-        if (r < 0)
-                return r;
-        if (iommu_fd != -1) {
-                r = check_fd(c, "iommu", iommu_fd);
-                if (r < 0)
-                        return r;
-        }
 
         parameters = json_object_new_object();
         if (!parameters)
                 return client_error(c, -ENOMEM, "%s: %m", method_probe);
-
-        fds[n_fds] = device_fd;
-        r = json_add(parameters, "device", json_object_new_int((int) n_fds++));
-        if (r >= 0 && iommu_fd != -1) {
-                fds[n_fds] = iommu_fd;
-                r = json_add(parameters, "iommu", json_object_new_int((int) n_fds++));
-        }
-        if (r >= 0 && ioas_coherent >= 0)
+        r = add_fd_param(c, parameters, "device", device_fd, false, fds, &n_fds);
+        if (r >= 0)
+                r = add_fd_param(c, parameters, "iommu", iommu_fd, true, fds, &n_fds);
+        if (r >= 0 && ioas_coherent >= 0) {
                 r = json_add(parameters, "ioasCoherent", json_object_new_boolean(ioas_coherent));
+                if (r < 0)
+                        r = client_error(c, r, "%s: %m", method_probe);
+        }
         if (r < 0) {
                 json_object_put(parameters);
-                return client_error(c, r, "%s: %m", method_probe);
+                return r;
         }
 
         r = client_call(c, method_probe, parameters, fds, n_fds, &reply);
@@ -773,35 +783,18 @@ int coherency_request_grant_send(struct coherency_client *c, int vm_fd, int devi
 
         if (!c)
                 return -EINVAL;
-        r = check_fd(c, "vm", vm_fd);
-        if (r < 0)
-                return r;
-        r = check_fd(c, "device", device_fd);
-        if (r < 0)
-                return r;
-        if (iommu_fd != -1) {
-                r = check_fd(c, "iommu", iommu_fd);
-                if (r < 0)
-                        return r;
-        }
 
         parameters = json_object_new_object();
         if (!parameters)
                 return client_error(c, -ENOMEM, "%s: %m", method_request_grant);
-
-        fds[n_fds] = vm_fd;
-        r = json_add(parameters, "vm", json_object_new_int((int) n_fds++));
-        if (r >= 0) {
-                fds[n_fds] = device_fd;
-                r = json_add(parameters, "device", json_object_new_int((int) n_fds++));
-        }
-        if (r >= 0 && iommu_fd != -1) {
-                fds[n_fds] = iommu_fd;
-                r = json_add(parameters, "iommu", json_object_new_int((int) n_fds++));
-        }
+        r = add_fd_param(c, parameters, "vm", vm_fd, false, fds, &n_fds);
+        if (r >= 0)
+                r = add_fd_param(c, parameters, "device", device_fd, false, fds, &n_fds);
+        if (r >= 0)
+                r = add_fd_param(c, parameters, "iommu", iommu_fd, true, fds, &n_fds);
         if (r < 0) {
                 json_object_put(parameters);
-                return client_error(c, r, "%s: %m", method_request_grant);
+                return r;
         }
 
         return client_send(c, method_request_grant, parameters, fds, n_fds, false);
