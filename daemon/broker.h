@@ -19,5 +19,7 @@ struct coh_daemon;
  */
 int coh_broker_dispatch(struct coh_daemon *d, struct coh_conn *c, struct coh_message *m);
 
-/* Tells Monitor streams about an event (takes ownership of ev). */
-void coh_broker_broadcast(struct coh_daemon *d, json_object *ev);
+struct coh_grant;
+/* Tells the grant's VMM (WatchGrants) and Monitor streams that it changed:
+ * "revoked", "ending", "held" or "ended". */
+void coh_broker_grant_event(struct coh_daemon *d, const struct coh_grant *g, const char *event);

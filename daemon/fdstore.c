@@ -101,19 +101,30 @@ static json_object *state_json(struct coh_daemon *d, bool shutdown) {
         LIST_FOREACH(g, &d->grants.grants, link) {
                 json_object *o = json_object_new_object();
                 json_object_object_add(o, "id", json_object_new_string(g->id));
-                json_object_object_add(o, "vm", json_object_new_int64(g->vm->id));
-                json_object_object_add(o, "conn", json_object_new_int64((int64_t) g->owner->id));
+                json_object_object_add(o, "state", json_object_new_int(g->state));
+                if (g->vm)
+                        json_object_object_add(o, "vm", json_object_new_int64(g->vm->id));
+                if (g->owner)
+                        json_object_object_add(o, "conn", json_object_new_int64((int64_t) g->owner->id));
                 json_object_object_add(o, "pending", json_object_new_boolean(g->pending));
                 json_object_object_add(o, "decision", json_object_new_int(g->decision));
                 json_object_object_add(o, "reason", json_object_new_int(g->reason));
                 json_object_object_add(o, "mode", json_object_new_int(g->mode));
+                json_object_object_add(o, "kvmAttach", json_object_new_int(g->kvm_attach));
+                json_object_object_add(o, "wbinvd", json_object_new_boolean(g->wbinvd));
                 json_object_object_add(o, "rule", json_object_new_string(g->rule));
                 json_object_object_add(o, "slot", json_object_new_string(g->slot));
+                json_object_object_add(o, "file", json_object_new_string(g->file));
                 json_object_object_add(o, "iommuGroup", json_object_new_int(g->iommu_group));
                 json_object_object_add(o, "since", json_object_new_int64((int64_t) g->since_usec));
                 json_object_object_add(o, "peerPid", json_object_new_int64(g->peer_pid));
                 json_object_object_add(o, "peerUid", json_object_new_int64(g->peer_uid));
                 json_object_object_add(o, "peerUnit", json_object_new_string(g->peer_unit));
+                json_object_object_add(o, "end", json_object_new_string(g->end));
+                json_object_object_add(o, "ending", json_object_new_int64((int64_t) g->ending_usec));
+                json_object_object_add(o, "kill", json_object_new_boolean(g->kill));
+                json_object_object_add(o, "warned", json_object_new_boolean(g->warned));
+                json_object_object_add(o, "killed", json_object_new_boolean(g->killed));
                 json_object_array_add(grants, o);
         }
         json_object_object_add(root, "vms", vms);
@@ -207,19 +218,15 @@ static void adopt_vms(struct coh_daemon *d, json_object *list, struct coh_stored
                         continue;
                 snprintf(name, sizeof name, "vm.%" PRId64, id);
                 int vm_fd = take_entry(e, n, name);
-                snprintf(name, sizeof name, "dev.%" PRId64, id);
-                int dev_fd = take_entry(e, n, name);
-                struct coh_vm *vm = vm_fd >= 0 && dev_fd >= 0 ? calloc(1, sizeof *vm) : NULL;
+                if (vm_fd < 0)
+                        continue;
+                struct coh_vm *vm = calloc(1, sizeof *vm);
                 if (!vm) {
-                        if (dev_fd >= 0)
-                                d->platform->ops->vfio_device_close(d->platform, vm_fd, dev_fd);
-                        if (vm_fd >= 0)
-                                close(vm_fd);
+                        close(vm_fd);
                         continue;
                 }
                 vm->id = (unsigned) id;
                 vm->vm_fd = vm_fd;
-                vm->device_fd = dev_fd;
                 LIST_INSERT_HEAD(&d->grants.vms, vm, link);
                 if (vm->id >= d->grants.next_vm_id)
                         d->grants.next_vm_id = vm->id + 1;
@@ -264,92 +271,124 @@ static void adopt_conns(struct coh_daemon *d, json_object *list, struct coh_stor
         }
 }
 
+/* One grant record; false when it is malformed (then it is dropped, and its descriptors closed). */
+static bool grant_from_json(json_object *o, struct coh_grant *g, int64_t *ret_vm, int64_t *ret_conn, bool *ret_pending) {
+        const char *id, *rule, *slot, *file, *unit, *end;
+        int64_t state, decision, reason, mode, attach, group, since, ending, peer_pid, peer_uid;
+        bool wbinvd, kill, warned, killed;
+
+        if (coh_json_get_string(o, "id", &id) < 0 || strlen(id) >= sizeof g->id ||
+            coh_json_get_int64(o, "state", 0, _COH_GRANT_STATE_MAX - 1, &state) < 0 ||
+            coh_json_get_bool(o, "pending", ret_pending) < 0 ||
+            coh_json_get_int64(o, "decision", 0, _COH_DECISION_MAX - 1, &decision) < 0 ||
+            coh_json_get_int64(o, "reason", 0, _COH_REASON_MAX - 1, &reason) < 0 ||
+            coh_json_get_int64(o, "mode", 0, _COH_MODE_MAX - 1, &mode) < 0 ||
+            coh_json_get_int64(o, "kvmAttach", 0, _COH_KVM_ATTACH_MAX - 1, &attach) < 0 ||
+            coh_json_get_bool(o, "wbinvd", &wbinvd) < 0 || coh_json_get_string(o, "rule", &rule) < 0 ||
+            coh_json_get_string(o, "slot", &slot) < 0 || coh_json_get_string(o, "file", &file) < 0 ||
+            coh_json_get_int64(o, "iommuGroup", -1, INT32_MAX, &group) < 0 ||
+            coh_json_get_int64(o, "since", 0, INT64_MAX, &since) < 0 ||
+            coh_json_get_int64(o, "peerPid", 0, INT32_MAX, &peer_pid) < 0 ||
+            coh_json_get_int64(o, "peerUid", 0, UINT32_MAX, &peer_uid) < 0 ||
+            coh_json_get_string(o, "peerUnit", &unit) < 0 || coh_json_get_string(o, "end", &end) < 0 ||
+            coh_json_get_int64(o, "ending", 0, INT64_MAX, &ending) < 0 || coh_json_get_bool(o, "kill", &kill) < 0 ||
+            coh_json_get_bool(o, "warned", &warned) < 0 || coh_json_get_bool(o, "killed", &killed) < 0)
+                return false;
+        *ret_vm = *ret_conn = -1;
+        (void) coh_json_get_int64(o, "vm", 0, UINT32_MAX, ret_vm);
+        (void) coh_json_get_int64(o, "conn", 0, INT64_MAX, ret_conn);
+        snprintf(g->id, sizeof g->id, "%s", id);
+        g->state = (enum coh_grant_state) state;
+        g->decision = (enum coh_decision) decision;
+        g->reason = (enum coh_reason) reason;
+        g->mode = (enum coh_mode) mode;
+        g->kvm_attach = (enum coh_kvm_attach) attach;
+        g->wbinvd = wbinvd;
+        snprintf(g->rule, sizeof g->rule, "%s", rule);
+        snprintf(g->slot, sizeof g->slot, "%s", slot);
+        snprintf(g->file, sizeof g->file, "%s", file);
+        g->iommu_group = (int) group;
+        g->since_usec = (uint64_t) since;
+        g->peer_pid = (pid_t) peer_pid;
+        g->peer_uid = (uid_t) peer_uid;
+        snprintf(g->peer_unit, sizeof g->peer_unit, "%s", unit);
+        snprintf(g->end, sizeof g->end, "%s", end);
+        g->ending_usec = (uint64_t) ending;
+        g->kill = kill;
+        g->warned = warned;
+        g->killed = killed;
+        return true;
+}
+
 /*
- * Grants whose connection systemd dropped from the store (it does so when the
- * peer hangs up) are rebuilt without owner and ended here, so that their end
- * is logged like any other.
+ * Active grants come back with their pin, VM and connection; ending ones
+ * with their probe, and are watched again. A grant recorded as pending (the
+ * daemon stopped between handing over and answering) and one whose
+ * connection systemd dropped from the store (it does so when the peer hangs
+ * up) end here, so that their end is logged like any other.
  */
 static void adopt_grants(struct coh_daemon *d, json_object *list, struct coh_stored_fd *e, size_t n,
                          unsigned *ret_pending, unsigned *ret_orphaned) {
         for (size_t i = 0; list && i < json_object_array_length(list); i++) {
                 json_object *o = json_object_array_get_idx(list, i);
-                const char *id, *rule, *slot, *unit;
-                int64_t vm_id, conn_id, decision, reason, mode, group, since, peer_pid, peer_uid;
+                struct coh_grant *g = calloc(1, sizeof *g);
+                int64_t vm_id, conn_id;
                 bool pending;
                 char name[64];
 
-                if (coh_json_get_string(o, "id", &id) < 0 || strlen(id) >= sizeof(((struct coh_grant *) 0)->id))
+                if (!g)
                         continue;
-                snprintf(name, sizeof name, "file.%s", id);
-                int file_fd = take_entry(e, n, name);
-                if (file_fd < 0)
-                        continue;
-                if (coh_json_get_int64(o, "vm", 0, UINT32_MAX, &vm_id) < 0 ||
-                    coh_json_get_int64(o, "conn", 0, INT64_MAX, &conn_id) < 0 ||
-                    coh_json_get_bool(o, "pending", &pending) < 0 ||
-                    coh_json_get_int64(o, "decision", 0, _COH_DECISION_MAX - 1, &decision) < 0 ||
-                    coh_json_get_int64(o, "reason", 0, _COH_REASON_MAX - 1, &reason) < 0 ||
-                    coh_json_get_int64(o, "mode", 0, _COH_MODE_MAX - 1, &mode) < 0 ||
-                    coh_json_get_string(o, "rule", &rule) < 0 || coh_json_get_string(o, "slot", &slot) < 0 ||
-                    coh_json_get_int64(o, "iommuGroup", -1, INT32_MAX, &group) < 0 ||
-                    coh_json_get_int64(o, "since", 0, INT64_MAX, &since) < 0 ||
-                    coh_json_get_int64(o, "peerPid", 0, INT32_MAX, &peer_pid) < 0 ||
-                    coh_json_get_int64(o, "peerUid", 0, UINT32_MAX, &peer_uid) < 0 ||
-                    coh_json_get_string(o, "peerUnit", &unit) < 0) {
-                        close(file_fd);
+                g->daemon = d;
+                g->pidfd = -EBADF;
+                if (!grant_from_json(o, g, &vm_id, &conn_id, &pending)) {
+                        free(g);
                         continue;
                 }
-                struct coh_vm *vm = find_vm_id(d, (unsigned) vm_id);
-                struct coh_conn *owner = find_conn_id(d, (uint64_t) conn_id);
-                if (!vm) {
-                        close(file_fd); /* its device is gone, and the kernel dropped the file with it */
+                snprintf(name, sizeof name, "pin.%s", g->id);
+                g->custody.pin_fd = take_entry(e, n, name);
+                snprintf(name, sizeof name, "probe.%s", g->id);
+                g->custody.probe_fd = take_entry(e, n, name);
+                struct coh_vm *vm = g->state == COH_GRANT_ACTIVE ? find_vm_id(d, (unsigned) vm_id) : NULL;
+                struct coh_conn *owner = g->state == COH_GRANT_ACTIVE ? find_conn_id(d, (uint64_t) conn_id) : NULL;
+                if (g->state == COH_GRANT_ACTIVE && !vm) {
+                        /* Cannot be: the VM's descriptor was stored first. Treat as gone. */
+                        vm = NULL;
+                }
+                LIST_INSERT_HEAD(&d->grants.grants, g, link);
+                d->grants.n_grants++;
+                if (g->state == COH_GRANT_ENDING) {
+                        d->grants.n_ending++;
                         continue;
                 }
+                g->vm = vm;
+                g->owner = owner;
+                if (owner && owner->pidfd >= 0)
+                        g->pidfd = fcntl(owner->pidfd, F_DUPFD_CLOEXEC, 3);
+                if (vm) {
+                        vm->n_grants++;
+                        if (g->decision == COH_DECISION_GRANTED)
+                                vm->n_granted++;
+                }
+                if (owner)
+                        owner->n_grants++;
                 if (pending) {
-                        /* Interrupted between the state write and the kernel's
-                         * answer: undo. FILE_DEL fails with ENOENT when the add
-                         * never happened, which is fine. */
-                        (void) d->platform->ops->vfio_file_del(d->platform, vm->device_fd, file_fd);
-                        close(file_fd);
+                        g->pending = true;
                         if (owner)
                                 owner->interrupted = true;
                         (*ret_pending)++;
-                        continue;
-                }
-                struct coh_grant *g = calloc(1, sizeof *g);
-                if (!g) {
-                        close(file_fd);
-                        continue;
-                }
-                snprintf(g->id, sizeof g->id, "%s", id);
-                snprintf(g->rule, sizeof g->rule, "%s", rule);
-                snprintf(g->slot, sizeof g->slot, "%s", slot);
-                g->vm = vm;
-                g->owner = owner;
-                g->file_fd = file_fd;
-                g->decision = (enum coh_decision) decision;
-                g->reason = (enum coh_reason) reason;
-                g->mode = (enum coh_mode) mode;
-                g->iommu_group = (int) group;
-                g->since_usec = (uint64_t) since;
-                g->peer_pid = (pid_t) peer_pid;
-                g->peer_uid = (uid_t) peer_uid;
-                snprintf(g->peer_unit, sizeof g->peer_unit, "%s", unit);
-                vm->n_grants++;
-                if (g->decision == COH_DECISION_GRANTED)
-                        vm->n_emulating++;
-                LIST_INSERT_HEAD(&d->grants.grants, g, link);
-                d->grants.n_grants++;
-                if (owner)
-                        owner->n_grants++;
-                else
+                } else if (!owner)
                         (*ret_orphaned)++;
         }
         struct coh_grant *g, *next;
         for (g = LIST_FIRST(&d->grants.grants); g; g = next) {
                 next = LIST_NEXT(g, link);
-                if (!g->owner)
-                        coh_grant_end(d, g, "disconnect");
+                if (g->state == COH_GRANT_ENDING)
+                        coh_grant_watch(d, g);
+                else if (g->pending) {
+                        g->pending = false;
+                        coh_grant_end(d, g, "interrupted", false);
+                } else if (!g->owner || !g->vm)
+                        coh_grant_end(d, g, "disconnect", false);
         }
 }
 

@@ -4,11 +4,13 @@
 /*
  * Grants survive a restart or a crash of the daemon: every descriptor a live
  * grant or connection needs is kept in systemd's file descriptor store under a
- * name ("vm.N", "dev.N", "file.GRANT", "conn.N"), next to a memfd "state" that
- * says how they fit together. The state is written before each kernel action
- * (write-ahead), so a crash at any point leaves either a grant the next
- * instance adopts, or a pending one it undoes; grants whose owner went away
- * while the daemon was down are ended on adoption.
+ * name ("vm.N", "pin.GRANT", "probe.GRANT", "conn.N"), next to a memfd
+ * "state" that says how they fit together, ending grants included. A grant is
+ * recorded as pending before the reply that hands its file over is queued,
+ * so a crash at any point leaves either a grant the next instance adopts, or
+ * a pending one it ends ("interrupted": the pin is closed, the client told
+ * ECANCELED); grants whose owner went away while the daemon was down are
+ * ended on adoption.
  */
 
 #include <stdbool.h>

@@ -395,6 +395,8 @@ static int run(const struct options *o) {
                 coh_server_forget_all(&d);
                 coh_grants_forget(&d);
         } else {
+                /* Nobody will watch the groups after us: the end records say so. */
+                coh_grants_shutdown(&d);
                 coh_server_close_all(&d);
                 coh_log(&d, LOG_INFO, COH_MESSAGE_STOPPED, "coherencyd stopped");
         }

@@ -2,7 +2,11 @@
 #pragma once
 
 /* MESSAGE_IDs of coherencyd's journal records; systemd/coherencyd.catalog explains each. */
-#define COH_MESSAGE_DECISION        "56ea55cacbf54bfaabb686c19008136e"
+/* One id per decision, so an operator can select refusals by id. */
+#define COH_MESSAGE_DECISION        "56ea55cacbf54bfaabb686c19008136e" /* granted */
+#define COH_MESSAGE_NOT_NEEDED      "bab301a5d09446a69a069bd75de15ec6"
+#define COH_MESSAGE_REFUSED         "8a2fa1eb57f147e6884355e57189c6d3"
+#define COH_MESSAGE_GRANT_HELD      "a5dfa02b1f644ef7a2e36f5238dc98b3" /* still held past ReleaseTimeoutSec= */
 #define COH_MESSAGE_GRANT_END       "a31aadc285ac474dad65dd69506a7eb8"
 #define COH_MESSAGE_POLICY_LOADED   "95a6494f9b424cbfa5febfbd7573915a"
 #define COH_MESSAGE_POLICY_FAILED   "ca929c184e2d4b0da2958be50034b49a"

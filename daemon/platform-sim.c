@@ -4,19 +4,12 @@
  * "coherencyd-sim:<object>" (DESIGN.md §8), so that tests and the demo can
  * make them without privilege, and device facts come from a sysfs-like tree.
  *
- * The simulated KVM keeps the VM's kvm-vfio state as text in the VM memfd,
- * which the VMM that owns it can read back as the test oracle (the real-kernel
- * tier uses the function tracer for the same purpose):
- *
- *   kvm-vfio=coherencyd          the VM has a kvm-vfio device (owner); a VMM
- *                                that writes kvm-vfio=vmm made its own
- *   attached=vfio-group:7 noncoherent
- *                                one line per file on the device
- *   noncoherent-dma=1            files not enforced-coherent: KVM's WBINVD
- *                                emulation is on while this is > 0
- *
- * Closing the device models Linux >= 6.2: the device is destroyed and its
- * files dropped.
+ * Custody: a handed-over group is one end of a socketpair (see
+ * sim_custody_begin), busy until every copy of it is closed. KVM is the
+ * client's: libcoherency's attach helper, given a simulated VM, records what
+ * it added as text in the VM memfd ("kvm-vfio=vmm", "attached=vfio-group:7
+ * noncoherent", "noncoherent-dma=1"), which a test reads back as its oracle
+ * (the real-kernel tier uses the function tracer for the same purpose).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,17 +25,6 @@
 #include "util.h"
 
 #define SIM_PREFIX "coherencyd-sim:"
-#define SIM_STATE_MAX 8192
-#define SIM_FILES_MAX 64
-
-struct sim_state {
-        char owner[16]; /* "" when the VM has no kvm-vfio device */
-        struct {
-                char name[64];
-                bool coherent;
-        } files[SIM_FILES_MAX];
-        size_t n_files;
-};
 
 /* The memfd name behind fd, or -EINVAL when fd is not a memfd. */
 static int memfd_name(int fd, char *buf, size_t size) {
@@ -165,147 +148,59 @@ static int sim_classify(struct coh_platform *p, int fd, struct coh_fd_info *ret)
         return 0;
 }
 
-/* The VM memfd's contents are written by the VMM too: parse defensively. */
-static int state_read(int vm_fd, struct sim_state *s) {
-        char buf[SIM_STATE_MAX + 1];
-        ssize_t n = pread(vm_fd, buf, SIM_STATE_MAX, 0);
-        if (n < 0)
+static bool sim_ioas_coherent(struct coh_platform *p, const struct coh_device_facts *device,
+                              const struct coh_fd_info *ioas) {
+        /* The IOAS the VMM chose (the thread's proposed API); claiming one the
+         * IOMMU cannot give is refused by the decision table. */
+        return ioas->coherent >= 0 ? ioas->coherent : device->iommu_enforces;
+}
+
+/*
+ * The handed-over file is one end of a socketpair, the daemon keeps the
+ * other: it reads EOF exactly when every copy of the handed-over end is
+ * closed, wherever the client passed it, which is how a real group's open
+ * file is released. The pin is one more copy of the handed-over end, as a
+ * real pin (a device fd) holds the group's file.
+ */
+static int sim_custody_begin(struct coh_platform *p, const struct coh_device_facts *device, int ioas_fd,
+                             const struct coh_fd_info *ioas, int *ret_file_fd, struct coh_custody *ret,
+                             const char **ret_operation) {
+        int pair[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair) < 0) {
+                *ret_operation = "socketpair";
                 return -errno;
-        buf[n] = 0;
-        memset(s, 0, sizeof *s);
-        for (char *line = buf, *next; line && *line; line = next) {
-                next = strchr(line, '\n');
-                if (next)
-                        *next++ = 0;
-                const char *v;
-                if ((v = startswith(line, "kvm-vfio="))) {
-                        snprintf(s->owner, sizeof s->owner, "%s", *v ? v : "unknown");
-                } else if ((v = startswith(line, "attached="))) {
-                        char obj[64], coherency[16];
-                        if (s->n_files >= SIM_FILES_MAX || sscanf(v, "%63s %15s", obj, coherency) != 2)
-                                return -EIO;
-                        strcpy(s->files[s->n_files].name, obj);
-                        s->files[s->n_files].coherent = strcmp(coherency, "coherent") == 0;
-                        s->n_files++;
-                }
+        }
+        /* Nothing flows to the client, and what it sends is discarded. */
+        (void) shutdown(pair[0], SHUT_WR);
+        int pin = fcntl(pair[1], F_DUPFD_CLOEXEC, 3);
+        if (pin < 0) {
+                int r = -errno;
+                close(pair[0]);
+                close(pair[1]);
+                *ret_operation = "pin";
+                return r;
+        }
+        *ret_file_fd = pair[1];
+        ret->probe_fd = pair[0];
+        ret->pin_fd = pin;
+        return 0;
+}
+
+static int sim_custody_probe_free(struct coh_platform *p, int iommu_group, const struct coh_custody *c) {
+        char buf[4096];
+        /* Bounded: a client writing into its end gets its bytes dropped, a few pages per check. */
+        for (int i = 0; i < 16; i++) {
+                ssize_t n = recv(c->probe_fd, buf, sizeof buf, MSG_DONTWAIT);
+                if (n == 0)
+                        return 1;
+                if (n < 0)
+                        return errno == EAGAIN ? 0 : -errno;
         }
         return 0;
 }
 
-static int state_write(int vm_fd, const struct sim_state *s) {
-        _cleanup_free_ char *buf = NULL;
-        size_t len = 0;
-        unsigned noncoherent = 0;
-        FILE *f = open_memstream(&buf, &len);
-        if (!f)
-                return -ENOMEM;
-        if (s->owner[0])
-                fprintf(f, "kvm-vfio=%s\n", s->owner);
-        for (size_t i = 0; i < s->n_files; i++) {
-                fprintf(f, "attached=%s %s\n", s->files[i].name, s->files[i].coherent ? "coherent" : "noncoherent");
-                noncoherent += !s->files[i].coherent;
-        }
-        fprintf(f, "noncoherent-dma=%u\n", noncoherent);
-        if (fclose(f) != 0)
-                return -ENOMEM;
-        if (ftruncate(vm_fd, 0) < 0)
-                return -errno;
-        ssize_t n = pwrite(vm_fd, buf, len, 0);
-        if (n < 0)
-                return -errno;
-        return (size_t) n == len ? 0 : -EIO;
-}
-
-static int sim_device_create(struct coh_platform *p, int vm_fd, int *ret_device_fd) {
-        struct sim_state s;
-        int r = state_read(vm_fd, &s);
-        if (r < 0)
-                return r;
-        if (s.owner[0])
-                return -EBUSY; /* KVM allows one kvm-vfio device per VM */
-        strcpy(s.owner, "coherencyd");
-        s.n_files = 0;
-        /* The simulated device is a new open file of the VM memfd, so that add
-         * and del reach the state, and so that it is a file of its own like a
-         * real kvm-vfio device (systemd's fd store keeps one copy of a file). */
-        char proc[64];
-        snprintf(proc, sizeof proc, "/proc/self/fd/%d", vm_fd);
-        int dev = open(proc, O_RDWR | O_CLOEXEC);
-        if (dev < 0)
-                return -errno;
-        r = state_write(dev, &s);
-        if (r < 0) {
-                close(dev);
-                return r;
-        }
-        *ret_device_fd = dev;
-        return 0;
-}
-
-static int file_object(int fd, char *name, size_t size) {
-        struct coh_fd_info info;
-        char full[256];
-        if (memfd_name(fd, full, sizeof full) < 0 || classify_name(full, &info) < 0 ||
-            (info.kind != COH_FD_VFIO_GROUP && info.kind != COH_FD_VFIO_DEVICE))
-                return -EINVAL; /* as kvm_vfio_file_add: not a VFIO file */
-        const char *object = full + strlen(SIM_PREFIX);
-        if (strlen(object) >= size)
-                return -EINVAL;
-        strcpy(name, object);
-        return 0;
-}
-
-/* The object name of a VFIO file, the device's state, and where the file is in it (-1: not attached). */
-static int file_lookup(int device_fd, int file_fd, char name[static 64], struct sim_state *s, ssize_t *ret_index) {
-        int r = file_object(file_fd, name, 64);
-        if (r < 0)
-                return r;
-        r = state_read(device_fd, s);
-        if (r < 0)
-                return r;
-        *ret_index = -1;
-        for (size_t i = 0; i < s->n_files; i++)
-                if (strcmp(s->files[i].name, name) == 0)
-                        *ret_index = (ssize_t) i;
-        return 0;
-}
-
-static int sim_file_add(struct coh_platform *p, int device_fd, int file_fd, bool coherent) {
-        struct sim_state s;
-        char name[64];
-        ssize_t i;
-        int r = file_lookup(device_fd, file_fd, name, &s, &i);
-        if (r < 0)
-                return r;
-        if (i >= 0)
-                return -EEXIST; /* as kvm_vfio_file_add */
-        if (s.n_files >= SIM_FILES_MAX)
-                return -ENOSPC;
-        strcpy(s.files[s.n_files].name, name);
-        s.files[s.n_files].coherent = coherent;
-        s.n_files++;
-        return state_write(device_fd, &s);
-}
-
-static int sim_file_del(struct coh_platform *p, int device_fd, int file_fd) {
-        struct sim_state s;
-        char name[64];
-        ssize_t i;
-        int r = file_lookup(device_fd, file_fd, name, &s, &i);
-        if (r < 0)
-                return r;
-        if (i < 0)
-                return -ENOENT; /* as kvm_vfio_file_del */
-        memmove(&s.files[i], &s.files[i + 1], (s.n_files - (size_t) i - 1) * sizeof s.files[0]);
-        s.n_files--;
-        return state_write(device_fd, &s);
-}
-
-static void sim_device_close(struct coh_platform *p, int vm_fd, int device_fd) {
-        struct sim_state s = {};
-        /* Since Linux 6.2 closing the kvm-vfio device destroys it and drops its files. */
-        (void) state_write(device_fd, &s);
-        close(device_fd);
+static int sim_custody_holders(struct coh_platform *p, int iommu_group, struct coh_holder *ret, size_t n) {
+        return 0; /* a socket end shows no path in /proc */
 }
 
 static void sim_free(struct coh_platform *p) {
@@ -315,10 +210,10 @@ static void sim_free(struct coh_platform *p) {
 static const struct coh_platform_ops sim_ops = {
         .name = "sim",
         .classify = sim_classify,
-        .vfio_device_create = sim_device_create,
-        .vfio_file_add = sim_file_add,
-        .vfio_file_del = sim_file_del,
-        .vfio_device_close = sim_device_close,
+        .ioas_coherent = sim_ioas_coherent,
+        .custody_begin = sim_custody_begin,
+        .custody_probe_free = sim_custody_probe_free,
+        .custody_holders = sim_custody_holders,
         .free = sim_free,
 };
 

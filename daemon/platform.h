@@ -3,18 +3,22 @@
 
 /*
  * What differs between a real host and the simulated platform: telling what
- * a passed descriptor is, and the kvm-vfio actions. Facts about devices come
- * from facts.c on both, rooted at sysfs_fd.
+ * a passed descriptor is, and custody of VFIO files (open, prepare, pin,
+ * probe whether free). Facts about devices come from facts.c on both, rooted
+ * at sysfs_fd.
  *
  * "linux": the kernel's own interfaces (/dev/kvm VM fds, /dev/vfio groups,
  *   device cdevs, containers, iommufd), facts from /sys.
  * "sim:DIR": memfds named "coherencyd-sim:<object>" stand for kernel objects
- *   (see DESIGN.md §8), facts from the tree at DIR. The simulated kvm-vfio
- *   device keeps its state in the VM memfd's contents so that a test can read
- *   what "KVM" did (see platform-sim.c).
+ *   (see DESIGN.md §8), facts from the tree at DIR. A handed-over group is
+ *   one end of a socketpair: busy until every copy of it is closed. The
+ *   client side (libcoherency's simulated KVM) records in the VM memfd what
+ *   it added, so a test can read what "KVM" did.
  */
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
 
 #include "facts.h"
 
@@ -37,20 +41,62 @@ struct coh_fd_info {
 
 struct coh_platform;
 
+/*
+ * What the daemon keeps of one handed-over file (DESIGN.md §3). Both are
+ * owned by the grant and go to the fd store with it; -EBADF when unused.
+ */
+struct coh_custody {
+        /* Holds the group's file open so the VMM cannot leave its container
+         * (linux: a device fd from VFIO_GROUP_GET_DEVICE_FD, which makes
+         * VFIO_GROUP_UNSET_CONTAINER EBUSY). Closed when the grant ends. */
+        int pin_fd;
+        /* sim only: the daemon's end of the socketpair whose other end was
+         * handed over; it reads EOF once every copy of that end is closed,
+         * which is the simulated "group free again". linux: -EBADF. */
+        int probe_fd;
+};
+
+/* One process holding a group, for the still-held warning. */
+struct coh_holder {
+        pid_t pid;
+        char comm[32];
+};
+
 struct coh_platform_ops {
         const char *name;
         /* Fills *ret for any descriptor; fails only on real errors (-errno). */
         int (*classify)(struct coh_platform *p, int fd, struct coh_fd_info *ret);
-        /* Creates the VM's kvm-vfio device; -EBUSY when the VM has one already. */
-        int (*vfio_device_create)(struct coh_platform *p, int vm_fd, int *ret_device_fd);
-        /* coherent: whether the kernel sees the file as enforced-coherent (the
-         * request's ioasCoherent). The kernel knows this itself and the linux
-         * platform ignores it; the simulated one uses it to model KVM's
-         * non-coherent DMA accounting. */
-        int (*vfio_file_add)(struct coh_platform *p, int device_fd, int file_fd, bool coherent);
-        int (*vfio_file_del)(struct coh_platform *p, int device_fd, int file_fd);
-        /* Closes the kvm-vfio device (since 6.2 this destroys it). */
-        void (*vfio_device_close)(struct coh_platform *p, int vm_fd, int device_fd);
+        /*
+         * Whether KVM will see a file of this device, handed over into this
+         * IOAS (classified as a container or iommufd), as enforced-coherent.
+         * linux: 6.6+ asks the device's IOMMU only; 6.1 the container as a
+         * whole (every domain in it, or the device's IOMMU when the daemon
+         * will set the IOMMU model itself). sim: the IOAS the VMM chose
+         * (the memfd's suffix).
+         */
+        bool (*ioas_coherent)(struct coh_platform *p, const struct coh_device_facts *device,
+                              const struct coh_fd_info *ioas);
+        /*
+         * Opens the VFIO file of the device (its group; with an iommufd, the
+         * device cdev), attaches it to the VMM's IOAS (ioas_fd, classified as
+         * *ioas), sets the IOMMU model when the container has none, and pins
+         * it. *ret_file_fd is the file to hand over (the daemon closes its
+         * copy once it is sent). -EBUSY while anyone holds the group. On
+         * failure every step is undone and *ret_operation names the one that
+         * failed ("open /dev/vfio/7", "VFIO_GROUP_SET_CONTAINER", ...).
+         */
+        int (*custody_begin)(struct coh_platform *p, const struct coh_device_facts *device, int ioas_fd,
+                             const struct coh_fd_info *ioas, int *ret_file_fd, struct coh_custody *ret,
+                             const char **ret_operation);
+        /*
+         * Called with the pin closed: 1 when the group is free again (nobody
+         * holds the handed-over file: no copy, no device fd, no KVM
+         * reference), 0 while it is held, -errno on failure. linux: tries to
+         * open the group (exclusive) and closes it again.
+         */
+        int (*custody_probe_free)(struct coh_platform *p, int iommu_group, const struct coh_custody *c);
+        /* The processes that hold the group's file, as /proc shows them (linux); up to n. Returns the count. */
+        int (*custody_holders)(struct coh_platform *p, int iommu_group, struct coh_holder *ret, size_t n);
         void (*free)(struct coh_platform *p);
 };
 

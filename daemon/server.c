@@ -180,11 +180,15 @@ void coh_conn_close(struct coh_conn *c, const char *end) {
         coh_daemon_state_changed(d);
 }
 
-/* Queues bytes and flushes what the socket takes now; the rest waits for EV_WRITE. */
-static int conn_send(struct coh_conn *c, char *json) {
-        if (!json)
+/* Queues bytes (and descriptors for their first byte: taken in every case)
+ * and flushes what the socket takes now; the rest waits for EV_WRITE. */
+static int conn_send(struct coh_conn *c, char *json, const int *fds, size_t n_fds) {
+        if (!json) {
+                for (size_t i = 0; i < n_fds; i++)
+                        close(fds[i]);
                 return -ENOMEM;
-        int r = coh_outbuf_append(&c->out, json, OUTPUT_MAX);
+        }
+        int r = coh_outbuf_append_fds(&c->out, json, OUTPUT_MAX, fds, n_fds);
         free(json);
         if (r < 0) {
                 c->closing = true; /* a peer that does not read its replies */
@@ -207,7 +211,18 @@ int coh_conn_reply(struct coh_conn *c, json_object *parameters, bool continues) 
                 json_object_put(parameters);
                 return 0;
         }
-        return conn_send(c, coh_reply_format(parameters, continues));
+        return conn_send(c, coh_reply_format(parameters, continues), NULL, 0);
+}
+
+int coh_conn_reply_fds(struct coh_conn *c, json_object *parameters, const int *fds, size_t n_fds) {
+        if (c->oneway) {
+                /* A oneway call wants nothing back: what would have gone is closed. */
+                for (size_t i = 0; i < n_fds; i++)
+                        close(fds[i]);
+                json_object_put(parameters);
+                return 0;
+        }
+        return conn_send(c, coh_reply_format(parameters, false), fds, n_fds);
 }
 
 int coh_conn_error(struct coh_conn *c, const char *error, json_object *parameters) {
@@ -215,7 +230,7 @@ int coh_conn_error(struct coh_conn *c, const char *error, json_object *parameter
                 json_object_put(parameters);
                 return 0;
         }
-        return conn_send(c, coh_error_format(error, parameters));
+        return conn_send(c, coh_error_format(error, parameters), NULL, 0);
 }
 
 /* Returns false when the connection was closed. */

@@ -36,6 +36,7 @@ struct coh_conn {
 
         unsigned n_grants;
         bool monitor;     /* a Manager.Monitor stream is open */
+        bool watch;       /* a Broker.WatchGrants stream is open */
         bool closing;     /* close once the output is flushed */
         bool interrupted; /* adopted with a call the previous instance did not finish */
         bool oneway;      /* the call being handled wants no reply, not even an error */
@@ -66,6 +67,9 @@ void coh_server_close_all(struct coh_daemon *d);
 /* Replies to the call being handled; they take ownership of parameters. */
 int coh_conn_reply(struct coh_conn *c, json_object *parameters, bool continues);
 int coh_conn_error(struct coh_conn *c, const char *error, json_object *parameters);
+/* A final reply with descriptors on its first byte; takes them in every case
+ * (they are closed once the kernel has its copies, or on failure). */
+int coh_conn_reply_fds(struct coh_conn *c, json_object *parameters, const int *fds, size_t n_fds);
 /* Closes the connection now (ends its grants with "disconnect" or "peer-exit"). */
 void coh_conn_close(struct coh_conn *c, const char *end);
 

@@ -329,7 +329,17 @@ void coh_message_done(struct coh_message *m) {
         m->n_fds = 0;
 }
 
+/* Descriptors handed in as const (taken in every case): closed without marking. */
+static void close_fds_const(const int *fds, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (fds[i] >= 0)
+                        (void) close(fds[i]);
+}
+
 void coh_outbuf_done(struct coh_outbuf *o) {
+        for (size_t i = 0; i < o->n_fds; i++)
+                close_fds(o->fds[i].fds, o->fds[i].n);
+        free(o->fds);
         free(o->buf);
         *o = (struct coh_outbuf) {};
 }
@@ -343,6 +353,8 @@ int coh_outbuf_append(struct coh_outbuf *o, const char *json, size_t limit) {
         /* Reclaim what was sent before growing, so the buffer tracks what is queued. */
         if (o->off > 0) {
                 memmove(o->buf, o->buf + o->off, queued);
+                for (size_t i = 0; i < o->n_fds; i++)
+                        o->fds[i].at -= o->off;
                 o->len = queued;
                 o->off = 0;
         }
@@ -368,17 +380,71 @@ int coh_outbuf_append(struct coh_outbuf *o, const char *json, size_t limit) {
         return 0;
 }
 
+int coh_outbuf_append_fds(struct coh_outbuf *o, const char *json, size_t limit, const int *fds, size_t n_fds) {
+        if (n_fds == 0)
+                return coh_outbuf_append(o, json, limit);
+        if (n_fds > COH_MESSAGE_FDS_MAX) {
+                close_fds_const(fds, n_fds);
+                return -EINVAL;
+        }
+        struct coh_outbuf_fds *a = realloc(o->fds, (o->n_fds + 1) * sizeof *a);
+        if (!a) {
+                close_fds_const(fds, n_fds);
+                return -ENOMEM;
+        }
+        o->fds = a;
+        int r = coh_outbuf_append(o, json, limit);
+        if (r < 0) {
+                close_fds_const(fds, n_fds);
+                return r;
+        }
+        struct coh_outbuf_fds *e = &o->fds[o->n_fds++];
+        e->at = o->len - (strlen(json) + 1);
+        memcpy(e->fds, fds, n_fds * sizeof *fds);
+        e->n = n_fds;
+        return 0;
+}
+
 int coh_outbuf_flush(struct coh_outbuf *o, int sock) {
         while (o->off < o->len) {
-                ssize_t n;
-
-                n = send(sock, o->buf + o->off, o->len - o->off, MSG_DONTWAIT | MSG_NOSIGNAL);
+                union {
+                        struct cmsghdr align;
+                        char buf[CMSG_SPACE(sizeof(int) * COH_MESSAGE_FDS_MAX)];
+                } control = {};
+                struct coh_outbuf_fds *e = o->n_fds > 0 ? &o->fds[0] : NULL;
+                /* Bytes before the next message with descriptors go alone, so
+                 * the descriptors ride on that message's first byte; from it,
+                 * up to the message after it that has descriptors. */
+                size_t end = o->len;
+                bool with_fds = e && e->at == o->off;
+                if (e && !with_fds)
+                        end = e->at;
+                else if (with_fds && o->n_fds > 1)
+                        end = o->fds[1].at;
+                struct iovec iov = { .iov_base = o->buf + o->off, .iov_len = end - o->off };
+                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+                if (with_fds) {
+                        mh.msg_control = control.buf;
+                        mh.msg_controllen = CMSG_SPACE(sizeof(int) * e->n);
+                        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&mh);
+                        cmsg->cmsg_level = SOL_SOCKET;
+                        cmsg->cmsg_type = SCM_RIGHTS;
+                        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * e->n);
+                        memcpy(CMSG_DATA(cmsg), e->fds, sizeof(int) * e->n);
+                }
+                ssize_t n = sendmsg(sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
                         return -errno;
                 }
-                o->off += n;
+                if (with_fds && n > 0) {
+                        /* The kernel holds its own references now. */
+                        close_fds(e->fds, e->n);
+                        memmove(&o->fds[0], &o->fds[1], (o->n_fds - 1) * sizeof *o->fds);
+                        o->n_fds--;
+                }
+                o->off += (size_t) n;
         }
 
         o->off = o->len = 0;

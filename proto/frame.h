@@ -87,17 +87,32 @@ int coh_message_take_fd(struct coh_message *m, long index);
 /* Frees json and closes every descriptor not taken. */
 void coh_message_done(struct coh_message *m);
 
-/* Output side: a bounded queue of outgoing messages (no descriptors). */
+/* Descriptors that go with the first byte of one queued message. */
+struct coh_outbuf_fds {
+        size_t at;       /* offset in buf of the message's first byte */
+        int fds[COH_MESSAGE_FDS_MAX];
+        size_t n;
+};
+
+/* Output side: a bounded queue of outgoing messages, some with descriptors. */
 struct coh_outbuf {
         char *buf;
         size_t len, cap, off;
+        struct coh_outbuf_fds *fds; /* ascending by at; owned until sent */
+        size_t n_fds;
 };
 
+/* Frees the buffer and closes every descriptor not yet sent. */
 void coh_outbuf_done(struct coh_outbuf *o);
 /* Appends json plus the terminating NUL. -ENOBUFS past `limit` queued bytes. */
 int coh_outbuf_append(struct coh_outbuf *o, const char *json, size_t limit);
-/* send(MSG_DONTWAIT|MSG_NOSIGNAL) as much as the socket takes: 0 when empty,
- * -EAGAIN when bytes remain, -errno on failure. */
+/* The same with descriptors for the message's first byte. Takes ownership of
+ * fds in every case (closed on failure). -EINVAL past COH_MESSAGE_FDS_MAX. */
+int coh_outbuf_append_fds(struct coh_outbuf *o, const char *json, size_t limit, const int *fds, size_t n_fds);
+/* send(MSG_DONTWAIT|MSG_NOSIGNAL) as much as the socket takes, each message's
+ * descriptors with its first byte and never with an earlier byte: 0 when
+ * empty, -EAGAIN when bytes remain, -errno on failure. A descriptor is closed
+ * once the kernel has taken its copy. */
 int coh_outbuf_flush(struct coh_outbuf *o, int sock);
 static inline bool coh_outbuf_pending(const struct coh_outbuf *o) { return o->len > o->off; }
 

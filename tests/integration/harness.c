@@ -657,9 +657,29 @@ struct vconn *vconn_connect(struct harness *h) {
         return vconn_new(fd);
 }
 
+static void vconn_close_reply_fds(struct vconn *c) {
+        for (size_t i = 0; i < c->n_reply_fds; i++)
+                if (c->reply_fds[i] >= 0)
+                        close(c->reply_fds[i]);
+        c->n_reply_fds = 0;
+}
+
+int vconn_take_fd(struct vconn *c, size_t index) {
+        if (index >= c->n_reply_fds || c->reply_fds[index] < 0)
+                return -1;
+        int fd = c->reply_fds[index];
+        c->reply_fds[index] = -1;
+        return fd;
+}
+
+size_t vconn_reply_fds(const struct vconn *c) {
+        return c->n_reply_fds;
+}
+
 void vconn_free(struct vconn *c) {
         if (!c)
                 return;
+        vconn_close_reply_fds(c);
         coh_frame_done(&c->in);
         close(c->fd);
         free(c);
@@ -710,6 +730,11 @@ int vconn_recv(struct vconn *c, struct coh_reply *ret) {
                         r = coh_reply_parse(m.json, ret);
                         if (r < 0)
                                 fail_msg("coherencyd sent something that is no Varlink reply: %s", m.json);
+                        /* What came with this reply replaces what came with the last one. */
+                        vconn_close_reply_fds(c);
+                        for (size_t i = 0; i < m.n_fds; i++)
+                                c->reply_fds[c->n_reply_fds++] = m.fds[i];
+                        m.n_fds = 0;
                         coh_message_done(&m);
                         return 0;
                 }
@@ -1051,30 +1076,38 @@ bool jbool(json_object *o, const char *key) {
 
 /* ---- common requests ---------------------------------------------------- */
 
-/* The descriptors and parameters of a request about VFIO group `group` (in a
- * container, or none) for vm (or, with -1, none: a Probe). The descriptors made
- * here are closed by request_finish(); vm stays the caller's. */
+/* demo/make-sim-sysfs: the first device of each IOMMU group. */
+static const char *const group_slots[] = {
+        [1] = "0000:00:02.0", [2] = "0000:00:03.0", [3] = "0000:00:04.0", [4] = "0000:00:05.0",
+        [5] = "0000:00:06.0", [6] = "0000:00:07.0", [7] = "0000:00:08.0", [8] = "0000:00:09.0",
+        [9] = "0000:00:0a.0",
+};
+
+const char *group_slot(unsigned group) {
+        if (group >= sizeof group_slots / sizeof group_slots[0] || !group_slots[group])
+                fail_msg("the demo sysfs tree has no IOMMU group %u", group);
+        return group_slots[group];
+}
+
+/* The descriptors and parameters of a request about the device of VFIO group
+ * `group` (in a container, or none) for vm (or, with -1, none: a Probe). The
+ * descriptors made here are closed by request_finish(); vm stays the caller's. */
 struct request {
         int fds[3];
         size_t n_fds;
         bool own[3];
-        char params[64];
+        char params[128];
 };
 
 static void request_prepare(struct request *r, int vm, unsigned group, const char *container) {
-        const char *sep = "";
         size_t len = 0;
 
         *r = (struct request) {};
-        len += snprintf(r->params + len, sizeof r->params - len, "{");
+        len += snprintf(r->params + len, sizeof r->params - len, "{\"device\":\"%s\"", group_slot(group));
         if (vm >= 0) {
-                len += snprintf(r->params + len, sizeof r->params - len, "\"vm\":%zu", r->n_fds);
+                len += snprintf(r->params + len, sizeof r->params - len, ",\"vm\":%zu", r->n_fds);
                 r->fds[r->n_fds++] = vm;
-                sep = ",";
         }
-        len += snprintf(r->params + len, sizeof r->params - len, "%s\"device\":%zu", sep, r->n_fds);
-        r->own[r->n_fds] = true;
-        r->fds[r->n_fds++] = sim_object("vfio-group:%u", group);
         if (container) {
                 len += snprintf(r->params + len, sizeof r->params - len, ",\"iommu\":%zu", r->n_fds);
                 r->own[r->n_fds] = true;
@@ -1096,6 +1129,12 @@ json_object *request_grant(struct vconn *c, int vm, unsigned group, const char *
         request_prepare(&r, vm, group, container);
         json_object *p = vconn_call(c, BROKER "RequestGrant", r.params, r.fds, r.n_fds);
         request_finish(&r);
+        /* The group comes exactly with a grant. */
+        bool has_group = json_object_object_get_ex(p, "group", NULL);
+        if (has_group != json_object_object_get_ex(p, "grant", NULL) || has_group != (vconn_reply_fds(c) == 1))
+                fail_msg("RequestGrant: group %s, grant %s, %zu descriptor(s): %s", has_group ? "present" : "absent",
+                         json_object_object_get_ex(p, "grant", NULL) ? "present" : "absent", vconn_reply_fds(c),
+                         json_object_to_json_string(p));
         return p;
 }
 
@@ -1105,6 +1144,8 @@ json_object *request_grant_error(struct vconn *c, int vm, unsigned group, const 
         request_prepare(&r, vm, group, container);
         json_object *p = vconn_call_error(c, BROKER "RequestGrant", r.params, r.fds, r.n_fds, error);
         request_finish(&r);
+        if (vconn_reply_fds(c) != 0)
+                fail_msg("RequestGrant failed with %s but handed over %zu descriptor(s)", error, vconn_reply_fds(c));
         return p;
 }
 

@@ -30,7 +30,10 @@
 #define NOBODY_UID ((uid_t) 65534)
 #define NOGROUP_GID ((gid_t) 65534)
 
-#define MESSAGE_ID_DECISION "56ea55cacbf54bfaabb686c19008136e"
+#define MESSAGE_ID_DECISION "56ea55cacbf54bfaabb686c19008136e" /* granted */
+#define MESSAGE_ID_NOT_NEEDED "bab301a5d09446a69a069bd75de15ec6"
+#define MESSAGE_ID_REFUSED "8a2fa1eb57f147e6884355e57189c6d3"
+#define MESSAGE_ID_GRANT_HELD "a5dfa02b1f644ef7a2e36f5238dc98b3"
 #define MESSAGE_ID_GRANT_END "a31aadc285ac474dad65dd69506a7eb8"
 #define MESSAGE_ID_POLICY_LOADED "95a6494f9b424cbfa5febfbd7573915a"
 #define MESSAGE_ID_POLICY_FAILED "ca929c184e2d4b0da2958be50034b49a"
@@ -41,13 +44,16 @@
 
 /* What the simulated platform's daemon descriptors look like in /proc/PID/fd. */
 #define FD_SIM_VM "/memfd:coherencyd-sim:kvm-vm"
-#define FD_SIM_GROUP "/memfd:coherencyd-sim:vfio-group:"
+/* A simulated group's pin and probe: socket ends. */
+#define FD_SOCKET "socket:"
 
 /* A raw Varlink connection: the test speaks the protocol itself, so that it
  * checks the daemon's wire behaviour rather than a client library's. */
 struct vconn {
         int fd;
         struct coh_frame in;
+        int reply_fds[COH_MESSAGE_FDS_MAX]; /* what came with the last reply; closed with the next one */
+        size_t n_reply_fds;
 };
 
 struct notify_listener;
@@ -131,6 +137,10 @@ json_object *vconn_call(struct vconn *c, const char *method, const char *params,
 /* A call that must fail with error: returns the error's parameters (json_object_put() them). */
 json_object *vconn_call_error(struct vconn *c, const char *method, const char *params, const int *fds, size_t n_fds,
                               const char *error);
+/* Takes descriptor index of the last reply (the caller owns it); -1 when there is none. */
+int vconn_take_fd(struct vconn *c, size_t index);
+/* How many descriptors came with the last reply (taken or not). */
+size_t vconn_reply_fds(const struct vconn *c);
 /* Asserts the daemon closes the connection without another reply. */
 void vconn_expect_closed(struct vconn *c);
 
@@ -198,10 +208,16 @@ json_object *jmember(json_object *o, const char *key);
 
 /* ---- common requests ---------------------------------------------------- */
 
+/* The PCI address of the first device of IOMMU group `group` in the demo's sysfs tree. */
+const char *group_slot(unsigned group);
+
 /*
- * RequestGrant for the simulated VFIO group `group` on the VM memfd vm (which
- * the caller keeps), in a container "coherent" or "noncoherent", or with no
- * iommu descriptor when container is NULL. Returns the reply's parameters.
+ * RequestGrant for the device of simulated IOMMU group `group` (by its PCI
+ * address) on the VM memfd vm (which the caller keeps), in a container
+ * "coherent" or "noncoherent" (NULL: no iommu descriptor, which the daemon
+ * refuses). Returns the reply's parameters; asserts that a group descriptor
+ * came exactly with a grant. Take it with vconn_take_fd(c, 0), or it is
+ * closed with the next reply (the VMM let go of it).
  */
 json_object *request_grant(struct vconn *c, int vm, unsigned group, const char *container);
 /* The same request when it must fail with error; returns the error's parameters. */
