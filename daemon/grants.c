@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,9 +302,15 @@ static void held_warning(struct coh_daemon *d, struct coh_grant *g) {
         snprintf(pid, sizeof pid, "%d", (int) g->peer_pid);
         snprintf(uid, sizeof uid, "%u", (unsigned) g->peer_uid);
         snprintf(group, sizeof group, "%d", g->iommu_group);
+        /* Without CAP_SYS_PTRACE /proc shows only root's descriptors: where it
+         * names nobody, say whether the VMM itself is still alive. */
+        struct pollfd pfd = { .fd = g->pidfd, .events = POLLIN };
+        bool vmm_alive = g->pidfd >= 0 && poll(&pfd, 1, 0) == 0;
         snprintf(message, sizeof message, "Grant %s for %s (VM of pid %s) ended (%s) but its group is still held%s%s%s",
                  g->id, g->slot, pid, g->end, n > 0 ? " by " : "", list,
-                 n > 0 ? "" : " (no process shows it in /proc: KVM's own reference, or a descriptor in flight)");
+                 n > 0        ? ""
+                 : vmm_alive ? "; the VMM is still running (it, a process it passed the file to, or its VM holds it)"
+                             : "; no process /proc shows holds it (a process it passed the file to, or a descriptor in flight)");
         const struct coh_journal_field fields[] = {
                 { "COHERENCYD_GRANT", g->id },
                 { "COHERENCYD_SLOT", g->slot },

@@ -361,7 +361,10 @@ static int run(const struct options *o) {
         }
 
         if (!o->no_sandbox) {
-                r = coh_sandbox_enter(errbuf, sizeof errbuf);
+                /* CAP_KILL only for RevokeKill=: a capability dropped now cannot come
+                 * back, so a reload that turns RevokeKill= on later cannot kill. */
+                r = coh_sandbox_enter_flags(coh_policy_broker(d.policy)->revoke_kill ? COH_SANDBOX_KEEP_KILL : 0,
+                                            errbuf, sizeof errbuf);
                 if (r < 0) {
                         fprintf(stderr, "coherencyd: sandbox: %s\n", errbuf);
                         goto out;

@@ -118,6 +118,8 @@ struct rule {
         char *file;
         struct match match[_MATCH_MAX];
         bool has_device_key;
+        enum coh_access access;
+        unsigned access_line;      /* 0: Access= not set */
         enum coh_mode mode;
         unsigned mode_line;        /* 0: Mode= not set */
         enum coh_nosnoop nosnoop;
@@ -125,7 +127,7 @@ struct rule {
 };
 
 struct coh_policy {
-        char *conf_file;           /* broker.mode_origin.file points here */
+        char *conf_file;           /* broker.mode_origin.file and broker.access_origin.file point here */
         struct coh_broker_config broker;
         struct rule *rules;
         size_t n_rules;
@@ -133,25 +135,37 @@ struct coh_policy {
 
 enum broker_kind {
         BROKER_MODE,
+        BROKER_ACCESS,
         BROKER_ADMIN_GROUP,
         BROKER_UNSIGNED,
+        BROKER_SECONDS,            /* whole seconds in the file, a uint64_t of microseconds in the config */
+        BROKER_BOOLEAN,
 };
 
 static const struct broker_key {
         const char *name;
         enum broker_kind kind;
-        size_t offset;             /* BROKER_UNSIGNED: the field, and its range */
+        size_t offset;             /* BROKER_UNSIGNED, BROKER_SECONDS, BROKER_BOOLEAN: the field; and the range */
         uint32_t min, max;
 } broker_keys[] = {
 #define UNSIGNED_KEY(n, field, lo, hi) \
         { .name = n, .kind = BROKER_UNSIGNED, .offset = offsetof(struct coh_broker_config, field), .min = lo, .max = hi }
+#define SECONDS_KEY(n, field, lo, hi) \
+        { .name = n, .kind = BROKER_SECONDS, .offset = offsetof(struct coh_broker_config, field), .min = lo, .max = hi }
+#define BOOLEAN_KEY(n, field) \
+        { .name = n, .kind = BROKER_BOOLEAN, .offset = offsetof(struct coh_broker_config, field) }
         { .name = "Mode", .kind = BROKER_MODE },
+        { .name = "Access", .kind = BROKER_ACCESS },
         { .name = "AdminGroup", .kind = BROKER_ADMIN_GROUP },
         UNSIGNED_KEY("MaxConnections", max_connections, 1, 65536),
         UNSIGNED_KEY("MaxConnectionsPerUser", max_connections_per_user, 1, 65536),
         UNSIGNED_KEY("MaxGrantsPerConnection", max_grants_per_connection, 1, 65536),
         UNSIGNED_KEY("IdleExitSec", idle_exit_sec, 0, 86400),
+        SECONDS_KEY("ReleaseTimeoutSec", release_timeout_usec, 1, 86400),
+        BOOLEAN_KEY("RevokeKill", revoke_kill),
 #undef UNSIGNED_KEY
+#undef SECONDS_KEY
+#undef BOOLEAN_KEY
 };
 
 struct conf_parser {
@@ -175,8 +189,13 @@ struct source_list {
         size_t n;
 };
 
+#define USEC_PER_SEC UINT64_C(1000000)
+
 static const struct coh_broker_config broker_defaults = {
         .mode = COH_MODE_AUTOMATIC,
+        .access = COH_ACCESS_DENY,  /* the daemon hands out devices: only to whom the site says */
+        .release_timeout_usec = 30 * USEC_PER_SEC,
+        .revoke_kill = false,
         .max_connections = 256,
         .max_connections_per_user = 32,
         .max_grants_per_connection = 64,
@@ -310,6 +329,32 @@ static int parse_mode(const char *value, enum coh_mode *ret, char *err, size_t e
         return 0;
 }
 
+static int parse_access(const char *value, enum coh_access *ret, char *err, size_t errlen) {
+        enum coh_access a = coh_access_from_string(value);
+
+        if (a < 0)
+                return fail(err, errlen, "invalid Access= value '%s' (expected allow or deny)", value);
+        *ret = a;
+        return 0;
+}
+
+/* The spellings systemd's own units use, and no others: "on", "Yes" and the like are mistakes to report. */
+static int parse_boolean(const char *key, const char *value, bool *ret, char *err, size_t errlen) {
+        static const char *const yes[] = { "yes", "true", "1" }, *const no[] = { "no", "false", "0" };
+
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
+                if (streq(value, yes[i])) {
+                        *ret = true;
+                        return 0;
+                }
+                if (streq(value, no[i])) {
+                        *ret = false;
+                        return 0;
+                }
+        }
+        return fail(err, errlen, "invalid %s= value '%s' (expected yes, no, true, false, 1 or 0)", key, value);
+}
+
 /* Every assignment is checked the same way before its value is looked at. */
 static int check_assignment(const char *section, const char *key, const char *value, unsigned previous_line,
                             char *err, size_t errlen) {
@@ -403,6 +448,16 @@ static int rule_handler(const char *section, const char *key, const char *value,
                         rule->mode_line = line;
                         return 0;
                 }
+                if (streq(key, "Access")) {
+                        r = check_assignment(section, key, value, rule->access_line, err, errlen);
+                        if (r < 0)
+                                return r;
+                        r = parse_access(value, &rule->access, err, errlen);
+                        if (r < 0)
+                                return r;
+                        rule->access_line = line;
+                        return 0;
+                }
                 if (streq(key, "NoSnoop")) {
                         r = check_assignment(section, key, value, rule->nosnoop_line, err, errlen);
                         if (r < 0)
@@ -449,6 +504,12 @@ static int conf_handler(const char *section, const char *key, const char *value,
                                 return r;
                         c->broker->mode_origin = (struct coh_origin) { .file = c->file, .line = line };
                         break;
+                case BROKER_ACCESS:
+                        r = parse_access(value, &c->broker->access, err, errlen);
+                        if (r < 0)
+                                return r;
+                        c->broker->access_origin = (struct coh_origin) { .file = c->file, .line = line };
+                        break;
                 case BROKER_ADMIN_GROUP:
                         r = resolve_group(value, &v);
                         if (r < 0)
@@ -461,6 +522,18 @@ static int conf_handler(const char *section, const char *key, const char *value,
                                 return fail(err, errlen, "invalid %s= value '%s' (expected an integer from %u to %u)",
                                             key, value, k->min, k->max);
                         *(unsigned *) ((uint8_t *) c->broker + k->offset) = v;
+                        break;
+                case BROKER_SECONDS:
+                        if (parse_u32(value, k->max, &v) < 0 || v < k->min)
+                                return fail(err, errlen,
+                                            "invalid %s= value '%s' (expected a number of seconds from %u to %u)",
+                                            key, value, k->min, k->max);
+                        *(uint64_t *) ((uint8_t *) c->broker + k->offset) = (uint64_t) v * USEC_PER_SEC;
+                        break;
+                case BROKER_BOOLEAN:
+                        r = parse_boolean(key, value, (bool *) ((uint8_t *) c->broker + k->offset), err, errlen);
+                        if (r < 0)
+                                return r;
                         break;
                 }
 
@@ -879,23 +952,31 @@ static bool rule_matches(const struct rule *r, const struct coh_device_facts *d,
 
 void coh_policy_evaluate(const struct coh_policy *p, const struct coh_device_facts *device,
                          const struct coh_peer *peer, struct coh_policy_result *ret) {
-        bool have_mode = false, have_nosnoop = false;
+        bool have_access = false, have_mode = false, have_nosnoop = false;
 
         *ret = (struct coh_policy_result) {
+                .access = p->broker.access,
+                .access_origin = p->broker.access_origin,
                 .mode = p->broker.mode,
                 .mode_origin = p->broker.mode_origin,
                 .nosnoop = COH_NOSNOOP_CAPABLE,
         };
 
         /* Each setting independently: a rule that sets only NoSnoop= must not hide a later rule's Mode=. */
-        for (size_t i = 0; i < p->n_rules && !(have_mode && have_nosnoop); i++) {
+        for (size_t i = 0; i < p->n_rules && !(have_access && have_mode && have_nosnoop); i++) {
                 const struct rule *r = &p->rules[i];
-                bool wants_mode = !have_mode && r->mode_line > 0,
+                bool wants_access = !have_access && r->access_line > 0,
+                     wants_mode = !have_mode && r->mode_line > 0,
                      wants_nosnoop = !have_nosnoop && r->nosnoop_line > 0;
 
-                if (!(wants_mode || wants_nosnoop) || !rule_matches(r, device, peer))
+                if (!(wants_access || wants_mode || wants_nosnoop) || !rule_matches(r, device, peer))
                         continue;
 
+                if (wants_access) {
+                        ret->access = r->access;
+                        ret->access_origin = (struct coh_origin) { .file = r->file, .line = r->access_line };
+                        have_access = true;
+                }
                 if (wants_mode) {
                         ret->mode = r->mode;
                         ret->mode_origin = (struct coh_origin) { .file = r->file, .line = r->mode_line };
@@ -907,6 +988,127 @@ void coh_policy_evaluate(const struct coh_policy *p, const struct coh_device_fac
                         have_nosnoop = true;
                 }
         }
+}
+
+/*
+ * The user's passwd entry, by name or by uid: 0, -ESRCH when there is none,
+ * -ERANGE for a number that is no uid, another negative errno when the lookup
+ * failed. *ret_name (allocated) is NULL and *ret_gid untouched for a uid
+ * without an entry.
+ */
+static int lookup_passwd(const char *user, uid_t *ret_uid, gid_t *ret_gid, char **ret_name) {
+        size_t size = 1024;
+        uint32_t uid;
+        bool numeric;
+        int r;
+
+        r = parse_u32(user, UINT32_MAX - 1, &uid);  /* (uid_t) -1 is "no user" to the kernel */
+        if (r == -ERANGE)
+                return r;
+        numeric = r >= 0;
+
+        for (;;) {
+                _cleanup_free_ char *buf = malloc(size);
+                struct passwd pw, *result = NULL;
+
+                if (!buf)
+                        return -ENOMEM;
+                r = numeric ? getpwuid_r((uid_t) uid, &pw, buf, size, &result)
+                            : getpwnam_r(user, &pw, buf, size, &result);
+                if (r == 0 && result) {
+                        char *name = strdup(pw.pw_name);
+
+                        if (!name)
+                                return -ENOMEM;
+                        *ret_uid = pw.pw_uid;
+                        *ret_gid = pw.pw_gid;
+                        *ret_name = name;
+                        return 0;
+                }
+                if (r != ERANGE || size >= 1024U * 1024U)
+                        break;
+                size *= 2;
+        }
+        if (!nss_not_found(r))
+                return -r;
+        if (!numeric)
+                return -ESRCH;
+        /* A process may well run as a uid the user database does not know. */
+        *ret_uid = (uid_t) uid;
+        *ret_name = NULL;
+        return 0;
+}
+
+int coh_peer_from_names(const char *user, const char *group, const char *unit, struct coh_peer *ret,
+                        gid_t **ret_groups) {
+        _cleanup_free_ char *name = NULL;
+        _cleanup_free_ gid_t *groups = NULL;
+        uid_t uid = 0;
+        gid_t gid = 0;
+        bool have_gid = false;
+        int n = 0, r;
+
+        if (!user || !ret || !ret_groups)
+                return -EINVAL;
+        /* Names as a client sent them: an empty one names nobody. */
+        if (!*user)
+                return -ESRCH;
+        if (group && !*group)
+                return -ENOENT;
+
+        r = lookup_passwd(user, &uid, &gid, &name);
+        if (r == -ERANGE)
+                return -ESRCH;
+        if (r < 0)
+                return r;
+        have_gid = name != NULL;
+
+        if (group) {
+                uint32_t g;
+
+                r = resolve_group(group, &g);
+                if (r == -ESRCH || r == -ERANGE)
+                        return -ENOENT;
+                if (r < 0)
+                        return r;
+                gid = g;
+                have_gid = true;
+        }
+
+        /* A uid without a user entry has no primary group to fall back to. */
+        if (!have_gid)
+                return -ESRCH;
+
+        /* As initgroups() would set them up for a process of this user running with this group. */
+        if (name) {
+                for (n = 16;;) {
+                        int k = n;
+                        gid_t *a = reallocarray(groups, (size_t) n, sizeof *a);
+
+                        if (!a)
+                                return -ENOMEM;
+                        groups = a;
+                        if (getgrouplist(name, gid, groups, &k) >= 0) {
+                                n = k;
+                                break;
+                        }
+                        /* Too small: k says how many there are (glibc), or double when it does not. */
+                        if (n >= 65536)
+                                return -E2BIG;
+                        n = k > n ? k : n * 2;
+                }
+        }
+
+        *ret = (struct coh_peer) {
+                .pid = 0,
+                .uid = uid,
+                .gid = gid,
+                .groups = groups,
+                .n_groups = (size_t) n,
+                .unit = unit,
+        };
+        *ret_groups = TAKE_PTR(groups);
+        return 0;
 }
 
 const char *coh_origin_format(const struct coh_origin *o, char *buf, size_t size) {
@@ -942,12 +1144,17 @@ static json_object *broker_to_json(const struct coh_policy *p) {
                 return NULL;
         if (json_add(o, "mode", json_object_new_string(coh_mode_to_string(b->mode))) < 0 ||
             json_add_origin(o, "modeRule", &b->mode_origin) < 0 ||
+            json_add(o, "access", json_object_new_string(coh_access_to_string(b->access))) < 0 ||
+            json_add_origin(o, "accessRule", &b->access_origin) < 0 ||
             (b->has_admin_group ? json_add(o, "adminGroup", json_object_new_int64(b->admin_gid))
                                 : json_object_object_add(o, "adminGroup", NULL)) < 0 ||
             json_add(o, "maxConnections", json_object_new_int64(b->max_connections)) < 0 ||
             json_add(o, "maxConnectionsPerUser", json_object_new_int64(b->max_connections_per_user)) < 0 ||
             json_add(o, "maxGrantsPerConnection", json_object_new_int64(b->max_grants_per_connection)) < 0 ||
-            json_add(o, "idleExitSec", json_object_new_int64(b->idle_exit_sec)) < 0) {
+            json_add(o, "idleExitSec", json_object_new_int64(b->idle_exit_sec)) < 0 ||
+            json_add(o, "releaseTimeoutSec", json_object_new_int64((int64_t) (b->release_timeout_usec /
+                                                                              USEC_PER_SEC))) < 0 ||
+            json_add(o, "revokeKill", json_object_new_boolean(b->revoke_kill)) < 0) {
                 json_object_put(o);
                 return NULL;
         }
@@ -992,6 +1199,10 @@ static json_object *rule_to_json(const struct rule *r) {
                 return NULL;
         if (json_add(o, "file", json_object_new_string(r->file)) < 0 ||
             json_add(o, "match", match_to_json(r)) < 0)
+                goto fail;
+        if (r->access_line > 0 &&
+            (json_add(o, "access", json_object_new_string(coh_access_to_string(r->access))) < 0 ||
+             json_add_origin(o, "accessRule", &(struct coh_origin) { r->file, r->access_line }) < 0))
                 goto fail;
         if (r->mode_line > 0 &&
             (json_add(o, "mode", json_object_new_string(coh_mode_to_string(r->mode))) < 0 ||

@@ -16,6 +16,7 @@
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "decision.h"
@@ -48,6 +49,10 @@ struct coh_peer {
 struct coh_broker_config {
         enum coh_mode mode;
         struct coh_origin mode_origin;
+        enum coh_access access;               /* Access=, default deny */
+        struct coh_origin access_origin;
+        uint64_t release_timeout_usec;        /* ReleaseTimeoutSec=, default 30 s: the still-held warning */
+        bool revoke_kill;                     /* RevokeKill=, default no */
         bool has_admin_group;
         gid_t admin_gid;
         unsigned max_connections;             /* MaxConnections=, default 256 */
@@ -57,6 +62,8 @@ struct coh_broker_config {
 };
 
 struct coh_policy_result {
+        enum coh_access access;
+        struct coh_origin access_origin;
         enum coh_mode mode;
         struct coh_origin mode_origin;
         enum coh_nosnoop nosnoop;
@@ -90,6 +97,17 @@ const struct coh_broker_config *coh_policy_broker(const struct coh_policy *p);
  */
 void coh_policy_evaluate(const struct coh_policy *p, const struct coh_device_facts *device,
                          const struct coh_peer *peer, struct coh_policy_result *ret);
+
+/*
+ * The peer a VMM running as user (name or uid), with group (name or gid,
+ * default: the user's primary group) and unit, would be: for
+ * Manager.Explain. Supplementary groups come from the group database
+ * (getgrouplist). *ret_groups is allocated (free()), ret->groups points to
+ * it; ret->unit points to unit. -ESRCH for an unknown user, -ENOENT for an
+ * unknown group.
+ */
+int coh_peer_from_names(const char *user, const char *group, const char *unit, struct coh_peer *ret,
+                        gid_t **ret_groups);
 
 /* "file:line" or "default" into buf. */
 const char *coh_origin_format(const struct coh_origin *o, char *buf, size_t size);

@@ -31,10 +31,22 @@ static void check_origin(const struct coh_origin *o) {
 }
 
 static void check_result(const struct coh_policy_result *r) {
-        if (!coh_mode_to_string(r->mode) || !coh_nosnoop_to_string(r->nosnoop))
+        if (!coh_access_to_string(r->access) || !coh_mode_to_string(r->mode) || !coh_nosnoop_to_string(r->nosnoop))
                 abort();
+        check_origin(&r->access_origin);
         check_origin(&r->mode_origin);
         check_origin(&r->nosnoop_origin);
+}
+
+static void check_broker(const struct coh_broker_config *b) {
+        if (!coh_access_to_string(b->access) || !coh_mode_to_string(b->mode))
+                abort();
+        check_origin(&b->access_origin);
+        check_origin(&b->mode_origin);
+        /* ReleaseTimeoutSec= is 1 to 86400 whole seconds. */
+        if (b->release_timeout_usec < 1000000 || b->release_timeout_usec > UINT64_C(86400000000) ||
+            b->release_timeout_usec % 1000000 != 0)
+                abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -87,12 +99,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 return 0;
         }
 
+        check_broker(coh_policy_broker(policy));
         for (size_t i = 0; i < sizeof peers / sizeof peers[0]; i++) {
                 coh_policy_evaluate(policy, &device, &peers[i], &result);
                 check_result(&result);
                 coh_policy_evaluate(policy, NULL, &peers[i], &result);
                 check_result(&result);
         }
+        coh_policy_evaluate(policy, NULL, NULL, &result);
+        check_result(&result);
         if (coh_policy_n_rules(policy) > n_rules)
                 abort();
 

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <grp.h>
+#include <pwd.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -182,9 +184,16 @@ static void test_defaults(void **state) {
         assert_int_equal(b->max_connections_per_user, 32);
         assert_int_equal(b->max_grants_per_connection, 64);
         assert_int_equal(b->idle_exit_sec, 0);
+        assert_int_equal(b->access, COH_ACCESS_DENY);
+        assert_null(b->access_origin.file);
+        assert_int_equal(b->access_origin.line, 0);
+        assert_true(b->release_timeout_usec == UINT64_C(30000000));
+        assert_false(b->revoke_kill);
         assert_int_equal(coh_policy_n_rules(p), 0);
 
         coh_policy_evaluate(p, &device, &peer, &res);
+        assert_int_equal(res.access, COH_ACCESS_DENY);
+        assert_string_equal(origin(&res.access_origin), "default");
         assert_int_equal(res.mode, COH_MODE_AUTOMATIC);
         assert_string_equal(origin(&res.mode_origin), "default");
         assert_int_equal(res.nosnoop, COH_NOSNOOP_CAPABLE);
@@ -195,6 +204,18 @@ static void test_defaults(void **state) {
         p = load_ok("", NULL, 0);
         coh_policy_evaluate(p, &device, &peer, &res);
         assert_string_equal(origin(&res.mode_origin), "default");
+        assert_int_equal(res.access, COH_ACCESS_DENY);
+        assert_string_equal(origin(&res.access_origin), "default");
+        /* So is one with an empty [Broker]; GetInfo (no device) and no peer see the same. */
+        coh_policy_free(p);
+        p = load_ok("[Broker]\n", NULL, 0);
+        b = coh_policy_broker(p);
+        assert_int_equal(b->access, COH_ACCESS_DENY);
+        assert_true(b->release_timeout_usec == UINT64_C(30000000));
+        assert_false(b->revoke_kill);
+        coh_policy_evaluate(p, NULL, NULL, &res);
+        assert_int_equal(res.access, COH_ACCESS_DENY);
+        assert_string_equal(origin(&res.access_origin), "default");
         coh_policy_free(p);
 }
 
@@ -207,7 +228,10 @@ static void test_conf(void **state) {
                 "MaxConnections=1\n"
                 "MaxConnectionsPerUser=65536\n"
                 "MaxGrantsPerConnection=7\n"
-                "IdleExitSec=86400\n",
+                "IdleExitSec=86400\n"
+                "Access=allow\n"
+                "ReleaseTimeoutSec=86400\n"
+                "RevokeKill=yes\n",
                 NULL, 0);
         const struct coh_broker_config *b = coh_policy_broker(p);
         struct coh_policy_result res;
@@ -220,11 +244,17 @@ static void test_conf(void **state) {
         assert_int_equal(b->max_connections_per_user, 65536);
         assert_int_equal(b->max_grants_per_connection, 7);
         assert_int_equal(b->idle_exit_sec, 86400);
+        assert_int_equal(b->access, COH_ACCESS_ALLOW);
+        assert_string_equal(origin(&b->access_origin), CONF ":9");
+        assert_true(b->release_timeout_usec == UINT64_C(86400) * 1000000);
+        assert_true(b->revoke_kill);
 
         coh_policy_evaluate(p, &device, &peer, &res);
         assert_int_equal(res.mode, COH_MODE_FORCE_DISABLE);
         assert_string_equal(origin(&res.mode_origin), CONF ":3");
         assert_string_equal(origin(&res.nosnoop_origin), "default");
+        assert_int_equal(res.access, COH_ACCESS_ALLOW);
+        assert_string_equal(origin(&res.access_origin), CONF ":9");
         coh_policy_free(p);
 
         p = load_ok("[Broker]\nAdminGroup=27\nIdleExitSec=0\n", NULL, 0);
@@ -233,7 +263,44 @@ static void test_conf(void **state) {
         assert_int_equal(b->admin_gid, 27);
         assert_int_equal(b->mode, COH_MODE_AUTOMATIC);
         assert_null(b->mode_origin.file);
+        assert_int_equal(b->access, COH_ACCESS_DENY);
+        assert_null(b->access_origin.file);
         coh_policy_free(p);
+}
+
+/* ReleaseTimeoutSec= in whole seconds, kept in microseconds; RevokeKill= in the spellings systemd's units use. */
+static void test_conf_release_and_kill(void **state) {
+        static const struct {
+                const char *text;
+                uint64_t release_timeout_usec;
+                bool revoke_kill;
+        } cases[] = {
+                { "[Broker]\nReleaseTimeoutSec=1\n", UINT64_C(1000000), false },
+                { "[Broker]\nReleaseTimeoutSec = 30\n", UINT64_C(30000000), false },
+                { "[Broker]\nReleaseTimeoutSec=0600\n", UINT64_C(600000000), false },
+                { "[Broker]\nReleaseTimeoutSec=86400\n", UINT64_C(86400000000), false },
+                { "[Broker]\nRevokeKill=yes\n", UINT64_C(30000000), true },
+                { "[Broker]\nRevokeKill=true\n", UINT64_C(30000000), true },
+                { "[Broker]\nRevokeKill=1\n", UINT64_C(30000000), true },
+                { "[Broker]\nRevokeKill=no\n", UINT64_C(30000000), false },
+                { "[Broker]\nRevokeKill=false\n", UINT64_C(30000000), false },
+                { "[Broker]\nRevokeKill=0\n", UINT64_C(30000000), false },
+                { "[Broker]\nRevokeKill=yes\nReleaseTimeoutSec=5\n", UINT64_C(5000000), true },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                struct coh_policy *p = load_ok(cases[i].text, NULL, 0);
+                const struct coh_broker_config *b = coh_policy_broker(p);
+
+                if (b->release_timeout_usec != cases[i].release_timeout_usec || b->revoke_kill != cases[i].revoke_kill)
+                        fail_msg("%s: expected %llu us, kill %d; got %llu us, kill %d", cases[i].text,
+                                 (unsigned long long) cases[i].release_timeout_usec, cases[i].revoke_kill,
+                                 (unsigned long long) b->release_timeout_usec, b->revoke_kill);
+                /* Neither touches the decision settings. */
+                assert_int_equal(b->access, COH_ACCESS_DENY);
+                assert_int_equal(b->mode, COH_MODE_AUTOMATIC);
+                coh_policy_free(p);
+        }
 }
 
 /* A rule that sets only NoSnoop= leaves Mode= to coherencyd.conf, which is then named as the origin. */
@@ -480,6 +547,109 @@ static void test_no_device(void **state) {
         coh_policy_free(p);
 }
 
+/*
+ * Access= is evaluated exactly like Mode=: the first matching rule that sets
+ * it wins, then coherencyd.conf, then the built-in deny; independently of the
+ * other settings of the same rules.
+ */
+static void test_access_precedence(void **state) {
+        /* Given out of order on purpose: the order is the file names'. */
+        const struct coh_policy_file rules[] = {
+                file("/usr/lib/coherencyd/policy.d/90-catchall.policy", "[Policy]\nAccess=deny\nMode=enable\n"),
+                file("/etc/coherencyd/policy.d/20-gpu-users.policy",
+                     "[Match]\nVendor=8086\nGroup=27\n[Policy]\n# the gpu group may have it\nAccess=allow\n"),
+                file("/etc/coherencyd/policy.d/10-nic.policy",
+                     "[Match]\nVendor=8086\n[Policy]\nNoSnoop=hardwired-off\n"),
+                file("/etc/coherencyd/policy.d/15-banned.policy",
+                     "[Match]\nUser=1002\n[Policy]\nAccess=deny\nMode=force-disable\n"),
+                file("/etc/coherencyd/policy.d/30-unit.policy",
+                     "[Match]\nUnit=qemu-*.service\n[Policy]\nAccess=allow\n"),
+        };
+        struct coh_policy *p = load_ok("[Broker]\nAccess=allow\n", rules, ELEMENTSOF(rules));
+        struct coh_policy_result res;
+        struct coh_peer other = peer;
+        static const gid_t no_groups[] = { 100 };
+
+        /* In group 27: the gpu rule, though 10-nic matched first (it does not set Access=). */
+        coh_policy_evaluate(p, &device, &peer, &res);
+        assert_int_equal(res.access, COH_ACCESS_ALLOW);
+        assert_string_equal(origin(&res.access_origin), "/etc/coherencyd/policy.d/20-gpu-users.policy:6");
+        assert_int_equal(res.nosnoop, COH_NOSNOOP_HARDWIRED_OFF);
+        assert_string_equal(origin(&res.nosnoop_origin), "/etc/coherencyd/policy.d/10-nic.policy:4");
+        assert_int_equal(res.mode, COH_MODE_ENABLE);
+        assert_string_equal(origin(&res.mode_origin), "/usr/lib/coherencyd/policy.d/90-catchall.policy:3");
+
+        /* The banned user: 15 comes before 20, whatever the groups. */
+        other.uid = 1002;
+        coh_policy_evaluate(p, &device, &other, &res);
+        assert_int_equal(res.access, COH_ACCESS_DENY);
+        assert_string_equal(origin(&res.access_origin), "/etc/coherencyd/policy.d/15-banned.policy:4");
+        assert_int_equal(res.mode, COH_MODE_FORCE_DISABLE);
+
+        /* Not in group 27, but in a qemu unit: the unit rule. */
+        other = peer;
+        other.groups = no_groups;
+        other.n_groups = ELEMENTSOF(no_groups);
+        coh_policy_evaluate(p, &device, &other, &res);
+        assert_int_equal(res.access, COH_ACCESS_ALLOW);
+        assert_string_equal(origin(&res.access_origin), "/etc/coherencyd/policy.d/30-unit.policy:4");
+
+        /* Neither: the catch-all rule's deny beats coherencyd.conf's allow. */
+        other.unit = NULL;
+        coh_policy_evaluate(p, &device, &other, &res);
+        assert_int_equal(res.access, COH_ACCESS_DENY);
+        assert_string_equal(origin(&res.access_origin), "/usr/lib/coherencyd/policy.d/90-catchall.policy:2");
+
+        /* GetInfo: no device, so the gpu rule (Vendor=) cannot apply; the unit rule can. */
+        coh_policy_evaluate(p, NULL, &peer, &res);
+        assert_int_equal(res.access, COH_ACCESS_ALLOW);
+        assert_string_equal(origin(&res.access_origin), "/etc/coherencyd/policy.d/30-unit.policy:4");
+        coh_policy_evaluate(p, NULL, &other, &res);
+        assert_int_equal(res.access, COH_ACCESS_DENY);
+        assert_string_equal(origin(&res.access_origin), "/usr/lib/coherencyd/policy.d/90-catchall.policy:2");
+        coh_policy_free(p);
+}
+
+/* Without a rule that sets Access=, coherencyd.conf decides, then the default. */
+static void test_access_fallback(void **state) {
+        const struct coh_policy_file rules[] = {
+                file("/x/10-mode.policy", "[Policy]\nMode=enable\n"),
+                file("/x/20-other-user.policy", "[Match]\nUser=1001\n[Policy]\nAccess=allow\n"),
+        };
+        struct coh_policy *p = load_ok("[Broker]\nMode=force-disable\n\nAccess=allow\n", rules, ELEMENTSOF(rules));
+        struct coh_policy_result res;
+        struct coh_peer other = peer;
+
+        coh_policy_evaluate(p, &device, &peer, &res);
+        assert_int_equal(res.access, COH_ACCESS_ALLOW);
+        assert_string_equal(origin(&res.access_origin), CONF ":4");
+        assert_int_equal(res.mode, COH_MODE_ENABLE);
+        coh_policy_evaluate(p, NULL, NULL, &res);
+        assert_int_equal(res.access, COH_ACCESS_ALLOW);
+        assert_string_equal(origin(&res.access_origin), CONF ":4");
+        coh_policy_free(p);
+
+        p = load_ok("[Broker]\nAccess=deny\n", rules, ELEMENTSOF(rules));
+        coh_policy_evaluate(p, &device, &peer, &res);
+        assert_int_equal(res.access, COH_ACCESS_DENY);
+        assert_string_equal(origin(&res.access_origin), CONF ":2");
+        other.uid = 1001;
+        coh_policy_evaluate(p, &device, &other, &res);
+        assert_int_equal(res.access, COH_ACCESS_ALLOW);
+        assert_string_equal(origin(&res.access_origin), "/x/20-other-user.policy:4");
+        coh_policy_free(p);
+
+        /* No coherencyd.conf: the built-in deny, named "default". */
+        p = load_ok(NULL, rules, ELEMENTSOF(rules));
+        coh_policy_evaluate(p, &device, &peer, &res);
+        assert_int_equal(res.access, COH_ACCESS_DENY);
+        assert_null(res.access_origin.file);
+        assert_string_equal(origin(&res.access_origin), "default");
+        coh_policy_evaluate(p, &device, &other, &res);
+        assert_int_equal(res.access, COH_ACCESS_ALLOW);
+        coh_policy_free(p);
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Errors */
 
@@ -529,6 +699,13 @@ static void test_rule_errors(void **state) {
                   "invalid Mode= value 'Enable' (expected enable, automatic or force-disable)" },
                 { "[Policy]\nNoSnoop=off\n", 0, 2,
                   "invalid NoSnoop= value 'off' (expected hardwired-off or capable)" },
+                { "[Policy]\nAccess=yes\n", 0, 2, "invalid Access= value 'yes' (expected allow or deny)" },
+                { "[Policy]\nAccess=Allow\n", 0, 2, "invalid Access= value 'Allow' (expected allow or deny)" },
+                { "[Policy]\nAccess=allow deny\n", 0, 2,
+                  "invalid Access= value 'allow deny' (expected allow or deny)" },
+                { "[Policy]\nAccess=\n", 0, 2, "empty value for key 'Access' in section [Policy]" },
+                { "[Match]\nAccess=allow\n", 0, 2, "unknown key 'Access' in section [Match]" },
+                { "[Policy]\nReleaseTimeoutSec=5\n", 0, 2, "unknown key 'ReleaseTimeoutSec' in section [Policy]" },
                 { "[Policy]\nMode=\n", 0, 2, "empty value for key 'Mode' in section [Policy]" },
                 { "[Policy]\nNoSnoop=  \t\n", 0, 2, "empty value for key 'NoSnoop' in section [Policy]" },
                 { "[Match]\nVendor=\n", 0, 2, "empty value for key 'Vendor' in section [Match]" },
@@ -550,6 +727,8 @@ static void test_rule_errors(void **state) {
                   "duplicate key 'Mode' in section [Policy] (first set on line 2)" },
                 { "[Policy]\nNoSnoop=capable\nNoSnoop=capable\n", 0, 3,
                   "duplicate key 'NoSnoop' in section [Policy] (first set on line 2)" },
+                { "[Policy]\nAccess=allow\nMode=enable\n[Policy]\nAccess=allow\n", 0, 5,
+                  "duplicate key 'Access' in section [Policy] (first set on line 2)" },
                 { "[Match]\nVendor=8086\n[Policy]\nMode=enable\n[Match]\nVendor=10de\n", 0, 6,
                   "duplicate key 'Vendor' in section [Match] (first set on line 2)" },
                 { "[Match]\nUser=root\nUser=0\n", 0, 3, "duplicate key 'User' in section [Match] (first set on line 2)" },
@@ -608,6 +787,36 @@ static void test_conf_errors(void **state) {
                   "invalid IdleExitSec= value '86401' (expected an integer from 0 to 86400)" },
                 { "[Broker]\nIdleExitSec=1 2\n", 0, 2,
                   "invalid IdleExitSec= value '1 2' (expected an integer from 0 to 86400)" },
+                { "[Broker]\nAccess=permit\n", 0, 2, "invalid Access= value 'permit' (expected allow or deny)" },
+                { "[Broker]\nAccess=\n", 0, 2, "empty value for key 'Access' in section [Broker]" },
+                { "[Broker]\nAccess=allow\n# again\nAccess=deny\n", 0, 4,
+                  "duplicate key 'Access' in section [Broker] (first set on line 2)" },
+                { "[Broker]\nReleaseTimeoutSec=0\n", 0, 2,
+                  "invalid ReleaseTimeoutSec= value '0' (expected a number of seconds from 1 to 86400)" },
+                { "[Broker]\nReleaseTimeoutSec=86401\n", 0, 2,
+                  "invalid ReleaseTimeoutSec= value '86401' (expected a number of seconds from 1 to 86400)" },
+                { "[Broker]\nReleaseTimeoutSec=-5\n", 0, 2,
+                  "invalid ReleaseTimeoutSec= value '-5' (expected a number of seconds from 1 to 86400)" },
+                { "[Broker]\nReleaseTimeoutSec=30s\n", 0, 2,
+                  "invalid ReleaseTimeoutSec= value '30s' (expected a number of seconds from 1 to 86400)" },
+                { "[Broker]\nReleaseTimeoutSec=1.5\n", 0, 2,
+                  "invalid ReleaseTimeoutSec= value '1.5' (expected a number of seconds from 1 to 86400)" },
+                { "[Broker]\nReleaseTimeoutSec=18446744073709551617\n", 0, 2,
+                  "invalid ReleaseTimeoutSec= value '18446744073709551617' (expected a number of seconds from 1 to 86400)" },
+                { "[Broker]\nReleaseTimeoutSec=\n", 0, 2, "empty value for key 'ReleaseTimeoutSec' in section [Broker]" },
+                { "[Broker]\nReleaseTimeoutSec=5\nReleaseTimeoutSec=5\n", 0, 3,
+                  "duplicate key 'ReleaseTimeoutSec' in section [Broker] (first set on line 2)" },
+                { "[Broker]\nRevokeKill=maybe\n", 0, 2,
+                  "invalid RevokeKill= value 'maybe' (expected yes, no, true, false, 1 or 0)" },
+                { "[Broker]\nRevokeKill=on\n", 0, 2,
+                  "invalid RevokeKill= value 'on' (expected yes, no, true, false, 1 or 0)" },
+                { "[Broker]\nRevokeKill=Yes\n", 0, 2,
+                  "invalid RevokeKill= value 'Yes' (expected yes, no, true, false, 1 or 0)" },
+                { "[Broker]\nRevokeKill=2\n", 0, 2,
+                  "invalid RevokeKill= value '2' (expected yes, no, true, false, 1 or 0)" },
+                { "[Broker]\nRevokeKill=\n", 0, 2, "empty value for key 'RevokeKill' in section [Broker]" },
+                { "[Broker]\nRevokeKill=no\n\nRevokeKill=yes\n", 0, 4,
+                  "duplicate key 'RevokeKill' in section [Broker] (first set on line 2)" },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -617,6 +826,161 @@ static void test_conf_errors(void **state) {
 
                 assert_error(cases[i].text, rules, ELEMENTSOF(rules), -EINVAL, CONF, cases[i].line, cases[i].message);
         }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Peers by name (Manager.Explain) */
+
+static bool gids_contain(const gid_t *gids, size_t n, gid_t gid) {
+        for (size_t i = 0; i < n; i++)
+                if (gids[i] == gid)
+                        return true;
+        return false;
+}
+
+/* What the group database says user's groups are, read without getgrouplist(): primary plus member-of. */
+static void assert_groups_of(const char *user, gid_t primary, const struct coh_peer *pr) {
+        struct group *gr;
+
+        assert_true(gids_contain(pr->groups, pr->n_groups, primary));
+        setgrent();
+        while ((gr = getgrent()))
+                for (char **m = gr->gr_mem; *m; m++)
+                        if (strcmp(*m, user) == 0 && !gids_contain(pr->groups, pr->n_groups, gr->gr_gid))
+                                fail_msg("%s is a member of %s (%u), not in the peer's groups", user, gr->gr_name,
+                                         (unsigned) gr->gr_gid);
+        endgrent();
+        for (size_t i = 0; i < pr->n_groups; i++) {
+                bool member = pr->groups[i] == primary;
+
+                gr = getgrgid(pr->groups[i]);
+                for (char **m = gr ? gr->gr_mem : NULL; m && *m && !member; m++)
+                        member = strcmp(*m, user) == 0;
+                if (!member)
+                        fail_msg("peer group %u is neither %s's primary group nor one it is a member of",
+                                 (unsigned) pr->groups[i], user);
+        }
+}
+
+static void test_peer_from_names_root(void **state) {
+        struct passwd *pw = getpwuid(0);
+        struct coh_peer pr;
+        gid_t *groups = NULL;
+        char *root_name, *group_name;
+
+        assert_non_null(pw);
+        root_name = strdup(pw->pw_name);
+        assert_non_null(root_name);
+
+        /* By name and by number, the same peer; the group is the user's primary one. */
+        for (int i = 0; i < 2; i++) {
+                memset(&pr, 0x5a, sizeof pr);
+                assert_int_equal(coh_peer_from_names(i == 0 ? root_name : "0", NULL, "qemu-vm1.service", &pr, &groups),
+                                 0);
+                assert_int_equal(pr.pid, 0);
+                assert_int_equal(pr.uid, 0);
+                assert_int_equal(pr.gid, 0);
+                assert_ptr_equal(pr.groups, groups);
+                assert_true(pr.n_groups >= 1);
+                assert_string_equal(pr.unit, "qemu-vm1.service");
+                assert_groups_of(root_name, 0, &pr);
+                free(groups);
+                groups = NULL;
+        }
+
+        /* No unit: a VMM outside any unit. */
+        assert_int_equal(coh_peer_from_names(root_name, NULL, NULL, &pr, &groups), 0);
+        assert_null(pr.unit);
+        free(groups);
+
+        /* A group given by number or name replaces the primary group. */
+        pw = getpwnam("nobody");
+        if (pw) {
+                struct group *gr = getgrgid(pw->pw_gid);
+                char gid[32];
+
+                assert_non_null(gr);
+                group_name = strdup(gr->gr_name);
+                assert_non_null(group_name);
+                snprintf(gid, sizeof gid, "%u", (unsigned) pw->pw_gid);
+
+                assert_int_equal(coh_peer_from_names("0", gid, NULL, &pr, &groups), 0);
+                assert_int_equal(pr.uid, 0);
+                assert_int_equal(pr.gid, (gid_t) atoi(gid));
+                assert_true(gids_contain(pr.groups, pr.n_groups, pr.gid));
+                free(groups);
+
+                assert_int_equal(coh_peer_from_names(root_name, group_name, NULL, &pr, &groups), 0);
+                assert_int_equal(pr.gid, (gid_t) atoi(gid));
+                free(groups);
+                free(group_name);
+        }
+        free(root_name);
+}
+
+static void test_peer_from_names_errors(void **state) {
+        struct coh_peer pr, untouched;
+        gid_t *groups = (gid_t *) &untouched;
+
+        memset(&pr, 0x5a, sizeof pr);
+        untouched = pr;
+        assert_int_equal(coh_peer_from_names(NO_SUCH_USER, NULL, NULL, &pr, &groups), -ESRCH);
+        assert_int_equal(coh_peer_from_names(NO_SUCH_USER, "0", NULL, &pr, &groups), -ESRCH);
+        assert_int_equal(coh_peer_from_names("4294967295", NULL, NULL, &pr, &groups), -ESRCH);
+        assert_int_equal(coh_peer_from_names("-1", NULL, NULL, &pr, &groups), -ESRCH);
+        assert_int_equal(coh_peer_from_names("root", NO_SUCH_GROUP, NULL, &pr, &groups), -ENOENT);
+        assert_int_equal(coh_peer_from_names("0", "4294967295", NULL, &pr, &groups), -ENOENT);
+        assert_int_equal(coh_peer_from_names("", NULL, NULL, &pr, &groups), -ESRCH);
+        assert_int_equal(coh_peer_from_names("0", "", NULL, &pr, &groups), -ENOENT);
+        assert_int_equal(coh_peer_from_names("0", "root " NO_SUCH_GROUP, NULL, &pr, &groups), -ENOENT);
+        assert_int_equal(coh_peer_from_names(NULL, NULL, NULL, &pr, &groups), -EINVAL);
+        /* A failure leaves the outputs alone. */
+        assert_memory_equal(&pr, &untouched, sizeof pr);
+        assert_ptr_equal(groups, (gid_t *) &untouched);
+}
+
+/* A process may run as a uid the user database does not know: fine with a group, which it cannot default to. */
+static void test_peer_from_names_unknown_uid(void **state) {
+        struct coh_peer pr;
+        gid_t *groups = NULL;
+        char name[32];
+        uid_t uid;
+
+        for (uid = 3999999; getpwuid(uid); uid++)
+                ;
+        snprintf(name, sizeof name, "%u", (unsigned) uid);
+
+        assert_int_equal(coh_peer_from_names(name, NULL, NULL, &pr, &groups), -ESRCH);
+        assert_int_equal(coh_peer_from_names(name, "0", "vm.scope", &pr, &groups), 0);
+        assert_int_equal(pr.uid, uid);
+        assert_int_equal(pr.gid, 0);
+        assert_int_equal(pr.n_groups, 0);
+        assert_string_equal(pr.unit, "vm.scope");
+        free(groups);
+}
+
+/* What Explain does with it: the same evaluation as for a connected VMM. */
+static void test_peer_from_names_evaluate(void **state) {
+        const struct coh_policy_file rules[] = {
+                file("/x/10-root-vms.policy", "[Match]\nUser=root\nGroup=root\nUnit=qemu-*\n[Policy]\nAccess=allow\n"),
+        };
+        struct coh_policy *p = load_ok(NULL, rules, ELEMENTSOF(rules));
+        struct coh_policy_result res;
+        struct coh_peer pr;
+        gid_t *groups = NULL;
+
+        assert_int_equal(coh_peer_from_names("0", NULL, "qemu-vm7.service", &pr, &groups), 0);
+        coh_policy_evaluate(p, &device, &pr, &res);
+        assert_int_equal(res.access, COH_ACCESS_ALLOW);
+        assert_string_equal(origin(&res.access_origin), "/x/10-root-vms.policy:6");
+        free(groups);
+
+        assert_int_equal(coh_peer_from_names("0", NULL, "crosvm.service", &pr, &groups), 0);
+        coh_policy_evaluate(p, &device, &pr, &res);
+        assert_int_equal(res.access, COH_ACCESS_DENY);
+        assert_string_equal(origin(&res.access_origin), "default");
+        free(groups);
+        coh_policy_free(p);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -669,7 +1033,7 @@ static void test_load_masking_and_order(void **state) {
 
         tree_setup(&t);
 
-        write_file(t.config, "coherencyd.conf", "[Broker]\n# fall back\nMode=force-disable\n");
+        write_file(t.config, "coherencyd.conf", "[Broker]\n# fall back\nMode=force-disable\nAccess=allow\n");
 
         /* Masked by a file: the vendor's is never read, so its error does not count. */
         write_file(t.vendor, "10-masked.policy", "[Policy]\nMode=enable\nthis is not a policy\n");
@@ -719,6 +1083,9 @@ static void test_load_masking_and_order(void **state) {
         assert_int_equal(res.mode, COH_MODE_FORCE_DISABLE);
         snprintf(expected, sizeof expected, "%s/etc/coherencyd.conf:3", t.root);
         assert_string_equal(origin(&res.mode_origin), expected);
+        assert_int_equal(res.access, COH_ACCESS_ALLOW);
+        snprintf(expected, sizeof expected, "%s/etc/coherencyd.conf:4", t.root);
+        assert_string_equal(origin(&res.access_origin), expected);
         assert_int_equal(res.nosnoop, COH_NOSNOOP_CAPABLE);
         snprintf(expected, sizeof expected, "%s/40-nosnoop.policy:2", t.dropins);
         assert_string_equal(origin(&res.nosnoop_origin), expected);
@@ -782,6 +1149,29 @@ static void test_load_errors(void **state) {
         assert_int_equal(err.line, 2);
         assert_string_equal(err.message, "invalid MaxConnections= value '0' (expected an integer from 1 to 65536)");
         assert_int_equal(unlink(path), 0);
+
+        write_file(t.config, "coherencyd.conf", "[Broker]\nAccess=allow\nReleaseTimeoutSec=10\nRevokeKill=perhaps\n");
+        assert_int_equal(coh_policy_load(t.config, t.vendor, &p, &err), -EINVAL);
+        assert_null(p);
+        assert_string_equal(err.file, path);
+        assert_int_equal(err.line, 4);
+        assert_string_equal(err.message, "invalid RevokeKill= value 'perhaps' (expected yes, no, true, false, 1 or 0)");
+        write_file(t.config, "coherencyd.conf", "[Broker]\nRevokeKill=yes\n\nReleaseTimeoutSec=100000\n");
+        assert_int_equal(coh_policy_load(t.config, t.vendor, &p, &err), -EINVAL);
+        assert_string_equal(err.file, path);
+        assert_int_equal(err.line, 4);
+        assert_string_equal(err.message,
+                            "invalid ReleaseTimeoutSec= value '100000' (expected a number of seconds from 1 to 86400)");
+        assert_int_equal(unlink(path), 0);
+
+        write_file(t.dropins, "20-access.policy", "[Match]\nUser=root\n[Policy]\nAccess=granted\n");
+        assert_int_equal(coh_policy_load(t.config, t.vendor, &p, &err), -EINVAL);
+        snprintf(path, sizeof path, "%s/20-access.policy", t.dropins);
+        assert_string_equal(err.file, path);
+        assert_int_equal(err.line, 4);
+        assert_string_equal(err.message, "invalid Access= value 'granted' (expected allow or deny)");
+        assert_int_equal(unlink(path), 0);
+        snprintf(path, sizeof path, "%s/coherencyd.conf", t.config);
 
         /* Whole-file problems have line 0 and an errno. */
         assert_int_equal(mkdir(path, 0755), 0);
@@ -848,9 +1238,11 @@ static const char *json_str(json_object *o, const char *key) {
 static void test_to_json(void **state) {
         const struct coh_policy_file rules[] = {
                 file("/x/20-gpu.policy", "[Match]\nVendor=0x10DE 1002\nUser=root\n[Policy]\nMode=enable\n"),
-                file("/x/10-nic.policy", "[Policy]\nNoSnoop=hardwired-off\n"),
+                file("/x/10-nic.policy", "[Policy]\nNoSnoop=hardwired-off\nAccess=allow\n"),
         };
-        struct coh_policy *p = load_ok("[Broker]\nMode=force-disable\nAdminGroup=root\n", rules, ELEMENTSOF(rules));
+        struct coh_policy *p = load_ok("[Broker]\nMode=force-disable\nAdminGroup=root\nAccess=allow\n"
+                                       "ReleaseTimeoutSec=120\nRevokeKill=true\n",
+                                       rules, ELEMENTSOF(rules));
         json_object *j = coh_policy_to_json(p), *broker, *arr, *r, *match, *v;
 
         assert_non_null(j);
@@ -861,6 +1253,14 @@ static void test_to_json(void **state) {
         assert_int_equal(json_object_get_int(v), 0);
         assert_true(json_object_object_get_ex(broker, "maxConnections", &v));
         assert_int_equal(json_object_get_int(v), 256);
+        assert_string_equal(json_str(broker, "access"), "allow");
+        assert_string_equal(json_str(broker, "accessRule"), CONF ":4");
+        assert_true(json_object_object_get_ex(broker, "releaseTimeoutSec", &v));
+        assert_true(json_object_is_type(v, json_type_int));
+        assert_int_equal(json_object_get_int(v), 120);
+        assert_true(json_object_object_get_ex(broker, "revokeKill", &v));
+        assert_true(json_object_is_type(v, json_type_boolean));
+        assert_true(json_object_get_boolean(v));
 
         assert_true(json_object_object_get_ex(j, "rules", &arr));
         assert_int_equal(json_object_array_length(arr), 2);
@@ -870,6 +1270,8 @@ static void test_to_json(void **state) {
         assert_null(json_str(r, "mode"));
         assert_string_equal(json_str(r, "noSnoop"), "hardwired-off");
         assert_string_equal(json_str(r, "noSnoopRule"), "/x/10-nic.policy:2");
+        assert_string_equal(json_str(r, "access"), "allow");
+        assert_string_equal(json_str(r, "accessRule"), "/x/10-nic.policy:3");
         assert_true(json_object_object_get_ex(r, "match", &match));
         assert_int_equal(json_object_object_length(match), 0);
 
@@ -877,6 +1279,8 @@ static void test_to_json(void **state) {
         assert_string_equal(json_str(r, "mode"), "enable");
         assert_string_equal(json_str(r, "modeRule"), "/x/20-gpu.policy:5");
         assert_null(json_str(r, "noSnoop"));
+        assert_null(json_str(r, "access"));
+        assert_null(json_str(r, "accessRule"));
         assert_true(json_object_object_get_ex(r, "match", &match));
         assert_string_equal(json_object_to_json_string_ext(match, JSON_C_TO_STRING_PLAIN),
                             "{\"Vendor\":[\"0x10DE\",\"1002\"],\"User\":[\"root\"]}");
@@ -889,6 +1293,13 @@ static void test_to_json(void **state) {
         assert_string_equal(json_str(broker, "modeRule"), "default");
         assert_true(json_object_object_get_ex(broker, "adminGroup", &v));
         assert_null(v);
+        assert_string_equal(json_str(broker, "access"), "deny");
+        assert_string_equal(json_str(broker, "accessRule"), "default");
+        assert_true(json_object_object_get_ex(broker, "releaseTimeoutSec", &v));
+        assert_int_equal(json_object_get_int(v), 30);
+        assert_true(json_object_object_get_ex(broker, "revokeKill", &v));
+        assert_true(json_object_is_type(v, json_type_boolean));
+        assert_false(json_object_get_boolean(v));
         json_object_put(j);
         coh_policy_free(p);
 }
@@ -901,6 +1312,7 @@ int main(void) {
                 cmocka_unit_test(test_defaults),
                 cmocka_unit_test(test_conf),
                 cmocka_unit_test(test_conf_fallback),
+                cmocka_unit_test(test_conf_release_and_kill),
                 cmocka_unit_test(test_match_device_keys),
                 cmocka_unit_test(test_match_hex_case),
                 cmocka_unit_test(test_match_no_iommu_group_no_driver),
@@ -910,9 +1322,15 @@ int main(void) {
                 cmocka_unit_test(test_match_absent_section),
                 cmocka_unit_test(test_first_match_per_setting),
                 cmocka_unit_test(test_no_device),
+                cmocka_unit_test(test_access_precedence),
+                cmocka_unit_test(test_access_fallback),
                 cmocka_unit_test(test_rule_errors),
                 cmocka_unit_test(test_rule_line_too_long),
                 cmocka_unit_test(test_conf_errors),
+                cmocka_unit_test(test_peer_from_names_root),
+                cmocka_unit_test(test_peer_from_names_errors),
+                cmocka_unit_test(test_peer_from_names_unknown_uid),
+                cmocka_unit_test(test_peer_from_names_evaluate),
                 cmocka_unit_test(test_load_masking_and_order),
                 cmocka_unit_test(test_load_missing),
                 cmocka_unit_test(test_load_errors),
