@@ -36,6 +36,19 @@
 #define VFIO_DMA_CC_IOMMU               4
 #endif
 
+/* vfio.h (6.6+, CONFIG_VFIO_DEVICE_CDEV): binds a device cdev
+ * (/dev/vfio/devices/vfioX) to an iommufd. Debian 12's linux-libc-dev (6.1)
+ * lacks it. Checked against include/uapi/linux/vfio.h of 6.6 and 6.12. */
+#ifndef VFIO_DEVICE_BIND_IOMMUFD
+struct vfio_device_bind_iommufd {
+        __u32 argsz;
+        __u32 flags;
+        __s32 iommufd;
+        __u32 out_devid;
+};
+#define VFIO_DEVICE_BIND_IOMMUFD        _IO(VFIO_TYPE, VFIO_BASE + 18)
+#endif
+
 /* magic.h: f_type of every anon-inode file (kvm-vm, kvm-vcpu, kvm-vfio,
  * eventfd, ...). */
 #ifndef ANON_INODE_FS_MAGIC

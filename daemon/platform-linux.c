@@ -3,7 +3,10 @@
 /*
  * The real host: what a passed descriptor is, by what the kernel says about
  * it (fcntl, fstat, fstatfs, sysfs, a harmless ioctl), never by a path
- * string a client could choose; and the kvm-vfio actions.
+ * string a client could choose; and custody of VFIO groups (DESIGN.md §3):
+ * open the group node, put it into the VMM's container, set the IOMMU model
+ * when the container has none, pin it with a device fd, hand the group fd
+ * over, and later probe whether anyone still holds it.
  *
  * Kernel behaviour relied on, checked in the kernel sources and, where
  * marked "seen", under QEMU with Debian's 6.1 and 6.12 kernels
@@ -32,21 +35,27 @@
  *    inodes as S_IFREG, so fstatfs decides before the file type does.
  *  - Every VM and KVM-device ioctl first checks kvm->mm == current->mm and
  *    fails with EIO otherwise (kvm_vm_ioctl, kvm_device_ioctl). So a VM fd
- *    that another process created answers KVM_CHECK_EXTENSION with EIO, and
- *    so do KVM_CREATE_DEVICE and KVM_SET_DEVICE_ATTR: seen on 6.1 and 6.12.
- *    EIO still proves the ioctl reached KVM's VM handler, so classify takes
- *    it as confirmation; the actions pass it through as -EIO.
- *  - Closing the kvm-vfio fd destroys the device where it has .release
- *    (upstream 6.2, backported to 6.1.y): seen on 6.1.192 and 6.12.
- *  - KVM_CREATE_DEVICE returns the device fd with O_RDWR|O_CLOEXEC
- *    (kvm_ioctl_create_device: anon_inode_getfd(..., O_RDWR | O_CLOEXEC)),
- *    so no fcntl is needed; seen. A second kvm-vfio device on a VM fails
- *    with EBUSY (kvm_vfio_create): seen.
- *  - KVM_SET_DEVICE_ATTR group KVM_DEV_VFIO_FILE (old name
- *    KVM_DEV_VFIO_GROUP, 1), attr ADD 1 / DEL 2, addr -> int32_t fd;
- *    EINVAL for a non-VFIO fd, EEXIST for a duplicate: seen.
+ *    that another process created answers KVM_CHECK_EXTENSION with EIO:
+ *    seen on 6.1 and 6.12. EIO still proves the ioctl reached KVM's VM
+ *    handler, so classify takes it as confirmation. It is also why the
+ *    daemon never attaches anything to KVM itself: the VMM adds the file.
+ *  - /dev/vfio/N is 0600 root and its open is exclusive (EBUSY) until the
+ *    last reference to the open file is gone: descriptor copies, device fds
+ *    taken from it, KVM's reference after KVM_DEV_VFIO_FILE_ADD (seen).
+ *  - Group ioctls check no identity: root can VFIO_GROUP_SET_CONTAINER a
+ *    group into a container another process passed it, VFIO_SET_IOMMU that
+ *    container and VFIO_GROUP_GET_DEVICE_FD (seen). VFIO_SET_IOMMU needs a
+ *    group in the container (EINVAL otherwise, or when a model is set).
+ *  - VFIO_GROUP_UNSET_CONTAINER fails with EBUSY while a device fd of the
+ *    group is open (container_users != 1): seen, hence the pin.
+ *  - KVM's view of coherency (vfio_file_enforced_coherent): 6.1 asks the
+ *    group's container (no IOMMU model: not coherent; else
+ *    VFIO_DMA_CC_IOMMU, container-wide); 6.6+ asks the device's IOMMU.
+ *    Seen: 6.1 registers non-coherent DMA for a group on a snoop-control
+ *    IOMMU that sits in a container without a model.
  */
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -59,6 +68,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "linux-uapi.h"
@@ -70,6 +80,11 @@ struct linux_data {
          * registers them is not loaded. */
         int vfio_group_major;
         int vfio_device_major;
+        /* uname's release, major.minor: which rule KVM judges coherency by. */
+        int kernel_major, kernel_minor;
+        /* The failing step of the last custody_begin, when it needs a
+         * number ("open /dev/vfio/7"); valid until the next call. */
+        char operation[64];
 };
 
 static struct linux_data *linux_data(struct coh_platform *p) {
@@ -410,49 +425,386 @@ static int linux_classify(struct coh_platform *p, int fd, struct coh_fd_info *re
         return 0;
 }
 
-static int linux_vfio_device_create(struct coh_platform *p, int vm_fd, int *ret_device_fd) {
-        struct kvm_create_device cd = {
-                .type = KVM_DEV_TYPE_VFIO,
-        };
+/* The kernel's major.minor, from uname's release ("6.1.0-57-amd64"). */
+static void read_kernel_version(struct linux_data *d) {
+        struct utsname u;
 
-        /* The kernel returns the fd with O_CLOEXEC already. */
-        if (ioctl(vm_fd, KVM_CREATE_DEVICE, &cd) < 0)
+        d->kernel_major = d->kernel_minor = 0;
+        if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &d->kernel_major, &d->kernel_minor) != 2)
+                d->kernel_major = d->kernel_minor = 0;
+}
+
+/* From 6.6 on, vfio_file_enforced_coherent() asks the device's IOMMU
+ * (device_iommu_capable(IOMMU_CAP_ENFORCE_CACHE_COHERENCY)) for a group and
+ * a device cdev alike; before, it asked the group's container. */
+static bool kernel_judges_by_device(const struct linux_data *d) {
+        return d->kernel_major > 6 || (d->kernel_major == 6 && d->kernel_minor >= 6);
+}
+
+static bool linux_ioas_coherent(struct coh_platform *p, const struct coh_device_facts *device,
+                                const struct coh_fd_info *ioas) {
+        const struct linux_data *d = linux_data(p);
+
+        if (!device->iommu_enforces)
+                return false;
+        /* 6.6+, an iommufd (device cdevs exist from 6.6 only), or no IOAS
+         * named (the daemon prepares the container itself): the device's
+         * IOMMU decides. */
+        if (kernel_judges_by_device(d) || !ioas || ioas->kind != COH_FD_VFIO_CONTAINER)
+                return true;
+        /* 6.1: the container as a whole (VFIO_DMA_CC_IOMMU is container-wide).
+         * Without an IOMMU model yet custody_begin sets Type1v2 itself, so the
+         * container will hold this group's domain only: the device decides. */
+        return ioas->coherent != 0;
+}
+
+/* Whether fd is the VFIO group `group` (not whatever a path resolved to). */
+static bool is_vfio_group(struct coh_platform *p, int fd, int group) {
+        struct coh_fd_info info;
+        struct stat st;
+
+        if (fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode))
+                return false;
+        if (linux_data(p)->vfio_group_major < 0)
+                (void) read_vfio_majors(linux_data(p));
+        if ((int) major(st.st_rdev) != linux_data(p)->vfio_group_major)
+                return false;
+        return classify_vfio_group(p, st.st_rdev, &info) == 0 && info.kind == COH_FD_VFIO_GROUP &&
+               info.group == group;
+}
+
+static int open_group(struct coh_platform *p, int group) {
+        char path[48];
+        int fd;
+
+        snprintf(path, sizeof path, "/dev/vfio/%d", group);
+        /* O_NONBLOCK is ignored by VFIO; the open is exclusive, EBUSY while
+         * anyone holds the group's file (vfio_group_fops_open). */
+        fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
                 return -errno;
-        *ret_device_fd = (int) cd.fd;
+        if (!is_vfio_group(p, fd, group)) {
+                (void) close(fd);
+                return -ENODEV;
+        }
+        return fd;
+}
+
+/*
+ * The group path (DESIGN.md §3, reference/custody-on-real-kernels.md
+ * sequence 3): open, viable, SET_CONTAINER into the VMM's container,
+ * SET_IOMMU (Type1v2) when the container has no IOMMU model, and a device
+ * fd kept as the pin, which makes the VMM's VFIO_GROUP_UNSET_CONTAINER
+ * EBUSY (container_users != 1), so the group cannot leave for a container
+ * without an IOMMU model (6.1 would then read it as non-coherent).
+ */
+static int custody_begin_group(struct coh_platform *p, const struct coh_device_facts *device, int container_fd,
+                               int *ret_file_fd, struct coh_custody *ret, const char **ret_operation) {
+        struct linux_data *d = linux_data(p);
+        struct vfio_group_status status = {
+                .argsz = sizeof status,
+        };
+        _cleanup_close_ int group_fd = -EBADF;
+        bool set_iommu, in_container = false;
+        int pin_fd, r;
+
+        snprintf(d->operation, sizeof d->operation, "open /dev/vfio/%d", device->iommu_group);
+        *ret_operation = d->operation;
+        group_fd = open_group(p, device->iommu_group);
+        if (group_fd < 0)
+                return group_fd;
+
+        *ret_operation = "VFIO_GROUP_GET_STATUS";
+        if (ioctl(group_fd, VFIO_GROUP_GET_STATUS, &status) < 0)
+                return -errno;
+        /* Not viable: a device of the group is bound to a host driver. The
+         * kernel's SET_CONTAINER would say EPERM too. */
+        if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE))
+                return -EPERM;
+        /* Just opened exclusively: no container can be set. */
+        if (status.flags & VFIO_GROUP_FLAGS_CONTAINER_SET)
+                return -EBUSY;
+
+        /* Re-check "no IOMMU model yet" now rather than trusting classify:
+         * the VMM may have set one since. */
+        set_iommu = container_coherent(container_fd) == -1;
+
+        *ret_operation = "VFIO_GROUP_SET_CONTAINER";
+        if (ioctl(group_fd, VFIO_GROUP_SET_CONTAINER, &container_fd) < 0)
+                return -errno;
+        in_container = true;
+
+        if (set_iommu) {
+                *ret_operation = "VFIO_SET_IOMMU";
+                if (ioctl(container_fd, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) <= 0)
+                        r = -EOPNOTSUPP;
+                else if (ioctl(container_fd, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) < 0)
+                        /* EINVAL: a model was set in between, by the VMM
+                         * through another group of its container: fine. */
+                        r = errno == EINVAL && container_coherent(container_fd) != -1 ? 0 : -errno;
+                else
+                        r = 0;
+                if (r < 0)
+                        goto undo;
+        }
+
+        *ret_operation = "VFIO_GROUP_GET_DEVICE_FD";
+        /* The fd comes with O_CLOEXEC (vfio_group_ioctl_get_device_fd). */
+        pin_fd = ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD, device->slot);
+        if (pin_fd < 0) {
+                r = -errno;
+                goto undo;
+        }
+
+        ret->pin_fd = pin_fd;
+        ret->probe_fd = -EBADF;
+        *ret_file_fd = take_fd(&group_fd);
+        *ret_operation = NULL;
+        return 0;
+
+undo:
+        /* No device fd is open, so this succeeds; it also unsets the IOMMU
+         * model we set when the group was the container's only one. */
+        if (in_container)
+                (void) ioctl(group_fd, VFIO_GROUP_UNSET_CONTAINER);
+        return r;
+}
+
+/* The device cdev of a PCI function: /dev/vfio/devices/<name of the only
+ * entry of bus/pci/devices/<slot>/vfio-dev/>. -EOPNOTSUPP when the kernel
+ * has no device cdevs. */
+static int open_device_cdev(struct coh_platform *p, const char *slot) {
+        char path[96], name[64] = "";
+        struct coh_fd_info info;
+        struct dirent *de;
+        struct stat st;
+        DIR *dir;
+        int dfd, fd;
+
+        snprintf(path, sizeof path, "bus/pci/devices/%s/vfio-dev", slot);
+        dfd = openat(p->sysfs_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return errno == ENOENT ? -EOPNOTSUPP : -errno;
+        dir = fdopendir(dfd);
+        if (!dir) {
+                (void) close(dfd);
+                return -errno;
+        }
+        while ((de = readdir(dir)))
+                if (strncmp(de->d_name, "vfio", 4) == 0 && strlen(de->d_name) < sizeof name) {
+                        strcpy(name, de->d_name);
+                        break;
+                }
+        closedir(dir);
+        if (!name[0])
+                return -EOPNOTSUPP;
+
+        snprintf(path, sizeof path, "/dev/vfio/devices/%s", name);
+        fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        /* The node must be the cdev of this very function. */
+        if (fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode) ||
+            (int) major(st.st_rdev) != linux_data(p)->vfio_device_major ||
+            classify_vfio_device(p, st.st_rdev, &info) < 0 || info.kind != COH_FD_VFIO_DEVICE ||
+            strcmp(info.slot, slot) != 0) {
+                (void) close(fd);
+                return -ENODEV;
+        }
+        return fd;
+}
+
+/*
+ * The iommufd path (6.6+ with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV):
+ * open the device cdev and VFIO_DEVICE_BIND_IOMMUFD it to the VMM's iommufd
+ * (no identity check; one bind per device). The VMM attaches it to its IOAS
+ * (VFIO_DEVICE_ATTACH_IOMMUFD_PT) and adds it to KVM. No pin: KVM judges a
+ * cdev by the device's IOMMU, whatever IOAS it is attached to, and the bound
+ * cdev makes the group node's open EBUSY (6.6+: cdev_device_open_cnt), which
+ * custody_probe_free relies on. The cdev is handed over, the daemon keeps no
+ * copy (a copy would keep the device bound).
+ *
+ * Written from the uapi and the kernel sources only: none of Debian's
+ * kernels builds CONFIG_IOMMUFD, so no run of the vm tier reaches this (the
+ * simulated platform covers the decision side).
+ */
+static int custody_begin_cdev(struct coh_platform *p, const struct coh_device_facts *device, int iommufd,
+                              int *ret_file_fd, struct coh_custody *ret, const char **ret_operation) {
+        struct linux_data *d = linux_data(p);
+        struct vfio_device_bind_iommufd bind = {
+                .argsz = sizeof bind,
+                .iommufd = iommufd,
+        };
+        _cleanup_close_ int fd = -EBADF;
+
+        snprintf(d->operation, sizeof d->operation, "open /dev/vfio/devices (%s)", device->slot);
+        *ret_operation = d->operation;
+        if (!kernel_judges_by_device(d))
+                return -EOPNOTSUPP;
+        if (d->vfio_device_major < 0)
+                (void) read_vfio_majors(d);
+        fd = open_device_cdev(p, device->slot);
+        if (fd < 0)
+                return fd;
+
+        *ret_operation = "VFIO_DEVICE_BIND_IOMMUFD";
+        if (ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, &bind) < 0)
+                return -errno;
+
+        ret->pin_fd = -EBADF;
+        ret->probe_fd = -EBADF;
+        *ret_file_fd = take_fd(&fd);
+        *ret_operation = NULL;
         return 0;
 }
 
-static int set_vfio_file(int device_fd, uint64_t attr, int file_fd) {
-        int32_t fd32 = file_fd;
-        struct kvm_device_attr a = {
-                .group = KVM_DEV_VFIO_FILE,
-                .attr = attr,
-                .addr = (uint64_t) (uintptr_t) &fd32,
-        };
+static int linux_custody_begin(struct coh_platform *p, const struct coh_device_facts *device, int ioas_fd,
+                               const struct coh_fd_info *ioas, int *ret_file_fd, struct coh_custody *ret,
+                               const char **ret_operation) {
+        ret->pin_fd = -EBADF;
+        ret->probe_fd = -EBADF;
+        *ret_file_fd = -EBADF;
+        *ret_operation = "open group";
 
-        if (ioctl(device_fd, KVM_SET_DEVICE_ATTR, &a) < 0)
+        if (device->iommu_group < 0 || !coh_slot_valid(device->slot))
+                return -ENODEV;
+        if (!ioas) {
+                *ret_operation = "VFIO_GROUP_SET_CONTAINER";
+                return -EBADF;
+        }
+        switch (ioas->kind) {
+        case COH_FD_VFIO_CONTAINER:
+                return custody_begin_group(p, device, ioas_fd, ret_file_fd, ret, ret_operation);
+        case COH_FD_IOMMUFD:
+                return custody_begin_cdev(p, device, ioas_fd, ret_file_fd, ret, ret_operation);
+        default:
+                *ret_operation = "VFIO_GROUP_SET_CONTAINER";
+                return -EBADF;
+        }
+}
+
+static int linux_custody_probe_free(struct coh_platform *p, int iommu_group, const struct coh_custody *c) {
+        int fd;
+
+        if (iommu_group < 0)
+                return -EINVAL;
+        fd = open_group(p, iommu_group);
+        if (fd == -EBUSY)
+                return 0;
+        if (fd < 0)
+                return fd;
+        (void) close(fd);
+        return 1;
+}
+
+/* Bounds of one holders scan: processes looked at, descriptors looked at. */
+#define HOLDERS_MAX_PROCS 32768
+#define HOLDERS_MAX_FDS (1 << 20)
+
+static void read_comm(int proc_fd, const char *pid, char *buf, size_t len) {
+        char path[300];
+        ssize_t n;
+        int fd;
+
+        snprintf(buf, len, "?");
+        snprintf(path, sizeof path, "%s/comm", pid);
+        fd = openat(proc_fd, path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        n = read(fd, buf, len - 1);
+        (void) close(fd);
+        if (n <= 0) {
+                snprintf(buf, len, "?");
+                return;
+        }
+        buf[n] = '\0';
+        buf[strcspn(buf, "\n")] = '\0';
+}
+
+/*
+ * Processes with a descriptor of the group's node, as /proc shows them to
+ * us: a process of another user only with CAP_SYS_PTRACE (proc's fd
+ * directories need ptrace read access), which the sandboxed daemon does not
+ * keep, so this finds root's processes and those of the daemon's own uid.
+ * Device fds taken from the group and KVM's reference after FILE_ADD hold
+ * the group too but are not the node: they do not show (the VMM holding
+ * them usually still has the group fd itself).
+ */
+static int linux_custody_holders(struct coh_platform *p, int iommu_group, struct coh_holder *ret, size_t n) {
+        char node[48];
+        struct stat group_st;
+        bool have_rdev;
+        unsigned procs = 0, fds = 0;
+        size_t found = 0;
+        struct dirent *de;
+        DIR *proc;
+        int proc_fd;
+
+        if (iommu_group < 0 || n == 0)
+                return 0;
+        snprintf(node, sizeof node, "/dev/vfio/%d", iommu_group);
+        have_rdev = stat(node, &group_st) == 0 && S_ISCHR(group_st.st_mode);
+
+        proc_fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (proc_fd < 0)
                 return -errno;
-        return 0;
-}
+        proc = fdopendir(proc_fd);
+        if (!proc) {
+                (void) close(proc_fd);
+                return -errno;
+        }
+        while (found < n && procs < HOLDERS_MAX_PROCS && fds < HOLDERS_MAX_FDS && (de = readdir(proc))) {
+                char path[sizeof de->d_name + 8];
+                struct dirent *fe;
+                bool holds = false;
+                DIR *fdir;
+                int dfd;
 
-static int linux_vfio_file_add(struct coh_platform *p, int device_fd, int file_fd, bool coherent) {
-        /* KVM asks VFIO itself whether the file is enforced-coherent
-         * (kvm_vfio_file_enforced_coherent): "coherent" is for the
-         * simulated platform only. */
-        return set_vfio_file(device_fd, KVM_DEV_VFIO_FILE_ADD, file_fd);
-}
+                if (de->d_name[0] < '1' || de->d_name[0] > '9' || strlen(de->d_name) > 10 ||
+                    strspn(de->d_name, "0123456789") != strlen(de->d_name))
+                        continue;
+                procs++;
+                snprintf(path, sizeof path, "%s/fd", de->d_name);
+                dfd = openat(proc_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (dfd < 0)
+                        continue;       /* gone, or not ours to look at */
+                fdir = fdopendir(dfd);
+                if (!fdir) {
+                        (void) close(dfd);
+                        continue;
+                }
+                while (!holds && fds < HOLDERS_MAX_FDS && (fe = readdir(fdir))) {
+                        char target[64];
+                        struct stat st;
+                        ssize_t len;
 
-static int linux_vfio_file_del(struct coh_platform *p, int device_fd, int file_fd) {
-        return set_vfio_file(device_fd, KVM_DEV_VFIO_FILE_DEL, file_fd);
-}
-
-static void linux_vfio_device_close(struct coh_platform *p, int vm_fd, int device_fd) {
-        /* Where kvm-vfio has .release (upstream 6.2, and Debian's 6.1.y via
-         * stable: seen on 6.1.192) this destroys the device and drops its
-         * files, unregistering non-coherent DMA; with the older .destroy it
-         * lives until the VM goes. */
-        if (device_fd >= 0)
-                (void) close(device_fd);
+                        if (fe->d_name[0] == '.')
+                                continue;
+                        fds++;
+                        len = readlinkat(dfd, fe->d_name, target, sizeof target - 1);
+                        if (len < 0)
+                                continue;
+                        target[len] = '\0';
+                        /* The link reads as the path in the reader's mount
+                         * namespace (the daemon's private /dev may differ):
+                         * the device number decides, the path where stat
+                         * cannot. */
+                        if (have_rdev) {
+                                if (strncmp(target, "/", 1) == 0 && fstatat(dfd, fe->d_name, &st, 0) == 0 &&
+                                    S_ISCHR(st.st_mode) && st.st_rdev == group_st.st_rdev)
+                                        holds = true;
+                        } else if (strcmp(target, node) == 0)
+                                holds = true;
+                }
+                closedir(fdir);
+                if (holds) {
+                        ret[found].pid = (pid_t) strtol(de->d_name, NULL, 10);
+                        read_comm(proc_fd, de->d_name, ret[found].comm, sizeof ret[found].comm);
+                        found++;
+                }
+        }
+        closedir(proc);
+        return (int) found;
 }
 
 /* coh_platform_free() closes sysfs_fd and then calls this for the rest. */
@@ -464,10 +816,10 @@ static void linux_free(struct coh_platform *p) {
 static const struct coh_platform_ops linux_ops = {
         .name = "linux",
         .classify = linux_classify,
-        .vfio_device_create = linux_vfio_device_create,
-        .vfio_file_add = linux_vfio_file_add,
-        .vfio_file_del = linux_vfio_file_del,
-        .vfio_device_close = linux_vfio_device_close,
+        .ioas_coherent = linux_ioas_coherent,
+        .custody_begin = linux_custody_begin,
+        .custody_probe_free = linux_custody_probe_free,
+        .custody_holders = linux_custody_holders,
         .free = linux_free,
 };
 
@@ -502,6 +854,7 @@ int coh_platform_linux_new(struct coh_platform **ret, char *errbuf, size_t errle
         }
         d->vfio_group_major = -1;
         d->vfio_device_major = -1;
+        read_kernel_version(d);
         p->ops = &linux_ops;
         p->data = d;
 

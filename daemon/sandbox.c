@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
 #include <linux/capability.h>
-#include <linux/kvm.h>
-#include <linux/vfio.h>
 #include <seccomp.h>
+#include <stdbool.h>
 #include <sys/ioctl.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,21 +10,33 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "linux-uapi.h"
 #include "sandbox.h"
 #include "util.h"
 
-static int drop_capabilities(void) {
-        for (unsigned long cap = 0; cap <= 63; cap++)
+/* Drops every capability but CAP_KILL when keep_kill, from the bounding set
+ * too. Opening /dev/vfio/N (0600 root) needs none: the daemon is its owner. */
+static int drop_capabilities(bool keep_kill) {
+        for (unsigned long cap = 0; cap <= 63; cap++) {
+                if (keep_kill && cap == CAP_KILL)
+                        continue;
                 if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL && errno != EPERM)
                         return -errno;
+        }
         struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
         struct __user_cap_data_struct data[2] = {};
+        if (keep_kill) {
+                data[CAP_TO_INDEX(CAP_KILL)].effective = CAP_TO_MASK(CAP_KILL);
+                data[CAP_TO_INDEX(CAP_KILL)].permitted = CAP_TO_MASK(CAP_KILL);
+        }
         if (syscall(SYS_capset, &header, data) < 0)
                 return -errno;
         return 0;
 }
 
-/* What the event loop, libevent, json-c, glibc's malloc, sd_notify and the journal use. */
+/* What the event loop, libevent, json-c, glibc's malloc, sd_notify and the
+ * journal use; socketpair for the simulated platform's group stand-ins;
+ * pidfd_send_signal for RevokeKill= (it fails with EPERM without CAP_KILL). */
 static const int allowed[] = {
         SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev), SCMP_SYS(pread64),
         SCMP_SYS(pwrite64), SCMP_SYS(lseek), SCMP_SYS(close), SCMP_SYS(fcntl), SCMP_SYS(dup),
@@ -44,7 +55,8 @@ static const int allowed[] = {
         SCMP_SYS(getegid), SCMP_SYS(kcmp), SCMP_SYS(pidfd_open), SCMP_SYS(exit), SCMP_SYS(exit_group),
         SCMP_SYS(restart_syscall), SCMP_SYS(sched_yield), SCMP_SYS(prctl), SCMP_SYS(uname),
         SCMP_SYS(timerfd_create), SCMP_SYS(timerfd_settime), SCMP_SYS(unlink), SCMP_SYS(memfd_create),
-        SCMP_SYS(sigaltstack), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),
+        SCMP_SYS(sigaltstack), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep), SCMP_SYS(socketpair),
+        SCMP_SYS(pidfd_send_signal),
 };
 
 static int install_filter(void) {
@@ -59,10 +71,18 @@ static int install_filter(void) {
         }
         /* ioctl: only what platform-linux.c asks the kernel; every other
          * request fails with EPERM, which that code would misread as an
-         * answer, so keep this list in step with it (the vm tier checks). */
+         * answer, so keep this list in step with it (the vm tier checks).
+         * classify: KVM_CHECK_EXTENSION (VM), VFIO_IOMMU_GET_INFO and
+         * VFIO_CHECK_EXTENSION (container). custody_begin: the group ioctls,
+         * VFIO_SET_IOMMU, and VFIO_DEVICE_BIND_IOMMUFD on the iommufd path.
+         * No KVM_CREATE_DEVICE / KVM_SET_DEVICE_ATTR: the VMM attaches, the
+         * daemon never acts on a VM (KVM would refuse it, EIO). FIONREAD
+         * (libevent's buffers) and TCGETS (stdio's isatty) are the event
+         * loop's own. */
         static const unsigned long ioctls[] = {
-                KVM_CREATE_DEVICE, KVM_SET_DEVICE_ATTR, KVM_CHECK_EXTENSION, VFIO_CHECK_EXTENSION,
-                VFIO_IOMMU_GET_INFO, VFIO_GET_API_VERSION, FIONREAD, TCGETS,
+                KVM_CHECK_EXTENSION, VFIO_CHECK_EXTENSION, VFIO_IOMMU_GET_INFO,
+                VFIO_GROUP_GET_STATUS, VFIO_GROUP_SET_CONTAINER, VFIO_GROUP_UNSET_CONTAINER,
+                VFIO_SET_IOMMU, VFIO_GROUP_GET_DEVICE_FD, VFIO_DEVICE_BIND_IOMMUFD, FIONREAD, TCGETS,
         };
         for (size_t i = 0; i < ELEMENTSOF(ioctls); i++) {
                 r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
@@ -76,8 +96,8 @@ out:
         return r;
 }
 
-int coh_sandbox_enter(char *errbuf, size_t errlen) {
-        int r = drop_capabilities();
+int coh_sandbox_enter_flags(unsigned flags, char *errbuf, size_t errlen) {
+        int r = drop_capabilities(flags & COH_SANDBOX_KEEP_KILL);
         if (r < 0) {
                 snprintf(errbuf, errlen, "dropping capabilities: %s", strerror(-r));
                 return r;
@@ -91,4 +111,8 @@ int coh_sandbox_enter(char *errbuf, size_t errlen) {
         if (r < 0)
                 snprintf(errbuf, errlen, "seccomp filter: %s", strerror(-r));
         return r;
+}
+
+int coh_sandbox_enter(char *errbuf, size_t errlen) {
+        return coh_sandbox_enter_flags(0, errbuf, errlen);
 }

@@ -7,7 +7,10 @@
 #
 # Arguments: on|off (QEMU's snoop-control) and the modes to run (default:
 # enable automatic force-disable). For each mode:
-#   - writes /etc/coherencyd/coherencyd.conf with [Broker] Mode=<mode>;
+#   - writes /etc/coherencyd/coherencyd.conf ([Broker] RevokeKill=yes,
+#     ReleaseTimeoutSec=1) and /etc/coherencyd/policy.d/50-vmm.policy
+#     (User=65534: Access=allow, Mode=<mode>); any other uid gets the default,
+#     deny;
 #   - starts coherencyd --platform linux --config /etc/coherencyd
 #     --socket /run/coh.sock, with its sandbox (capabilities dropped, seccomp
 #     filter); should that fail to start in the guest, says why and runs this
@@ -15,7 +18,8 @@
 #     the "sandbox" check, so the fallback never goes unnoticed);
 #   - waits (vmm-client --wait-socket: bounded polling, gives up at once when
 #     the daemon exits) until the socket answers;
-#   - runs vmm-client, whose lines are printed prefixed with "[<mode>] ";
+#   - runs vmm-client (root: the oracle, the operator, SIGKILL; it forks the
+#     unprivileged VMMs), whose lines are printed prefixed with "[<mode>] ";
 #   - SIGTERMs the daemon and checks that it exits 0 within 60 s.
 # Exits 0 when every check of every mode passed.
 set -u
@@ -26,6 +30,7 @@ modes=${*:-enable automatic force-disable}
 sock=/run/coh.sock
 confdir=/etc/coherencyd
 conf=$confdir/coherencyd.conf
+policy=$confdir/policy.d/50-vmm.policy
 sandbox=1
 failed=0
 summary=
@@ -77,14 +82,24 @@ start_daemon() {
         return $rc
 }
 
-mkdir -p $confdir
+mkdir -p $confdir/policy.d
 for mode in $modes; do
         echo "[$mode] === kernel $COH_KVER, snoop-control=$snoop, Mode=$mode ==="
         cat >$conf <<CONF
 # written by daemon-test.sh
 [Broker]
-Mode=$mode
+RevokeKill=yes
+ReleaseTimeoutSec=1
 CONF
+        cat >$policy <<POLICY
+# written by daemon-test.sh: the test's VMMs (uid 65534) may have devices
+[Match]
+User=65534
+
+[Policy]
+Access=allow
+Mode=$mode
+POLICY
 
         if ! start_daemon; then
                 reap "$pid"
@@ -109,9 +124,9 @@ CONF
                 say sandbox ok "(coherencyd pid $pid runs with its sandbox: capabilities dropped, seccomp filter)"
         fi
 
-        vmm-client --socket $sock --snoop "$snoop" --mode "$mode" --conf $conf \
+        vmm-client --socket $sock --snoop "$snoop" --mode "$mode" --policy $policy \
                 --slot "$COH_EDU_SLOT" --group "$COH_EDU_GROUP" --tracefs "$COH_TRACEFS" \
-                --daemon-pid $pid >/tmp/client.out 2>&1
+                --daemon-pid $pid --daemon-log "$log" >/tmp/client.out 2>&1
         crc=$?
         sed "s/^/[$mode] /" /tmp/client.out
         if [ $crc -ne 0 ]; then

@@ -55,10 +55,10 @@ function(coh_vm_test name kernel snoop script)
     FAIL_REGULAR_EXPRESSION "FAIL [a-z0-9_.-]+: |COH-INIT-ERROR")
 endfunction()
 
-# kvm-probe asserts, among the rest, the oracle: with snoop control on, adding
-# the edu group to the kvm-vfio device does not call
-# kvm_arch_register_noncoherent_dma; with it off, FILE_ADD calls it and
-# FILE_DEL calls kvm_arch_unregister_noncoherent_dma.
+# kvm-probe asserts, among the rest, the oracle: adding the edu group to a
+# kvm-vfio device calls kvm_arch_register_noncoherent_dma only without snoop
+# control, FILE_DEL and the VMM's death unregister; and the custody sequences
+# through the platform ops with an unprivileged (uid 65534) VMM child.
 foreach(kernel 6.1 6.12)
   foreach(snoop on off)
     coh_vm_test(vm-kvm-probe-${kernel}-snoop-${snoop} ${kernel} ${snoop}
@@ -68,14 +68,15 @@ endforeach()
 
 # ---- The real daemon on the real kernel --------------------------------------
 #
-# vmm-client (a VMM-like program on libcoherency) talks to coherencyd
-# --platform linux in the guest: GetInfo, Probe per mode, RequestGrant, wrong
-# descriptor kinds, no leaked descriptors; daemon-test.sh starts the daemon
-# once per policy mode. See tests/vm/README.md for what this can and cannot
-# prove (KVM refuses VM ioctls from any process but the VM's creator).
+# vmm-client (root: the oracle, the operator, SIGKILL) forks unprivileged
+# VMMs (uid 65534, on libcoherency) that get the edu device's group from
+# coherencyd --platform linux (sandboxed) in the guest, add it to KVM
+# themselves, and end their grants every way there is: release, disconnect,
+# revoke, SIGKILL, RevokeKill=. daemon-test.sh starts the daemon once per
+# policy mode. See tests/vm/README.md.
 if(TARGET coherency AND TARGET coherencyd)
   add_executable(vmm-client ${CMAKE_CURRENT_LIST_DIR}/vmm-client.c)
-  target_link_libraries(vmm-client PRIVATE coherency PkgConfig::JSONC)
+  target_link_libraries(vmm-client PRIVATE coherency)
 
   # One boot per kernel and snoop-control setting runs all three modes, the
   # daemon restarted with a new coherencyd.conf between them: 4 boots instead
