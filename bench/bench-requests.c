@@ -11,12 +11,13 @@
  *
  *   getinfo  org.varlink.service.GetInfo through coherency_call(): framing,
  *            dispatch and a reply, nothing else. The baseline.
- *   probe    io.coherencyd.Broker.Probe of vfio-group:4: descriptor
- *            classification, device facts from sysfs, policy, decision; no
- *            side effects.
- *   grant    RequestGrant(vm, vfio-group:4) then ReleaseGrant of the grant it
- *            returned (two round trips): the whole path, with the simulated
- *            KVM's kvm-vfio device created and destroyed, a decision and a
+ *   probe    io.coherencyd.Broker.Probe of 0000:00:05.0 (IOMMU group 4):
+ *            device facts from sysfs, policy, decision; no side effects.
+ *   grant    RequestGrant(vm, 0000:00:05.0, container) then ReleaseGrant of
+ *            the grant it returned (two round trips; the handed-over group
+ *            descriptor is closed in between, as a VMM does before it
+ *            releases): the whole path, with the simulated group opened,
+ *            pinned, handed over and found free again, a decision and a
  *            grant-end journal record, and the state memfd and FDSTORE
  *            messages when the daemon runs with --fd-store.
  *
@@ -38,12 +39,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "coherency.h"
+#include "libcoherency.h"
 
 #define TARGETS_MAX 8
 #define ROUNDS_MAX 101
 #define HOLD_MAX 2000
-#define GROUP "vfio-group:4"
+#define DEVICE "0000:00:05.0" /* IOMMU group 4, behind dmar1 (cannot enforce coherency) */
 
 enum op { OP_GETINFO, OP_PROBE, OP_GRANT, _OP_MAX };
 
@@ -52,12 +53,14 @@ static const char *const op_names[_OP_MAX] = { "getinfo", "probe", "grant" };
 struct target {
         const char *name;
         const char *path;
-        struct coherency_client *client;
+        coherency_client *client;
         int vm;         /* coherencyd-sim:kvm-vm */
-        int group;      /* coherencyd-sim:vfio-group:4 */
-        /* --hold: grants kept for the whole run, each on a VM of its own, over
-         * as many more connections as MaxGrantsPerConnection makes necessary. */
-        struct coherency_client **hold_clients;
+        int container;  /* coherencyd-sim:vfio-container:noncoherent */
+        int coherent;   /* coherencyd-sim:vfio-container:coherent, for --hold */
+        /* --hold: grants kept for the whole run, each of another device on a VM
+         * of its own, over as many more connections as MaxGrantsPerConnection
+         * makes necessary; hold_fds has their VMs and group descriptors. */
+        coherency_client **hold_clients;
         size_t n_hold_clients;
         int *hold_fds;
         size_t n_hold_fds;
@@ -79,7 +82,7 @@ static int sim_object(const char *what) {
 }
 
 static int fail(struct target *t, const char *what, int r) {
-        const char *e = coherency_client_error(t->client);
+        const char *e = coherency_client_get_error(t->client);
         fprintf(stderr, "bench-requests: %s: %s failed: %s\n", t->name, what, e && e[0] ? e : strerror(-r));
         return r < 0 ? r : -EPROTO;
 }
@@ -92,27 +95,31 @@ static int op_getinfo(struct target *t) {
 }
 
 static int op_probe(struct target *t) {
-        struct coherency_decision d;
-        int r = coherency_probe(t->client, t->group, -1, -1, &d);
+        coherency_decision *d = NULL;
+        int r = coherency_probe(t->client, DEVICE, -1, -1, &d);
         if (r < 0)
-                return fail(t, "Probe(" GROUP ")", r);
-        coherency_decision_clear(&d);
+                return fail(t, "Probe(" DEVICE ")", r);
+        coherency_decision_free(d);
         return 0;
 }
 
 static int op_grant(struct target *t) {
-        struct coherency_decision d;
-        int r = coherency_request_grant(t->client, t->vm, t->group, -1, &d);
+        coherency_grant *g = NULL;
+        char id[128];
+        int r = coherency_request_grant(t->client, t->vm, DEVICE, t->container, &g);
         if (r < 0)
-                return fail(t, "RequestGrant(vm, " GROUP ")", r);
-        if (!d.grant[0]) {
-                fprintf(stderr, "bench-requests: %s: RequestGrant(vm, " GROUP ") gave %s (%s) and no grant\n",
-                        t->name, d.decision, d.reason);
-                coherency_decision_clear(&d);
+                return fail(t, "RequestGrant(vm, " DEVICE ")", r);
+        if (!coherency_grant_get_id(g)) {
+                fprintf(stderr, "bench-requests: %s: RequestGrant(vm, " DEVICE ") gave %s (%s) and no grant\n",
+                        t->name, coherency_decision_kind_to_string(coherency_grant_get_decision(g)),
+                        coherency_grant_get_reason(g));
+                coherency_grant_free(g);
                 return -EPROTO;
         }
-        r = coherency_release_grant(t->client, d.grant);
-        coherency_decision_clear(&d);
+        snprintf(id, sizeof(id), "%s", coherency_grant_get_id(g));
+        /* Closes the group descriptor: the release then finds the group free. */
+        coherency_grant_free(g);
+        r = coherency_release_grant(t->client, id, NULL, NULL);
         return r < 0 ? fail(t, "ReleaseGrant", r) : 0;
 }
 
@@ -126,59 +133,79 @@ static void vm_state(int vm, char *buf, size_t size) {
 
 /*
  * Once per daemon, before anything is timed: the daemon runs on the
- * simulated platform, Probe and RequestGrant of group 4 say what demo/config
- * says, the grant really attaches the group to the VM, and releasing it
- * really takes it away again. Otherwise the numbers would time something else
- * (an error path, say).
+ * simulated platform, Probe and RequestGrant of the device say what
+ * demo/config says, the handed-over group really turns WBINVD on once added
+ * to the VM's kvm-vfio device, and releasing it really ends the grant.
+ * Otherwise the numbers would time something else (an error path, say).
  */
 static int validate(struct target *t) {
-        struct coherency_info info;
-        struct coherency_decision d;
-        char state[4096], wbinvd[16];
+        coherency_info *info = NULL;
+        coherency_decision *d = NULL;
+        coherency_grant *g = NULL;
+        coherency_kvm_vfio *k = NULL;
+        coherency_grant_state state;
+        char state_text[4096], id[128];
+        bool vm_wbinvd;
         int r;
 
         r = coherency_get_info(t->client, &info);
         if (r < 0)
                 return fail(t, "GetInfo", r);
-        if (strcmp(info.backend, "sim") != 0) {
+        bool sim = strcmp(coherency_info_get_backend(info), "sim") == 0;
+        if (!sim)
                 fprintf(stderr, "bench-requests: %s: the daemon runs on the '%s' platform, not 'sim'\n", t->name,
-                        info.backend);
+                        coherency_info_get_backend(info));
+        coherency_info_free(info);
+        if (!sim)
                 return -EINVAL;
-        }
 
-        r = coherency_probe(t->client, t->group, -1, -1, &d);
+        r = coherency_probe(t->client, DEVICE, -1, -1, &d);
         if (r < 0)
-                return fail(t, "Probe(" GROUP ")", r);
-        if (d.verdict != COHERENCY_GRANTED) {
-                fprintf(stderr, "bench-requests: %s: Probe(" GROUP ") says %s (%s), expected granted: "
+                return fail(t, "Probe(" DEVICE ")", r);
+        if (coherency_decision_get_decision(d) != COHERENCY_DECISION_GRANTED) {
+                fprintf(stderr, "bench-requests: %s: Probe(" DEVICE ") says %s (%s), expected granted: "
                         "not the sample platform (demo/make-sim-sysfs) and policy (demo/config)?\n",
-                        t->name, d.decision, d.reason);
-                coherency_decision_clear(&d);
+                        t->name, coherency_decision_kind_to_string(coherency_decision_get_decision(d)),
+                        coherency_decision_get_reason(d));
+                coherency_decision_free(d);
                 return -EINVAL;
         }
-        coherency_decision_clear(&d);
+        coherency_decision_free(d);
 
-        r = coherency_request_grant(t->client, t->vm, t->group, -1, &d);
+        r = coherency_request_grant(t->client, t->vm, DEVICE, t->container, &g);
         if (r < 0)
-                return fail(t, "RequestGrant(vm, " GROUP ")", r);
-        vm_state(t->vm, state, sizeof(state));
-        bool ok = d.verdict == COHERENCY_GRANTED && d.attached && d.grant[0] &&
-                  strcmp(d.vm_wbinvd, "emulated") == 0 && strstr(state, "noncoherent-dma=1");
+                return fail(t, "RequestGrant(vm, " DEVICE ")", r);
+        r = coherency_kvm_vfio_new(t->vm, -1, &k);
+        if (r >= 0)
+                r = coherency_kvm_vfio_attach(k, g);
+        vm_state(t->vm, state_text, sizeof(state_text));
+        bool ok = r == 1 && coherency_grant_get_decision(g) == COHERENCY_DECISION_GRANTED &&
+                  coherency_grant_get_id(g) && coherency_grant_get_group_fd(g) >= 0 &&
+                  strcmp(coherency_grant_get_vm_wbinvd(g) ?: "", "allowed") == 0 &&
+                  strstr(state_text, "noncoherent-dma=1");
         if (!ok) {
-                fprintf(stderr, "bench-requests: %s: RequestGrant(vm, " GROUP ") gave %s (%s), attached=%d, "
+                fprintf(stderr, "bench-requests: %s: RequestGrant(vm, " DEVICE ") gave %s (%s), attach %d, "
                         "vmWbinvd=%s, grant '%s'; the simulated KVM says:\n%s\n",
-                        t->name, d.decision, d.reason, d.attached, d.vm_wbinvd, d.grant, state);
-                coherency_decision_clear(&d);
+                        t->name, coherency_decision_kind_to_string(coherency_grant_get_decision(g)),
+                        coherency_grant_get_reason(g), r, coherency_grant_get_vm_wbinvd(g),
+                        coherency_grant_get_id(g) ?: "", state_text);
+                coherency_kvm_vfio_free(k);
+                coherency_grant_free(g);
                 return -EINVAL;
         }
-        r = coherency_release_grant_vm_wbinvd(t->client, d.grant, wbinvd);
-        coherency_decision_clear(&d);
+        snprintf(id, sizeof(id), "%s", coherency_grant_get_id(g));
+        /* As a VMM lets go: detach, close, release. */
+        (void) coherency_kvm_vfio_detach(k, g);
+        coherency_kvm_vfio_free(k);
+        coherency_grant_free(g);
+        r = coherency_release_grant(t->client, id, &state, &vm_wbinvd);
         if (r < 0)
                 return fail(t, "ReleaseGrant", r);
-        vm_state(t->vm, state, sizeof(state));
-        if (strcmp(wbinvd, "noop") != 0 || strstr(state, "attached=")) {
-                fprintf(stderr, "bench-requests: %s: after ReleaseGrant, vmWbinvd=%s and the simulated KVM says:\n%s\n",
-                        t->name, wbinvd, state);
+        vm_state(t->vm, state_text, sizeof(state_text));
+        if (vm_wbinvd || state != COHERENCY_GRANT_ENDED || strstr(state_text, "attached=")) {
+                fprintf(stderr, "bench-requests: %s: after ReleaseGrant, state %s, vmWbinvd %s and the simulated KVM "
+                        "says:\n%s\n", t->name, coherency_grant_state_to_string(state) ?: "?",
+                        vm_wbinvd ? "allowed" : "noop", state_text);
                 return -EINVAL;
         }
         return 0;
@@ -257,30 +284,91 @@ static struct stat3 ratio(const double *num, const double *den, size_t n) {
 }
 
 /*
- * n grants of vfio-group:4 that stay for the whole run, each on its own VM,
- * as other VMMs' grants would: the daemon then has n + 1 VMs and grants
- * while the timed RequestGrant and ReleaseGrant run, which shows what in
- * their path grows with the number of grants (the fd store's state, for one).
+ * The next device after *slot (bus 00-ff, device 00-1f, function 0-7) that
+ * the daemon knows and would hand to this VMM in some IOAS, in an IOMMU
+ * group not in groups (which it is added to): 1 and its address, with
+ * *coherent for the IOAS; 0 when there is none left.
+ */
+static int next_holdable(struct target *t, unsigned *slot, char address[static 32], bool *coherent, int *groups,
+                         size_t *n_groups) {
+        for ((*slot)++; *slot < 256 * 32 * 8; (*slot)++) {
+                coherency_decision *d = NULL;
+                int r;
+
+                snprintf(address, 32, "0000:%02x:%02x.%x", *slot / 256 % 256, *slot / 8 % 32, *slot % 8);
+                if (strcmp(address, DEVICE) == 0)
+                        continue;
+                r = coherency_probe(t->client, address, -1, 0, &d);
+                if (r == -ENODEV)
+                        continue;
+                if (r < 0)
+                        return fail(t, "Probe", r);
+                /* One grant per VFIO group: a device whose group is held already is busy. */
+                int group = coherency_device_get_iommu_group(coherency_facts_get_device(coherency_decision_get_facts(d)));
+                bool taken = group < 0;
+                for (size_t i = 0; i < *n_groups && !taken; i++)
+                        taken = groups[i] == group;
+                if (taken) {
+                        coherency_decision_free(d);
+                        continue;
+                }
+                /* Refused in a non-coherent IOAS only for want of a coherent one: hold it in one. */
+                *coherent = coherency_decision_get_decision(d) == COHERENCY_DECISION_REFUSED &&
+                            strcmp(coherency_decision_get_reason(d), "coherent-ioas-required") == 0;
+                bool refused = coherency_decision_get_decision(d) == COHERENCY_DECISION_REFUSED && !*coherent;
+                coherency_decision_free(d);
+                if (!refused) {
+                        groups[(*n_groups)++] = group;
+                        return 1;
+                }
+        }
+        return 0;
+}
+
+/*
+ * n grants that stay for the whole run, each on its own VM, as other VMMs'
+ * grants would: the daemon then has n + 1 VMs and grants while the timed
+ * RequestGrant and ReleaseGrant run, which shows what in their path grows
+ * with the number of grants (the fd store's state, for one). A VFIO group is
+ * handed out once at a time, so each is another device of the simulated
+ * platform: it needs a tree with n more devices than the timed one.
  */
 static int hold(struct target *t, unsigned n) {
-        struct coherency_info info;
-        struct coherency_client *c = NULL;
-        unsigned on_c = 0, per_conn;
-        int r;
+        coherency_info *info = NULL;
+        coherency_client *c = NULL;
+        unsigned on_c = 0, per_conn, slot = UINT32_MAX;
+        size_t n_groups = 0;
+        int groups[HOLD_MAX + 1], r;
 
         if (n == 0)
                 return 0;
         r = coherency_get_info(t->client, &info);
         if (r < 0)
                 return fail(t, "GetInfo", r);
-        per_conn = info.max_grants_per_connection > 0 ? info.max_grants_per_connection : 1;
+        int64_t max = coherency_info_get_max_grants_per_connection(info);
+        coherency_info_free(info);
+        per_conn = max > 0 && max < UINT32_MAX ? (unsigned) max : 1;
         t->hold_clients = calloc(n / per_conn + 1, sizeof(*t->hold_clients));
         t->hold_fds = calloc(2 * (size_t) n, sizeof(int));
         if (!t->hold_clients || !t->hold_fds)
                 return -ENOMEM;
+        /* The timed device's group is not to be held: IOMMU group 4. */
+        groups[n_groups++] = 4;
 
         for (unsigned i = 0; i < n; i++) {
-                struct coherency_decision d;
+                coherency_grant *g = NULL;
+                char address[32];
+                bool coherent;
+
+                r = next_holdable(t, &slot, address, &coherent, groups, &n_groups);
+                if (r < 0)
+                        return r;
+                if (r == 0) {
+                        fprintf(stderr, "bench-requests: %s: --hold %u: the platform has only %u device%s to hold "
+                                "besides " DEVICE "\n", t->name, n, i, i == 1 ? "" : "s");
+                        return -ENODEV;
+                }
+
                 if (!c || on_c == per_conn) {
                         r = coherency_connect(t->path, &c);
                         if (r < 0) {
@@ -291,27 +379,26 @@ static int hold(struct target *t, unsigned n) {
                         t->hold_clients[t->n_hold_clients++] = c;
                         on_c = 0;
                 }
-                int vm = sim_object("kvm-vm"), group = vm >= 0 ? sim_object(GROUP) : -1;
-                if (vm >= 0)
-                        t->hold_fds[t->n_hold_fds++] = vm;
-                if (group >= 0)
-                        t->hold_fds[t->n_hold_fds++] = group;
-                if (vm < 0 || group < 0)
+                int vm = sim_object("kvm-vm");
+                if (vm < 0)
                         return -errno;
-                r = coherency_request_grant(c, vm, group, -1, &d);
+                t->hold_fds[t->n_hold_fds++] = vm;
+                r = coherency_request_grant(c, vm, address, coherent ? t->coherent : t->container, &g);
                 if (r < 0) {
-                        const char *e = coherency_client_error(c);
-                        fprintf(stderr, "bench-requests: %s: --hold: grant %u of %u: %s\n", t->name, i + 1, n,
-                                e && e[0] ? e : strerror(-r));
+                        const char *e = coherency_client_get_error(c);
+                        fprintf(stderr, "bench-requests: %s: --hold: grant %u of %u (%s): %s\n", t->name, i + 1, n,
+                                address, e && e[0] ? e : strerror(-r));
                         return r;
                 }
-                bool ok = d.verdict == COHERENCY_GRANTED && d.grant[0];
-                coherency_decision_clear(&d);
-                if (!ok) {
-                        fprintf(stderr, "bench-requests: %s: --hold: grant %u of %u was not granted\n", t->name,
-                                i + 1, n);
+                int group = coherency_grant_take_group_fd(g);
+                coherency_grant_free(g);
+                if (group < 0) {
+                        fprintf(stderr, "bench-requests: %s: --hold: grant %u of %u (%s) handed nothing over\n",
+                                t->name, i + 1, n, address);
                         return -EPROTO;
                 }
+                /* The VMM keeps the group, as a running VM does. */
+                t->hold_fds[t->n_hold_fds++] = group;
                 on_c++;
         }
         return 0;
@@ -320,7 +407,7 @@ static int hold(struct target *t, unsigned n) {
 static void help(void) {
         printf("bench-requests --socket [NAME=]PATH [--socket [NAME=]PATH...] [OPTIONS]\n"
                "\n"
-               "Times GetInfo, Probe and RequestGrant+ReleaseGrant of vfio-group:4 against\n"
+               "Times GetInfo, Probe and RequestGrant+ReleaseGrant of " DEVICE " against\n"
                "coherencyd on the simulated platform (demo/make-sim-sysfs, demo/config), and\n"
                "reports each as a ratio to GetInfo, and each daemon relative to the first.\n"
                "\n"
@@ -337,8 +424,9 @@ static void help(void) {
                "     --settle CMD         run CMD (with sh -c) after every batch, untimed, to\n"
                "                          wait for journald or another asynchronous reader\n"
                "                          of the daemons to catch up\n"
-               "     --hold N             first take N grants of vfio-group:4, each on a VM of\n"
-               "                          its own, and keep them while measuring (default 0)\n");
+               "     --hold N             first take N grants of other devices, each on a VM of\n"
+               "                          its own, and keep them while measuring (default 0;\n"
+               "                          the platform needs N devices besides " DEVICE ")\n");
 }
 
 static int parse_uint(const char *s, const char *what, unsigned min, unsigned max, unsigned *ret) {
@@ -409,7 +497,7 @@ int main(int argc, char *argv[]) {
                         }
                         struct target *t = &targets[n_targets++];
                         const char *eq = strchr(optarg, '=');
-                        t->vm = t->group = -1;
+                        t->vm = t->container = t->coherent = -1;
                         /* NAME=PATH, unless what precedes '=' looks like a path. */
                         if (eq && eq > optarg && !memchr(optarg, '/', (size_t) (eq - optarg))) {
                                 t->name = strndup(optarg, (size_t) (eq - optarg));
@@ -467,8 +555,9 @@ int main(int argc, char *argv[]) {
                         goto finish;
                 }
                 t->vm = sim_object("kvm-vm");
-                t->group = sim_object(GROUP);
-                if (t->vm < 0 || t->group < 0)
+                t->container = sim_object("vfio-container:noncoherent");
+                t->coherent = sim_object("vfio-container:coherent");
+                if (t->vm < 0 || t->container < 0 || t->coherent < 0)
                         goto finish;
                 if (validate(t) < 0 || hold(t, n_hold) < 0)
                         goto finish;
@@ -488,7 +577,7 @@ int main(int argc, char *argv[]) {
                 }
 
         printf("bench-requests: %u round%s of interleaved batches of %u calls; medians over the rounds\n"
-               "(grant = RequestGrant + ReleaseGrant of " GROUP ", two round trips",
+               "(grant = RequestGrant + ReleaseGrant of " DEVICE ", two round trips",
                repeats, repeats == 1 ? "" : "s", iterations);
         if (n_hold > 0)
                 printf("; %u other grants held throughout", n_hold);
@@ -563,8 +652,10 @@ finish:
                 coherency_client_free(targets[i].client);
                 if (targets[i].vm >= 0)
                         close(targets[i].vm);
-                if (targets[i].group >= 0)
-                        close(targets[i].group);
+                if (targets[i].container >= 0)
+                        close(targets[i].container);
+                if (targets[i].coherent >= 0)
+                        close(targets[i].coherent);
                 for (size_t k = 0; k < targets[i].n_hold_clients; k++)
                         coherency_client_free(targets[i].hold_clients[k]);
                 for (size_t k = 0; k < targets[i].n_hold_fds; k++)

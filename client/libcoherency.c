@@ -4,19 +4,23 @@
  * libcoherency: the VMM side of coherencyd's Varlink protocol.
  *
  * One connection, at most one call outstanding on it. That rule is what lets
- * the daemon tie the descriptors of a call to the call (see DESIGN.md §5), and
- * it keeps the library trivially correct: a reply is always the answer to the
+ * the daemon tie the descriptors of a call to the call (DESIGN.md §5), and it
+ * keeps the library trivially correct: a reply is always the answer to the
  * one call we have in flight.
  *
  * The socket stays blocking, which is what coh_send_message() expects: our
  * calls are a few hundred bytes and nothing else is queued behind them, so a
- * send never waits on the daemon in practice. Reads never block in the
- * kernel (coh_frame_recv() uses MSG_DONTWAIT); the synchronous calls wait in
- * poll(), and the _finish functions do not wait at all.
+ * send practically never waits (SO_SNDTIMEO bounds it by the timeout anyway).
+ * Reads never block in the kernel (coh_frame_recv() uses MSG_DONTWAIT and
+ * MSG_CMSG_CLOEXEC); the blocking calls wait in poll(), the _finish
+ * functions do not wait at all.
+ *
+ * The kvm-vfio helpers live in kvm-vfio.c; this file is the protocol.
  */
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <limits.h>
 #include <poll.h>
@@ -27,19 +31,22 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "call.h"
-#include "coherency.h"
 #include "frame.h"
 #include "json-util.h"
+#include "libcoherency.h"
 
-/* Identity matters for the typed _finish calls, so these are objects, not just literals. */
+#define _public_ __attribute__((visibility("default")))
+
 static const char method_get_info[] = "io.coherencyd.Broker.GetInfo";
 static const char method_probe[] = "io.coherencyd.Broker.Probe";
 static const char method_request_grant[] = "io.coherencyd.Broker.RequestGrant";
 static const char method_release_grant[] = "io.coherencyd.Broker.ReleaseGrant";
 static const char method_list_grants[] = "io.coherencyd.Broker.ListGrants";
+static const char method_watch_grants[] = "io.coherencyd.Broker.WatchGrants";
 
 enum call_state {
         CALL_IDLE,      /* nothing outstanding */
@@ -47,20 +54,79 @@ enum call_state {
         CALL_STREAM,    /* a "more" call: replies until one without "continues" */
 };
 
+enum call_kind {
+        KIND_RAW,
+        KIND_GET_INFO,
+        KIND_PROBE,
+        KIND_REQUEST_GRANT,
+        KIND_RELEASE_GRANT,
+        KIND_LIST_GRANTS,
+        KIND_WATCH_GRANTS,
+};
+
 struct coherency_client {
         int fd;
         struct coh_frame frame;
 
         enum call_state state;
-        const char *method;     /* the outstanding typed call, NULL for a raw one */
+        enum call_kind kind;
+        const char *method;     /* of the outstanding call, for messages */
+        bool got_reply;         /* a reply to the outstanding streaming call arrived */
+        char *device;           /* RequestGrant's device, for the grant object */
 
-        /* Once the stream is out of step (EOF, garbage, a short write) no later
-         * reply could be matched to its call: every call fails with this. */
-        int broken;
+        uint64_t timeout;       /* usec, COHERENCY_TIMEOUT_INFINITY for none */
+        uint64_t deadline;      /* CLOCK_MONOTONIC usec of the outstanding call, UINT64_MAX none */
+
+        /* Once the stream is out of step (EOF, garbage, a short write, a
+         * timeout) no later reply could be matched to its call: the socket is
+         * shut down and every later call fails with -ENOTCONN. */
+        bool broken;
+        char broken_reason[512];
 
         char error_name[128];
         char error[1024];
+        char *error_parameters;
+        int backend_errno;
+        char *backend_operation;
 };
+
+struct coherency_device {
+        char *slot, *vendor, *device, *class_, *driver, *iommu;
+        int iommu_group;
+        char *access, *access_rule, *no_snoop, *no_snoop_rule, *mode, *mode_rule;
+        bool iommu_enforces, ioas_coherent;
+        char *decision, *reason;
+};
+
+struct coherency_facts {
+        char *file;
+        struct coherency_device device;         /* the deciding device */
+        struct coherency_device *devices;       /* each device of the group */
+        size_t n_devices;
+};
+
+struct coherency_grant_info {
+        char *id, *device, *file;
+        int iommu_group;
+        coherency_decision_kind decision;
+        char *reason, *rule, *wbinvd, *vm_wbinvd;
+        coherency_kvm_attach kvm_attach;
+        char *state;
+        coherency_grant_state state_kind;
+        char *end;
+        pid_t peer_pid;
+        uid_t peer_uid;
+        uint64_t since;
+};
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
 
 /* Copies at most n-1 bytes and never leaves half a UTF-8 sequence at the end. */
 static void strcpy_truncate(char *dst, size_t n, const char *src) {
@@ -79,6 +145,16 @@ static void strcpy_truncate(char *dst, size_t n, const char *src) {
         dst[l] = '\0';
 }
 
+static void clear_error(struct coherency_client *c) {
+        c->error_name[0] = '\0';
+        c->error[0] = '\0';
+        free(c->error_parameters);
+        c->error_parameters = NULL;
+        c->backend_errno = 0;
+        free(c->backend_operation);
+        c->backend_operation = NULL;
+}
+
 /* The message is shown to operators on one line: no control characters from the daemon. */
 static void set_error_message(struct coherency_client *c, const char *name, const char *message) {
         strcpy_truncate(c->error_name, sizeof(c->error_name), name);
@@ -94,6 +170,7 @@ static int client_error(struct coherency_client *c, int error, const char *forma
         char buf[sizeof(c->error)];
         va_list ap;
 
+        clear_error(c);
         /* %m in format means the error passed in, not whatever errno happens to be. */
         errno = -error;
         va_start(ap, format);
@@ -104,11 +181,27 @@ static int client_error(struct coherency_client *c, int error, const char *forma
         return error;
 }
 
-static int client_break(struct coherency_client *c, int error, const char *what) {
-        (void) client_error(c, error, "%s", what);
-        c->broken = error;
+/* The connection is out of step: shut it down (the daemon ends its grants) and refuse every later call. */
+static int client_break(struct coherency_client *c, int error, const char *format, ...) __attribute__((format(printf, 3, 4)));
+static int client_break(struct coherency_client *c, int error, const char *format, ...) {
+        char buf[sizeof(c->error)];
+        va_list ap;
+
+        errno = -error;
+        va_start(ap, format);
+        (void) vsnprintf(buf, sizeof(buf), format, ap);
+        va_end(ap);
+
+        (void) client_error(c, error, "%s", buf);
+        strcpy_truncate(c->broken_reason, sizeof(c->broken_reason), c->error);
+        c->broken = true;
         c->state = CALL_IDLE;
-        c->method = NULL;
+        c->deadline = UINT64_MAX;
+        free(c->device);
+        c->device = NULL;
+        /* The descriptor stays open (and owned by c) until coherency_client_free(), so an
+         * event loop polling it never sees a recycled number; it reads EOF from now on. */
+        (void) shutdown(c->fd, SHUT_RDWR);
         return error;
 }
 
@@ -116,31 +209,28 @@ static const struct {
         const char *name;
         int error;
 } error_map[] = {
-        { "io.coherencyd.Broker.InvalidFileDescriptor",  EBADF      },
+        { "io.coherencyd.Broker.NoSuchDevice",           ENODEV     },
+        { "io.coherencyd.Broker.DeviceBusy",             EBUSY      },
         { "io.coherencyd.Broker.NoSuchGrant",            ENOENT     },
         { "io.coherencyd.Broker.PermissionDenied",       EPERM      },
         { "io.coherencyd.Broker.LimitExceeded",          EUSERS     },
-        { "io.coherencyd.Broker.VmHasKvmVfioDevice",     EBUSY      },
         { "io.coherencyd.Broker.CoherencyUnsupported",   EOPNOTSUPP },
+        { "io.coherencyd.Broker.InvalidFileDescriptor",  EBADF      },
+        { "io.coherencyd.Broker.BackendError",           EIO        },
+        { "io.coherencyd.Manager.KillNotEnabled",        ECANCELED  },
         { "io.coherencyd.Manager.InvalidPolicy",         EBADMSG    },
         { "org.varlink.service.InvalidParameter",        EINVAL     },
         { "org.varlink.service.MethodNotFound",          ENOSYS     },
-        /* Not in the header's list, but to a caller they mean the same as their Broker/MethodNotFound twins. */
         { "org.varlink.service.MethodNotImplemented",    ENOSYS     },
+        { "org.varlink.service.InterfaceNotFound",       ENOSYS     },
         { "org.varlink.service.PermissionDenied",        EPERM      },
 };
 
-static int error_to_errno(const char *name, json_object *parameters) {
-        int64_t e;
-
-        /* The daemon passes the kernel's answer through: that is the errno that explains it. */
-        if (strcmp(name, "io.coherencyd.Broker.BackendError") == 0)
-                return coh_json_get_int64(parameters, "errno", 1, 4095, &e) >= 0 ? (int) -e : -EIO;
-
+static int error_to_errno(const char *name) {
         for (size_t i = 0; i < sizeof(error_map) / sizeof(error_map[0]); i++)
                 if (strcmp(name, error_map[i].name) == 0)
                         return -error_map[i].error;
-        return -EPROTO;
+        return -EREMOTEIO;
 }
 
 /*
@@ -155,6 +245,10 @@ static const struct {
         { "io.coherencyd.Broker.InvalidFileDescriptor", "{parameter}: expected {expected}, got {got}" },
         { "io.coherencyd.Broker.CoherencyUnsupported",  "{parameter}: the IOMMU cannot enforce coherency" },
         { "io.coherencyd.Broker.BackendError",          "{operation}: {errno:errno}" },
+        { "io.coherencyd.Broker.NoSuchDevice",          "{device}: no such device, or not bound to vfio-pci" },
+        { "io.coherencyd.Broker.DeviceBusy",            "{device}: its VFIO group is held" },
+        { "io.coherencyd.Broker.NoSuchGrant",           "{grant}: no such grant" },
+        { "io.coherencyd.Broker.LimitExceeded",         "{limit}: limit reached" },
         { "io.coherencyd.Manager.InvalidPolicy",        "{file}:{line}: {message}" },
 };
 
@@ -222,11 +316,23 @@ static bool template_uses(const char *format, const char *key) {
 }
 
 static int client_error_reply(struct coherency_client *c, const struct coh_reply *reply) {
-        const char *format = NULL;
+        const char *format = NULL, *s;
         char *text = NULL;
         size_t size = 0;
         bool first = true;
+        int64_t e;
         FILE *f;
+
+        clear_error(c);
+
+        s = json_object_to_json_string_ext(reply->parameters, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        c->error_parameters = s ? strdup(s) : NULL;
+        if (strcmp(reply->error, "io.coherencyd.Broker.BackendError") == 0) {
+                if (coh_json_get_int64(reply->parameters, "errno", 1, 4095, &e) >= 0)
+                        c->backend_errno = (int) e;
+                if (coh_json_get_string(reply->parameters, "operation", &s) >= 0)
+                        c->backend_operation = strdup(s);
+        }
 
         for (size_t i = 0; i < sizeof(error_formats) / sizeof(error_formats[0]); i++)
                 if (strcmp(reply->error, error_formats[i].name) == 0)
@@ -236,7 +342,7 @@ static int client_error_reply(struct coherency_client *c, const struct coh_reply
         if (!f) {
                 /* Still worth saying which error it was. */
                 set_error_message(c, reply->error, reply->error);
-                return error_to_errno(reply->error, reply->parameters);
+                return error_to_errno(reply->error);
         }
 
         fputs(reply->error, f);
@@ -261,7 +367,7 @@ static int client_error_reply(struct coherency_client *c, const struct coh_reply
                 set_error_message(c, reply->error, reply->error);
         free(text);
 
-        return error_to_errno(reply->error, reply->parameters);
+        return error_to_errno(reply->error);
 }
 
 static int check_fd(struct coherency_client *c, const char *what, int fd) {
@@ -300,19 +406,56 @@ static int add_fd_param(struct coherency_client *c, json_object *parameters, con
         return 0;
 }
 
+/* A PCI address as sysfs spells it: dddd:bb:dd.f, lower-case hex. */
+static bool pci_address_is_valid(const char *s) {
+        static const char pattern[] = "xxxx:xx:xx.x";
+
+        if (strlen(s) != sizeof(pattern) - 1)
+                return false;
+        for (size_t i = 0; pattern[i]; i++)
+                if (pattern[i] == 'x') {
+                        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+                                return false;
+                } else if (s[i] != pattern[i])
+                        return false;
+        /* The function is 0-7. */
+        return s[11] <= '7';
+}
+
+static int add_device_param(struct coherency_client *c, json_object *parameters, const char *device) {
+        int r;
+
+        if (!device || !pci_address_is_valid(device))
+                return client_error(c, -EINVAL, "device: \"%s\" is not a PCI address like 0000:01:00.0",
+                                    device ?: "(null)");
+        r = json_add(parameters, "device", json_object_new_string(device));
+        if (r < 0)
+                return client_error(c, r, "device: %m");
+        return 0;
+}
+
+static void set_deadline(struct coherency_client *c) {
+        uint64_t now = now_usec();
+
+        c->deadline = c->timeout == COHERENCY_TIMEOUT_INFINITY || c->timeout > UINT64_MAX - now ?
+                UINT64_MAX : now + c->timeout;
+}
+
 /* Sends one call. Takes ownership of parameters in every case. */
-static int client_send(struct coherency_client *c, const char *method, json_object *parameters,
+static int client_send(struct coherency_client *c, enum call_kind kind, const char *method, json_object *parameters,
                        const int *fds, size_t n_fds, bool more) {
         char *json;
         int r;
 
-        if (c->broken < 0) {
+        if (c->broken) {
                 json_object_put(parameters);
-                return c->broken;
+                return client_error(c, -ENOTCONN, "%s: the connection to coherencyd failed earlier: %s", method,
+                                    c->broken_reason);
         }
         if (c->state != CALL_IDLE) {
                 json_object_put(parameters);
-                return client_error(c, -EBUSY, "%s: another call is still in progress on this connection", method);
+                return client_error(c, -EALREADY, "%s: another call (%s) is still in progress on this connection",
+                                    method, c->method);
         }
 
         json = coh_call_format(method, parameters, more, false);
@@ -324,74 +467,112 @@ static int client_send(struct coherency_client *c, const char *method, json_obje
         if (r == -EMSGSIZE)
                 /* Refused before any byte was sent: the connection is fine. */
                 return client_error(c, r, "%s: call too large", method);
-        if (r < 0) {
+        if (r == -EAGAIN)
+                /* SO_SNDTIMEO: the daemon did not take the call within the timeout. */
+                return client_break(c, -ETIMEDOUT, "%s: coherencyd did not take the call in time", method);
+        if (r == -EPIPE || r == -ECONNRESET)
+                return client_break(c, -ECONNRESET, "%s: coherencyd closed the connection", method);
+        if (r < 0)
                 /* Possibly half a message on the wire: nothing after it could be trusted. */
-                if (r == -EPIPE)
-                        r = -ECONNRESET;
-                (void) client_error(c, r, "%s: cannot send: %m", method);
-                c->broken = r;
-                return r;
-        }
+                return client_break(c, r, "%s: cannot send: %m", method);
 
+        clear_error(c);
         c->state = more ? CALL_STREAM : CALL_REPLY;
+        c->kind = kind;
         c->method = method;
+        c->got_reply = false;
+        set_deadline(c);
         return 0;
 }
 
-static int client_handle_message(struct coherency_client *c, struct coh_message *m, struct coh_reply *ret) {
+/*
+ * The message is a reply to the outstanding call: parse it into *ret. With
+ * ret_message, the message (and its descriptors) goes to the caller, who
+ * must coh_message_done() it; otherwise descriptors are a protocol error.
+ */
+static int client_handle_message(struct coherency_client *c, struct coh_message *m, struct coh_reply *ret,
+                                 struct coh_message *ret_message) {
         struct coh_reply reply;
         int r;
 
-        /* None of our methods returns descriptors; ones we did not ask for would only leak. */
-        if (m->n_fds > 0) {
+        if (m->n_fds > 0 && !ret_message) {
                 coh_message_done(m);
-                return client_break(c, -EPROTO, "coherencyd sent file descriptors with a reply");
+                return client_break(c, -EPROTO, "%s: coherencyd sent file descriptors with a reply that has none",
+                                    c->method);
         }
 
         r = coh_reply_parse(m->json, &reply);
-        coh_message_done(m);
-        if (r == -ENOMEM)
-                return client_break(c, r, "out of memory parsing a reply");
-        if (r < 0)
-                return client_break(c, -EPROTO, "coherencyd sent a malformed reply");
+        if (r < 0) {
+                coh_message_done(m);
+                if (r == -ENOMEM)
+                        return client_break(c, r, "out of memory parsing a reply");
+                return client_break(c, -EPROTO, "%s: coherencyd sent a malformed reply", c->method);
+        }
 
         if (reply.continues && c->state != CALL_STREAM) {
                 coh_reply_done(&reply);
-                return client_break(c, -EPROTO, "coherencyd sent a stream of replies to a call without \"more\"");
+                coh_message_done(m);
+                return client_break(c, -EPROTO, "%s: coherencyd sent a stream of replies to a call without \"more\"",
+                                    c->method);
         }
+        c->got_reply = true;
         if (!reply.continues) {
                 c->state = CALL_IDLE;
-                c->method = NULL;
-        }
+                c->deadline = UINT64_MAX;
+        } else
+                /* Later replies of a stream come when something happens: no deadline. */
+                c->deadline = UINT64_MAX;
 
         if (reply.error) {
+                /* An error is an answer: the connection is fine. Its descriptors, if any, go. */
+                coh_message_done(m);
                 r = client_error_reply(c, &reply);
                 coh_reply_done(&reply);
                 return r;
         }
 
+        if (ret_message)
+                *ret_message = *m;
+        else
+                coh_message_done(m);
         *ret = reply;
         return 0;
 }
 
+/* Waits for the socket until the deadline: 0 readable (or hung up), -ETIMEDOUT (connection broken). */
 static int client_wait(struct coherency_client *c) {
         struct pollfd p = {
                 .fd = c->fd,
                 .events = POLLIN,
         };
 
-        /* A signal handler in the VMM must not make us lose the reply in flight. */
-        while (poll(&p, 1, -1) < 0)
-                if (errno != EINTR)
-                        return client_break(c, -errno, "poll");
-        return 0;
+        for (;;) {
+                int timeout_ms = -1, n;
+
+                if (c->deadline != UINT64_MAX) {
+                        uint64_t now = now_usec();
+
+                        if (now >= c->deadline)
+                                return client_break(c, -ETIMEDOUT, "%s: no reply from coherencyd in time", c->method);
+                        uint64_t left = (c->deadline - now + 999) / 1000;
+                        timeout_ms = left > INT_MAX ? INT_MAX : (int) left;
+                }
+
+                n = poll(&p, 1, timeout_ms);
+                /* A signal handler in the VMM must not make us lose the reply in flight. */
+                if (n < 0 && errno != EINTR)
+                        return client_break(c, -errno, "poll: %m");
+                if (n > 0)
+                        return 0;
+        }
 }
 
 /*
- * The reply to the outstanding call: 0 and *ret filled, -EAGAIN when
+ * The next reply to the outstanding call: 0 and *ret filled, -EAGAIN when
  * !blocking and it is not all in yet, or the call's error.
  */
-static int client_receive(struct coherency_client *c, bool blocking, struct coh_reply *ret) {
+static int client_receive(struct coherency_client *c, bool blocking, struct coh_reply *ret,
+                          struct coh_message *ret_message) {
         for (;;) {
                 struct coh_message m;
                 ssize_t n;
@@ -403,24 +584,26 @@ static int client_receive(struct coherency_client *c, bool blocking, struct coh_
                 if (r < 0)
                         return client_break(c, -EPROTO, "coherencyd sent an empty message");
                 if (r > 0)
-                        return client_handle_message(c, &m, ret);
+                        return client_handle_message(c, &m, ret, ret_message);
 
                 n = coh_frame_recv(&c->frame, c->fd);
                 if (n > 0 || n == -EINTR)
                         continue;
                 if (n == 0 || n == -ECONNRESET)
-                        return client_break(c, -ECONNRESET, "coherencyd closed the connection");
+                        return client_break(c, -ECONNRESET, "%s: coherencyd closed the connection", c->method);
                 if (n == -EPROTO)
-                        return client_break(c, -EPROTO, "coherencyd sent file descriptors that belong to no reply");
+                        return client_break(c, -EPROTO, "%s: coherencyd sent file descriptors that belong to no reply",
+                                            c->method);
                 if (n == -EMSGSIZE || n == -ENOBUFS)
-                        return client_break(c, -EPROTO, "coherencyd sent a reply that is too large");
-                if (n != -EAGAIN) {
-                        (void) client_error(c, (int) n, "receiving from coherencyd: %m");
-                        c->broken = (int) n;
-                        return (int) n;
-                }
-                if (!blocking)
+                        return client_break(c, -EPROTO, "%s: coherencyd sent a reply that is too large", c->method);
+                if (n != -EAGAIN)
+                        return client_break(c, (int) n, "%s: receiving from coherencyd: %m", c->method);
+
+                if (!blocking) {
+                        if (c->deadline != UINT64_MAX && now_usec() >= c->deadline)
+                                return client_break(c, -ETIMEDOUT, "%s: no reply from coherencyd in time", c->method);
                         return -EAGAIN;
+                }
 
                 r = client_wait(c);
                 if (r < 0)
@@ -428,46 +611,43 @@ static int client_receive(struct coherency_client *c, bool blocking, struct coh_
         }
 }
 
-static int client_call(struct coherency_client *c, const char *method, json_object *parameters,
-                       const int *fds, size_t n_fds, struct coh_reply *ret) {
-        int r;
-
-        r = client_send(c, method, parameters, fds, n_fds, false);
-        if (r < 0)
-                return r;
-        return client_receive(c, true, ret);
+/* For _finish: the outstanding call must be of this kind. */
+static int client_check_outstanding(struct coherency_client *c, enum call_kind kind, const char *method) {
+        if (c->broken)
+                return client_error(c, -ENOTCONN, "%s: the connection to coherencyd failed earlier: %s", method,
+                                    c->broken_reason);
+        if (c->state == CALL_IDLE)
+                return client_error(c, -EINVAL, "%s: no call in progress", method);
+        if (c->kind != kind)
+                return client_error(c, -EALREADY, "%s: another call (%s) is in progress", method, c->method);
+        return 0;
 }
 
 static int reply_field_error(struct coherency_client *c, const char *method, const char *field) {
-        return client_error(c, -EPROTO, "%s: coherencyd's reply has no valid \"%s\"", method, field);
+        return client_error(c, -EPROTO, "%s: coherencyd's reply has no valid \"%s\"", method, field ?: "?");
 }
 
-/* An optional string field: absent or null leaves "". */
-static int get_string(json_object *o, const char *key, char *buf, size_t size, const char **bad) {
+/* ---- parsing replies ------------------------------------------------------ */
+
+/* A string field as a malloc'ed copy: absent or null leaves NULL unless required. */
+static int get_string(json_object *o, const char *key, bool required, char **ret, const char **bad) {
         const char *s;
+        char *copy;
         int r;
 
         r = coh_json_get_string(o, key, &s);
-        if (r == -ENOENT) {
-                buf[0] = '\0';
+        if (r == -ENOENT && !required) {
+                *ret = NULL;
                 return 0;
         }
         if (r < 0) {
                 *bad = key;
                 return -EPROTO;
         }
-        strcpy_truncate(buf, size, s);
-        return 0;
-}
-
-static int get_required_string(json_object *o, const char *key, char *buf, size_t size, const char **bad) {
-        const char *s;
-
-        if (coh_json_get_string(o, key, &s) < 0) {
-                *bad = key;
-                return -EPROTO;
-        }
-        strcpy_truncate(buf, size, s);
+        copy = strdup(s);
+        if (!copy)
+                return -ENOMEM;
+        *ret = copy;
         return 0;
 }
 
@@ -502,42 +682,126 @@ static int get_int64(json_object *o, const char *key, int64_t min, int64_t max, 
         return 0;
 }
 
-/* DeviceFacts, and the Facts object, which is the same for the deciding device minus the rule fields. */
-static int parse_device_facts(json_object *o, struct coherency_device_facts *ret, const char **bad) {
-        struct coherency_device_facts d = {};
+static int decision_from_string(const char *s, coherency_decision_kind *ret) {
+        if (!s)
+                return -EPROTO;
+        if (strcmp(s, "not-needed") == 0)
+                *ret = COHERENCY_DECISION_NOT_NEEDED;
+        else if (strcmp(s, "granted") == 0)
+                *ret = COHERENCY_DECISION_GRANTED;
+        else if (strcmp(s, "refused") == 0)
+                *ret = COHERENCY_DECISION_REFUSED;
+        else
+                /* A caller switching on the decision must never see one we made up. */
+                return -EPROTO;
+        return 0;
+}
+
+static int kvm_attach_from_string(const char *s, coherency_kvm_attach *ret) {
+        if (!s || !s[0])
+                *ret = COHERENCY_KVM_ATTACH_NONE;
+        else if (strcmp(s, "add") == 0)
+                *ret = COHERENCY_KVM_ATTACH_ADD;
+        else if (strcmp(s, "skip") == 0)
+                *ret = COHERENCY_KVM_ATTACH_SKIP;
+        else
+                return -EPROTO;
+        return 0;
+}
+
+static coherency_grant_state grant_state_from_string(const char *s) {
+        if (!s)
+                return COHERENCY_GRANT_STATE_OTHER;
+        if (strcmp(s, "active") == 0)
+                return COHERENCY_GRANT_ACTIVE;
+        if (strcmp(s, "ending") == 0)
+                return COHERENCY_GRANT_ENDING;
+        if (strcmp(s, "ended") == 0)
+                return COHERENCY_GRANT_ENDED;
+        return COHERENCY_GRANT_STATE_OTHER;
+}
+
+static void device_done(struct coherency_device *d) {
+        free(d->slot);
+        free(d->vendor);
+        free(d->device);
+        free(d->class_);
+        free(d->driver);
+        free(d->iommu);
+        free(d->access);
+        free(d->access_rule);
+        free(d->no_snoop);
+        free(d->no_snoop_rule);
+        free(d->mode);
+        free(d->mode_rule);
+        free(d->decision);
+        free(d->reason);
+        *d = (struct coherency_device) {};
+}
+
+static void facts_done(struct coherency_facts *f) {
+        free(f->file);
+        device_done(&f->device);
+        for (size_t i = 0; i < f->n_devices; i++)
+                device_done(f->devices + i);
+        free(f->devices);
+        *f = (struct coherency_facts) {};
+}
+
+/* DeviceFacts, and the Facts object, which is the same for the deciding device minus the policy fields. */
+static int parse_device(json_object *o, struct coherency_device *ret, const char **bad) {
+        struct coherency_device d = {};
         int64_t group;
+        int r;
 
         if (!json_object_is_type(o, json_type_object)) {
                 *bad = "facts";
                 return -EPROTO;
         }
 
-        if (get_string(o, "slot", d.slot, sizeof(d.slot), bad) < 0 ||
-            get_string(o, "vendor", d.vendor, sizeof(d.vendor), bad) < 0 ||
-            get_string(o, "device", d.device, sizeof(d.device), bad) < 0 ||
-            get_string(o, "class", d.class_, sizeof(d.class_), bad) < 0 ||
-            get_string(o, "driver", d.driver, sizeof(d.driver), bad) < 0 ||
-            get_string(o, "iommu", d.iommu, sizeof(d.iommu), bad) < 0 ||
-            get_int64(o, "iommuGroup", 0, INT_MAX, -1, &group, bad) < 0 ||
-            get_string(o, "noSnoop", d.no_snoop, sizeof(d.no_snoop), bad) < 0 ||
-            get_string(o, "noSnoopRule", d.no_snoop_rule, sizeof(d.no_snoop_rule), bad) < 0 ||
-            get_string(o, "mode", d.mode, sizeof(d.mode), bad) < 0 ||
-            get_string(o, "modeRule", d.mode_rule, sizeof(d.mode_rule), bad) < 0 ||
-            get_bool(o, "iommuEnforces", &d.iommu_enforces, bad) < 0 ||
-            get_bool(o, "ioasCoherent", &d.ioas_coherent, bad) < 0)
-                return -EPROTO;
+        if ((r = get_string(o, "slot", false, &d.slot, bad)) < 0 ||
+            (r = get_string(o, "vendor", false, &d.vendor, bad)) < 0 ||
+            (r = get_string(o, "device", false, &d.device, bad)) < 0 ||
+            (r = get_string(o, "class", false, &d.class_, bad)) < 0 ||
+            (r = get_string(o, "driver", false, &d.driver, bad)) < 0 ||
+            (r = get_string(o, "iommu", false, &d.iommu, bad)) < 0 ||
+            (r = get_int64(o, "iommuGroup", -1, INT_MAX, -1, &group, bad)) < 0 ||
+            (r = get_string(o, "access", false, &d.access, bad)) < 0 ||
+            (r = get_string(o, "accessRule", false, &d.access_rule, bad)) < 0 ||
+            (r = get_string(o, "noSnoop", false, &d.no_snoop, bad)) < 0 ||
+            (r = get_string(o, "noSnoopRule", false, &d.no_snoop_rule, bad)) < 0 ||
+            (r = get_string(o, "mode", false, &d.mode, bad)) < 0 ||
+            (r = get_string(o, "modeRule", false, &d.mode_rule, bad)) < 0 ||
+            (r = get_bool(o, "iommuEnforces", &d.iommu_enforces, bad)) < 0 ||
+            (r = get_bool(o, "ioasCoherent", &d.ioas_coherent, bad)) < 0 ||
+            (r = get_string(o, "decision", false, &d.decision, bad)) < 0 ||
+            (r = get_string(o, "reason", false, &d.reason, bad)) < 0) {
+                device_done(&d);
+                return r;
+        }
         d.iommu_group = (int) group;
 
         *ret = d;
         return 0;
 }
 
-static int parse_facts(json_object *o, struct coherency_decision *d, const char **bad) {
+/* Fills the deciding device's missing fields from its entry in devices. */
+static int fill_from(char **dst, const char *src) {
+        if (*dst || !src)
+                return 0;
+        *dst = strdup(src);
+        return *dst ? 0 : -ENOMEM;
+}
+
+static int parse_facts(json_object *o, struct coherency_facts *f, const char **bad) {
         json_object *devices;
         size_t n;
         int r;
 
-        r = parse_device_facts(o, &d->facts, bad);
+        r = parse_device(o, &f->device, bad);
+        if (r < 0)
+                return r;
+        r = get_string(o, "file", false, &f->file, bad);
         if (r < 0)
                 return r;
 
@@ -551,72 +815,257 @@ static int parse_facts(json_object *o, struct coherency_decision *d, const char 
         n = json_object_array_length(devices);
         if (n == 0)
                 return 0;
-        d->devices = calloc(n, sizeof(struct coherency_device_facts));
-        if (!d->devices)
+        f->devices = calloc(n, sizeof(struct coherency_device));
+        if (!f->devices)
                 return -ENOMEM;
-        d->n_devices = n;
 
         for (size_t i = 0; i < n; i++) {
-                struct coherency_device_facts *f = d->devices + i;
+                struct coherency_device *d = f->devices + i;
 
-                r = parse_device_facts(json_object_array_get_idx(devices, i), f, bad);
+                r = parse_device(json_object_array_get_idx(devices, i), d, bad);
                 if (r < 0) {
                         *bad = "facts.devices";
                         return r;
                 }
+                f->n_devices = i + 1;
 
-                /* Facts names the deciding device but not the rules behind its
-                 * settings; its entry in devices does. */
-                if (f->slot[0] && strcmp(f->slot, d->facts.slot) == 0) {
-                        memcpy(d->facts.no_snoop_rule, f->no_snoop_rule, sizeof(f->no_snoop_rule));
-                        memcpy(d->facts.mode, f->mode, sizeof(f->mode));
-                        memcpy(d->facts.mode_rule, f->mode_rule, sizeof(f->mode_rule));
-                }
+                /* Facts names the deciding device but not the policy values and
+                 * rules behind its settings; its entry in devices does. */
+                if (d->slot && f->device.slot && strcmp(d->slot, f->device.slot) == 0)
+                        if ((r = fill_from(&f->device.access, d->access)) < 0 ||
+                            (r = fill_from(&f->device.access_rule, d->access_rule)) < 0 ||
+                            (r = fill_from(&f->device.no_snoop_rule, d->no_snoop_rule)) < 0 ||
+                            (r = fill_from(&f->device.mode, d->mode)) < 0 ||
+                            (r = fill_from(&f->device.mode_rule, d->mode_rule)) < 0 ||
+                            (r = fill_from(&f->device.decision, d->decision)) < 0 ||
+                            (r = fill_from(&f->device.reason, d->reason)) < 0)
+                                return r;
         }
         return 0;
 }
 
-static int parse_decision(struct coherency_client *c, const char *method, json_object *p,
-                          struct coherency_decision *ret) {
-        struct coherency_decision d = {};
-        const char *bad = NULL;
+struct decision_common {
+        coherency_decision_kind decision;
+        char *reason, *rule, *mode, *wbinvd;
+        coherency_kvm_attach kvm_attach;
+        struct coherency_facts facts;
+};
+
+struct coherency_decision {
+        struct decision_common d;
+};
+
+struct coherency_grant {
+        struct decision_common d;
+        char *id;
+        char *device;
+        char *vm_wbinvd;
+        int group_fd;
+};
+
+static void decision_common_done(struct decision_common *d) {
+        free(d->reason);
+        free(d->rule);
+        free(d->mode);
+        free(d->wbinvd);
+        facts_done(&d->facts);
+}
+
+static int parse_decision_common(json_object *p, struct decision_common *d, const char **bad) {
+        char *decision = NULL, *kvm_attach = NULL;
         json_object *facts;
         int r;
 
-        if (get_string(p, "grant", d.grant, sizeof(d.grant), &bad) < 0 ||
-            get_required_string(p, "decision", d.decision, sizeof(d.decision), &bad) < 0 ||
-            get_required_string(p, "reason", d.reason, sizeof(d.reason), &bad) < 0 ||
-            get_string(p, "rule", d.rule, sizeof(d.rule), &bad) < 0 ||
-            get_string(p, "mode", d.mode, sizeof(d.mode), &bad) < 0 ||
-            get_string(p, "vmWbinvd", d.vm_wbinvd, sizeof(d.vm_wbinvd), &bad) < 0 ||
-            get_bool(p, "attached", &d.attached, &bad) < 0)
-                return reply_field_error(c, method, bad);
+        if ((r = get_string(p, "decision", true, &decision, bad)) < 0 ||
+            (r = get_string(p, "reason", true, &d->reason, bad)) < 0 ||
+            (r = get_string(p, "rule", false, &d->rule, bad)) < 0 ||
+            (r = get_string(p, "mode", false, &d->mode, bad)) < 0 ||
+            (r = get_string(p, "wbinvd", false, &d->wbinvd, bad)) < 0 ||
+            (r = get_string(p, "kvmAttach", false, &kvm_attach, bad)) < 0)
+                goto finish;
 
-        if (strcmp(d.decision, "not-needed") == 0)
-                d.verdict = COHERENCY_NOT_NEEDED;
-        else if (strcmp(d.decision, "granted") == 0)
-                d.verdict = COHERENCY_GRANTED;
-        else if (strcmp(d.decision, "refused") == 0)
-                d.verdict = COHERENCY_REFUSED;
+        if (decision_from_string(decision, &d->decision) < 0) {
+                *bad = "decision";
+                r = -EPROTO;
+                goto finish;
+        }
+        if (kvm_attach_from_string(kvm_attach, &d->kvm_attach) < 0) {
+                *bad = "kvmAttach";
+                r = -EPROTO;
+                goto finish;
+        }
+        /* A refusal hands nothing over, whatever else the reply says. */
+        if (d->decision == COHERENCY_DECISION_REFUSED)
+                d->kvm_attach = COHERENCY_KVM_ATTACH_NONE;
+
+        if (json_object_object_get_ex(p, "facts", &facts) && facts)
+                r = parse_facts(facts, &d->facts, bad);
         else
-                /* A caller switching on the verdict must never see a decision we made up. */
-                return reply_field_error(c, method, "decision");
+                r = 0;
 
-        if (json_object_object_get_ex(p, "facts", &facts) && facts) {
-                r = parse_facts(facts, &d, &bad);
-                if (r < 0) {
-                        coherency_decision_clear(&d);
-                        if (r == -ENOMEM)
-                                return client_error(c, r, "%s: %m", method);
-                        return reply_field_error(c, method, bad);
-                }
+finish:
+        free(decision);
+        free(kvm_attach);
+        return r;
+}
+
+/* The error a parse failure is to the caller: -ENOMEM, or the reply was not what the protocol says. */
+static int parse_error(struct coherency_client *c, const char *method, int r, const char *bad) {
+        if (r == -ENOMEM)
+                return client_error(c, r, "%s: %m", method);
+        return reply_field_error(c, method, bad);
+}
+
+static void grant_info_done(struct coherency_grant_info *g) {
+        free(g->id);
+        free(g->device);
+        free(g->file);
+        free(g->reason);
+        free(g->rule);
+        free(g->wbinvd);
+        free(g->vm_wbinvd);
+        free(g->state);
+        free(g->end);
+        *g = (struct coherency_grant_info) {};
+}
+
+static int parse_grant_info(json_object *o, struct coherency_grant_info *ret, const char **bad) {
+        struct coherency_grant_info g = {};
+        char *decision = NULL, *kvm_attach = NULL;
+        int64_t group, pid, uid, since;
+        int r;
+
+        if (!json_object_is_type(o, json_type_object)) {
+                *bad = "grants";
+                return -EPROTO;
         }
 
-        *ret = d;
+        if ((r = get_string(o, "grant", true, &g.id, bad)) < 0 ||
+            (r = get_string(o, "device", false, &g.device, bad)) < 0 ||
+            (r = get_int64(o, "iommuGroup", -1, INT_MAX, -1, &group, bad)) < 0 ||
+            (r = get_string(o, "file", false, &g.file, bad)) < 0 ||
+            (r = get_string(o, "decision", true, &decision, bad)) < 0 ||
+            (r = get_string(o, "reason", false, &g.reason, bad)) < 0 ||
+            (r = get_string(o, "rule", false, &g.rule, bad)) < 0 ||
+            (r = get_string(o, "wbinvd", false, &g.wbinvd, bad)) < 0 ||
+            (r = get_string(o, "vmWbinvd", false, &g.vm_wbinvd, bad)) < 0 ||
+            (r = get_string(o, "kvmAttach", false, &kvm_attach, bad)) < 0 ||
+            (r = get_string(o, "state", false, &g.state, bad)) < 0 ||
+            (r = get_string(o, "end", false, &g.end, bad)) < 0 ||
+            (r = get_int64(o, "peerPid", 0, INT_MAX, 0, &pid, bad)) < 0 ||
+            (r = get_int64(o, "peerUid", 0, UINT32_MAX, UINT32_MAX, &uid, bad)) < 0 ||
+            (r = get_int64(o, "since", 0, INT64_MAX, 0, &since, bad)) < 0)
+                goto fail;
+
+        if (decision_from_string(decision, &g.decision) < 0) {
+                *bad = "decision";
+                r = -EPROTO;
+                goto fail;
+        }
+        if (kvm_attach_from_string(kvm_attach, &g.kvm_attach) < 0) {
+                *bad = "kvmAttach";
+                r = -EPROTO;
+                goto fail;
+        }
+        free(decision);
+        free(kvm_attach);
+
+        g.iommu_group = (int) group;
+        g.state_kind = grant_state_from_string(g.state);
+        g.peer_pid = (pid_t) pid;
+        g.peer_uid = (uid_t) uid;
+        g.since = (uint64_t) since;
+        *ret = g;
+        return 0;
+
+fail:
+        free(decision);
+        free(kvm_attach);
+        grant_info_done(&g);
+        return r;
+}
+
+struct coherency_grant_list {
+        unsigned n_ref;
+        struct coherency_grant_info *items;
+        size_t n;
+};
+
+static struct coherency_grant_list *grant_list_ref(struct coherency_grant_list *l) {
+        l->n_ref++;
+        return l;
+}
+
+_public_ coherency_grant_list *coherency_grant_list_free(coherency_grant_list *l) {
+        if (!l)
+                return NULL;
+        if (--l->n_ref > 0)
+                return NULL;
+        for (size_t i = 0; i < l->n; i++)
+                grant_info_done(l->items + i);
+        free(l->items);
+        free(l);
+        return NULL;
+}
+
+static int parse_grant_list(json_object *p, struct coherency_grant_list **ret, const char **bad) {
+        struct coherency_grant_list *l;
+        json_object *array;
+        size_t n;
+        int r;
+
+        if (!json_object_object_get_ex(p, "grants", &array) || !json_object_is_type(array, json_type_array)) {
+                *bad = "grants";
+                return -EPROTO;
+        }
+        n = json_object_array_length(array);
+        if (n > INT_MAX) {
+                *bad = "grants";
+                return -EPROTO;
+        }
+
+        l = calloc(1, sizeof(*l));
+        if (!l)
+                return -ENOMEM;
+        l->n_ref = 1;
+        if (n > 0) {
+                l->items = calloc(n, sizeof(struct coherency_grant_info));
+                if (!l->items) {
+                        free(l);
+                        return -ENOMEM;
+                }
+        }
+        for (size_t i = 0; i < n; i++) {
+                r = parse_grant_info(json_object_array_get_idx(array, i), l->items + i, bad);
+                if (r < 0) {
+                        coherency_grant_list_free(l);
+                        return r;
+                }
+                l->n = i + 1;
+        }
+
+        *ret = l;
         return 0;
 }
 
-int coherency_connect(const char *path, struct coherency_client **ret) {
+/* ---- connections --------------------------------------------------------- */
+
+static int set_send_timeout(struct coherency_client *c) {
+        struct timeval tv = {};
+
+        if (c->timeout != COHERENCY_TIMEOUT_INFINITY) {
+                tv.tv_sec = (time_t) (c->timeout / 1000000u);
+                tv.tv_usec = (suseconds_t) (c->timeout % 1000000u);
+                /* 0 would mean forever to the kernel. */
+                if (tv.tv_sec == 0 && tv.tv_usec == 0)
+                        tv.tv_usec = 1;
+        }
+        if (setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+                return -errno;
+        return 0;
+}
+
+_public_ int coherency_connect(const char *path, coherency_client **ret) {
         struct sockaddr_un sa = {
                 .sun_family = AF_UNIX,
         };
@@ -654,6 +1103,8 @@ int coherency_connect(const char *path, struct coherency_client **ret) {
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
+        c->timeout = COHERENCY_TIMEOUT_DEFAULT_USEC;
+        c->deadline = UINT64_MAX;
         /* Replies may be long (Manager.ListGrants); calls stay under COH_MESSAGE_MAX. */
         coh_frame_init_max(&c->frame, COH_REPLY_MAX);
 
@@ -662,6 +1113,9 @@ int coherency_connect(const char *path, struct coherency_client **ret) {
                 r = -errno;
                 goto fail;
         }
+        r = set_send_timeout(c);
+        if (r < 0)
+                goto fail;
         if (connect(c->fd, (const struct sockaddr *) &sa, salen) < 0) {
                 r = -errno;
                 goto fail;
@@ -675,78 +1129,338 @@ fail:
         return r;
 }
 
-void coherency_client_free(struct coherency_client *c) {
+_public_ coherency_client *coherency_client_free(coherency_client *c) {
         if (!c)
-                return;
+                return NULL;
         /* Closing is how a VMM gives up its grants: the daemon ends them on EOF. */
         if (c->fd >= 0)
                 (void) close(c->fd);
         coh_frame_done(&c->frame);
+        clear_error(c);
+        free(c->device);
         free(c);
+        return NULL;
 }
 
-int coherency_client_fd(const struct coherency_client *c) {
+_public_ int coherency_client_get_fd(const coherency_client *c) {
         if (!c)
                 return -EINVAL;
         return c->fd;
 }
 
-const char *coherency_client_error(const struct coherency_client *c) {
+_public_ int coherency_client_set_timeout(coherency_client *c, uint64_t usec) {
+        uint64_t old;
+        int r;
+
+        if (!c)
+                return -EINVAL;
+        old = c->timeout;
+        c->timeout = usec == 0 ? COHERENCY_TIMEOUT_DEFAULT_USEC : usec;
+        r = set_send_timeout(c);
+        if (r < 0) {
+                c->timeout = old;
+                return r;
+        }
+        return 0;
+}
+
+_public_ uint64_t coherency_client_get_timeout(const coherency_client *c) {
+        return c ? c->timeout : COHERENCY_TIMEOUT_DEFAULT_USEC;
+}
+
+_public_ uint64_t coherency_client_get_deadline(const coherency_client *c) {
+        return c && c->state != CALL_IDLE ? c->deadline : UINT64_MAX;
+}
+
+_public_ const char *coherency_client_get_error(const coherency_client *c) {
         return c ? c->error : "";
 }
 
-const char *coherency_client_error_name(const struct coherency_client *c) {
+_public_ const char *coherency_client_get_error_name(const coherency_client *c) {
         return c ? c->error_name : "";
 }
 
-int coherency_get_info(struct coherency_client *c, struct coherency_info *ret) {
-        struct coherency_info info = {};
+_public_ const char *coherency_client_get_error_parameters(const coherency_client *c) {
+        return c ? c->error_parameters : NULL;
+}
+
+_public_ int coherency_client_get_backend_errno(const coherency_client *c) {
+        return c ? c->backend_errno : 0;
+}
+
+_public_ const char *coherency_client_get_backend_operation(const coherency_client *c) {
+        return c ? c->backend_operation : NULL;
+}
+
+/* ---- enums ----------------------------------------------------------------- */
+
+_public_ const char *coherency_decision_kind_to_string(coherency_decision_kind k) {
+        switch (k) {
+        case COHERENCY_DECISION_NOT_NEEDED:
+                return "not-needed";
+        case COHERENCY_DECISION_GRANTED:
+                return "granted";
+        case COHERENCY_DECISION_REFUSED:
+                return "refused";
+        }
+        return NULL;
+}
+
+_public_ const char *coherency_kvm_attach_to_string(coherency_kvm_attach a) {
+        switch (a) {
+        case COHERENCY_KVM_ATTACH_ADD:
+                return "add";
+        case COHERENCY_KVM_ATTACH_SKIP:
+                return "skip";
+        case COHERENCY_KVM_ATTACH_NONE:
+                break;
+        }
+        return NULL;
+}
+
+_public_ const char *coherency_grant_state_to_string(coherency_grant_state s) {
+        switch (s) {
+        case COHERENCY_GRANT_ACTIVE:
+                return "active";
+        case COHERENCY_GRANT_ENDING:
+                return "ending";
+        case COHERENCY_GRANT_ENDED:
+                return "ended";
+        case COHERENCY_GRANT_STATE_OTHER:
+                break;
+        }
+        return NULL;
+}
+
+static const char *const watch_kinds[] = {
+        [COHERENCY_WATCH_GRANTS] = "grants",
+        [COHERENCY_WATCH_REVOKED] = "revoked",
+        [COHERENCY_WATCH_ENDING] = "ending",
+        [COHERENCY_WATCH_HELD] = "held",
+        [COHERENCY_WATCH_ENDED] = "ended",
+};
+
+_public_ const char *coherency_watch_event_kind_to_string(coherency_watch_event_kind k) {
+        if ((unsigned) k < sizeof(watch_kinds) / sizeof(watch_kinds[0]))
+                return watch_kinds[k];
+        return NULL;
+}
+
+/* ---- GetInfo --------------------------------------------------------------- */
+
+struct coherency_info {
+        char *version, *backend, *mode, *mode_rule, *access, *access_rule;
+        struct {
+                char *name, *type;
+                bool enforces;
+        } *iommus;
+        size_t n_iommus;
+        int64_t max_grants_per_connection, max_connections_per_user, max_connections;
+};
+
+_public_ coherency_info *coherency_info_free(coherency_info *i) {
+        if (!i)
+                return NULL;
+        free(i->version);
+        free(i->backend);
+        free(i->mode);
+        free(i->mode_rule);
+        free(i->access);
+        free(i->access_rule);
+        for (size_t k = 0; k < i->n_iommus; k++) {
+                free(i->iommus[k].name);
+                free(i->iommus[k].type);
+        }
+        free(i->iommus);
+        free(i);
+        return NULL;
+}
+
+_public_ int coherency_get_info_send(coherency_client *c) {
+        if (!c)
+                return -EINVAL;
+        return client_send(c, KIND_GET_INFO, method_get_info, NULL, NULL, 0, false);
+}
+
+static int parse_info(json_object *p, struct coherency_info *info, const char **bad) {
+        json_object *limits, *iommus;
+        int r;
+
+        if ((r = get_string(p, "version", true, &info->version, bad)) < 0 ||
+            (r = get_string(p, "backend", true, &info->backend, bad)) < 0 ||
+            (r = get_string(p, "mode", true, &info->mode, bad)) < 0 ||
+            (r = get_string(p, "modeRule", false, &info->mode_rule, bad)) < 0 ||
+            (r = get_string(p, "access", false, &info->access, bad)) < 0 ||
+            (r = get_string(p, "accessRule", false, &info->access_rule, bad)) < 0)
+                return r;
+
+        info->max_grants_per_connection = info->max_connections_per_user = info->max_connections = -1;
+        if (json_object_object_get_ex(p, "limits", &limits) && limits) {
+                if (!json_object_is_type(limits, json_type_object)) {
+                        *bad = "limits";
+                        return -EPROTO;
+                }
+                if ((r = get_int64(limits, "maxGrantsPerConnection", 0, INT64_MAX, -1,
+                                   &info->max_grants_per_connection, bad)) < 0 ||
+                    (r = get_int64(limits, "maxConnectionsPerUser", 0, INT64_MAX, -1,
+                                   &info->max_connections_per_user, bad)) < 0 ||
+                    (r = get_int64(limits, "maxConnections", 0, INT64_MAX, -1, &info->max_connections, bad)) < 0)
+                        return r;
+        }
+
+        if (json_object_object_get_ex(p, "iommus", &iommus) && iommus) {
+                size_t n;
+
+                if (!json_object_is_type(iommus, json_type_array)) {
+                        *bad = "iommus";
+                        return -EPROTO;
+                }
+                n = json_object_array_length(iommus);
+                if (n > 0) {
+                        info->iommus = calloc(n, sizeof(*info->iommus));
+                        if (!info->iommus)
+                                return -ENOMEM;
+                }
+                for (size_t k = 0; k < n; k++) {
+                        json_object *o = json_object_array_get_idx(iommus, k);
+
+                        if (!json_object_is_type(o, json_type_object)) {
+                                *bad = "iommus";
+                                return -EPROTO;
+                        }
+                        info->n_iommus = k + 1;
+                        if ((r = get_string(o, "name", true, &info->iommus[k].name, bad)) < 0 ||
+                            (r = get_string(o, "type", false, &info->iommus[k].type, bad)) < 0 ||
+                            (r = get_bool(o, "enforcesCoherency", &info->iommus[k].enforces, bad)) < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+static int get_info_receive(coherency_client *c, bool blocking, coherency_info **ret) {
+        struct coherency_info *info;
         struct coh_reply reply;
         const char *bad = NULL;
-        json_object *limits;
-        int64_t max_grants = 0;
+        int r;
+
+        r = client_check_outstanding(c, KIND_GET_INFO, method_get_info);
+        if (r < 0)
+                return r;
+        r = client_receive(c, blocking, &reply, NULL);
+        if (r < 0)
+                return r;
+
+        info = calloc(1, sizeof(*info));
+        if (!info) {
+                coh_reply_done(&reply);
+                return client_error(c, -ENOMEM, "%s: %m", method_get_info);
+        }
+        r = parse_info(reply.parameters, info, &bad);
+        coh_reply_done(&reply);
+        if (r < 0) {
+                coherency_info_free(info);
+                return parse_error(c, method_get_info, r, bad);
+        }
+        *ret = info;
+        return 0;
+}
+
+_public_ int coherency_get_info_finish(coherency_client *c, coherency_info **ret) {
+        if (!c || !ret)
+                return -EINVAL;
+        return get_info_receive(c, false, ret);
+}
+
+_public_ int coherency_get_info(coherency_client *c, coherency_info **ret) {
         int r;
 
         if (!c || !ret)
                 return -EINVAL;
-
-        r = client_call(c, method_get_info, NULL, NULL, 0, &reply);
+        r = coherency_get_info_send(c);
         if (r < 0)
                 return r;
-
-        if (get_required_string(reply.parameters, "version", info.version, sizeof(info.version), &bad) < 0 ||
-            get_required_string(reply.parameters, "backend", info.backend, sizeof(info.backend), &bad) < 0 ||
-            get_required_string(reply.parameters, "mode", info.mode, sizeof(info.mode), &bad) < 0 ||
-            get_string(reply.parameters, "modeRule", info.mode_rule, sizeof(info.mode_rule), &bad) < 0)
-                goto invalid;
-
-        if (json_object_object_get_ex(reply.parameters, "limits", &limits) && limits) {
-                if (!json_object_is_type(limits, json_type_object)) {
-                        bad = "limits";
-                        goto invalid;
-                }
-                if (get_int64(limits, "maxGrantsPerConnection", 0, UINT_MAX, 0, &max_grants, &bad) < 0)
-                        goto invalid;
-        }
-        info.max_grants_per_connection = (unsigned) max_grants;
-
-        coh_reply_done(&reply);
-        *ret = info;
-        return 0;
-
-invalid:
-        coh_reply_done(&reply);
-        return reply_field_error(c, method_get_info, bad);
+        return get_info_receive(c, true, ret);
 }
 
-int coherency_probe(struct coherency_client *c, int device_fd, int iommu_fd, int ioas_coherent,
-                    struct coherency_decision *ret) {
-        struct coh_reply reply;
+_public_ const char *coherency_info_get_version(const coherency_info *i) { return i ? i->version : NULL; }
+_public_ const char *coherency_info_get_backend(const coherency_info *i) { return i ? i->backend : NULL; }
+_public_ const char *coherency_info_get_mode(const coherency_info *i) { return i ? i->mode : NULL; }
+_public_ const char *coherency_info_get_mode_rule(const coherency_info *i) { return i ? i->mode_rule : NULL; }
+_public_ const char *coherency_info_get_access(const coherency_info *i) { return i ? i->access : NULL; }
+_public_ const char *coherency_info_get_access_rule(const coherency_info *i) { return i ? i->access_rule : NULL; }
+_public_ size_t coherency_info_get_n_iommus(const coherency_info *i) { return i ? i->n_iommus : 0; }
+
+_public_ const char *coherency_info_get_iommu_name(const coherency_info *i, size_t index) {
+        return i && index < i->n_iommus ? i->iommus[index].name : NULL;
+}
+
+_public_ const char *coherency_info_get_iommu_type(const coherency_info *i, size_t index) {
+        return i && index < i->n_iommus ? i->iommus[index].type : NULL;
+}
+
+_public_ int coherency_info_get_iommu_enforces(const coherency_info *i, size_t index) {
+        if (!i || index >= i->n_iommus)
+                return -ERANGE;
+        return i->iommus[index].enforces;
+}
+
+_public_ int64_t coherency_info_get_max_grants_per_connection(const coherency_info *i) {
+        return i ? i->max_grants_per_connection : -1;
+}
+
+_public_ int64_t coherency_info_get_max_connections_per_user(const coherency_info *i) {
+        return i ? i->max_connections_per_user : -1;
+}
+
+_public_ int64_t coherency_info_get_max_connections(const coherency_info *i) {
+        return i ? i->max_connections : -1;
+}
+
+/* ---- facts ------------------------------------------------------------------ */
+
+_public_ const char *coherency_facts_get_file(const coherency_facts *f) { return f ? f->file : NULL; }
+_public_ const coherency_device *coherency_facts_get_device(const coherency_facts *f) { return f ? &f->device : NULL; }
+_public_ size_t coherency_facts_get_n_devices(const coherency_facts *f) { return f ? f->n_devices : 0; }
+
+_public_ const coherency_device *coherency_facts_get_device_by_index(const coherency_facts *f, size_t index) {
+        return f && index < f->n_devices ? f->devices + index : NULL;
+}
+
+_public_ const char *coherency_device_get_slot(const coherency_device *d) { return d ? d->slot : NULL; }
+_public_ const char *coherency_device_get_vendor(const coherency_device *d) { return d ? d->vendor : NULL; }
+_public_ const char *coherency_device_get_device(const coherency_device *d) { return d ? d->device : NULL; }
+_public_ const char *coherency_device_get_class(const coherency_device *d) { return d ? d->class_ : NULL; }
+_public_ const char *coherency_device_get_driver(const coherency_device *d) { return d ? d->driver : NULL; }
+_public_ const char *coherency_device_get_iommu(const coherency_device *d) { return d ? d->iommu : NULL; }
+_public_ int coherency_device_get_iommu_group(const coherency_device *d) { return d ? d->iommu_group : -1; }
+_public_ const char *coherency_device_get_access(const coherency_device *d) { return d ? d->access : NULL; }
+_public_ const char *coherency_device_get_access_rule(const coherency_device *d) { return d ? d->access_rule : NULL; }
+_public_ const char *coherency_device_get_no_snoop(const coherency_device *d) { return d ? d->no_snoop : NULL; }
+_public_ const char *coherency_device_get_no_snoop_rule(const coherency_device *d) { return d ? d->no_snoop_rule : NULL; }
+_public_ const char *coherency_device_get_mode(const coherency_device *d) { return d ? d->mode : NULL; }
+_public_ const char *coherency_device_get_mode_rule(const coherency_device *d) { return d ? d->mode_rule : NULL; }
+_public_ bool coherency_device_get_iommu_enforces(const coherency_device *d) { return d && d->iommu_enforces; }
+_public_ bool coherency_device_get_ioas_coherent(const coherency_device *d) { return d && d->ioas_coherent; }
+_public_ const char *coherency_device_get_decision(const coherency_device *d) { return d ? d->decision : NULL; }
+_public_ const char *coherency_device_get_reason(const coherency_device *d) { return d ? d->reason : NULL; }
+
+/* ---- Probe ------------------------------------------------------------------- */
+
+_public_ coherency_decision *coherency_decision_free(coherency_decision *d) {
+        if (!d)
+                return NULL;
+        decision_common_done(&d->d);
+        free(d);
+        return NULL;
+}
+
+_public_ int coherency_probe_send(coherency_client *c, const char *device, int iommu_fd, int ioas_coherent) {
         json_object *parameters;
-        int fds[2], r;
+        int fds[1], r;
         size_t n_fds = 0;
 
-        if (!c || !ret)
+        if (!c)
                 return -EINVAL;
         if (ioas_coherent < -1 || ioas_coherent > 1)
                 return client_error(c, -EINVAL, "ioas_coherent: must be -1, 0 or 1");
@@ -754,7 +1468,7 @@ int coherency_probe(struct coherency_client *c, int device_fd, int iommu_fd, int
         parameters = json_object_new_object();
         if (!parameters)
                 return client_error(c, -ENOMEM, "%s: %m", method_probe);
-        r = add_fd_param(c, parameters, "device", device_fd, false, fds, &n_fds);
+        r = add_device_param(c, parameters, device);
         if (r >= 0)
                 r = add_fd_param(c, parameters, "iommu", iommu_fd, true, fds, &n_fds);
         if (r >= 0 && ioas_coherent >= 0) {
@@ -767,18 +1481,88 @@ int coherency_probe(struct coherency_client *c, int device_fd, int iommu_fd, int
                 return r;
         }
 
-        r = client_call(c, method_probe, parameters, fds, n_fds, &reply);
+        return client_send(c, KIND_PROBE, method_probe, parameters, fds, n_fds, false);
+}
+
+static int probe_receive(coherency_client *c, bool blocking, coherency_decision **ret) {
+        struct coherency_decision *d;
+        struct coh_reply reply;
+        const char *bad = NULL;
+        int r;
+
+        r = client_check_outstanding(c, KIND_PROBE, method_probe);
+        if (r < 0)
+                return r;
+        r = client_receive(c, blocking, &reply, NULL);
         if (r < 0)
                 return r;
 
-        r = parse_decision(c, method_probe, reply.parameters, ret);
+        d = calloc(1, sizeof(*d));
+        if (!d) {
+                coh_reply_done(&reply);
+                return client_error(c, -ENOMEM, "%s: %m", method_probe);
+        }
+        r = parse_decision_common(reply.parameters, &d->d, &bad);
         coh_reply_done(&reply);
-        return r;
+        if (r < 0) {
+                coherency_decision_free(d);
+                return parse_error(c, method_probe, r, bad);
+        }
+        *ret = d;
+        return 0;
 }
 
-int coherency_request_grant_send(struct coherency_client *c, int vm_fd, int device_fd, int iommu_fd) {
+_public_ int coherency_probe_finish(coherency_client *c, coherency_decision **ret) {
+        if (!c || !ret)
+                return -EINVAL;
+        return probe_receive(c, false, ret);
+}
+
+_public_ int coherency_probe(coherency_client *c, const char *device, int iommu_fd, int ioas_coherent,
+                           coherency_decision **ret) {
+        int r;
+
+        if (!c || !ret)
+                return -EINVAL;
+        r = coherency_probe_send(c, device, iommu_fd, ioas_coherent);
+        if (r < 0)
+                return r;
+        return probe_receive(c, true, ret);
+}
+
+_public_ coherency_decision_kind coherency_decision_get_decision(const coherency_decision *d) {
+        return d ? d->d.decision : COHERENCY_DECISION_REFUSED;
+}
+_public_ const char *coherency_decision_get_reason(const coherency_decision *d) { return d ? d->d.reason : NULL; }
+_public_ const char *coherency_decision_get_rule(const coherency_decision *d) { return d ? d->d.rule : NULL; }
+_public_ const char *coherency_decision_get_mode(const coherency_decision *d) { return d ? d->d.mode : NULL; }
+_public_ const char *coherency_decision_get_wbinvd(const coherency_decision *d) { return d ? d->d.wbinvd : NULL; }
+_public_ coherency_kvm_attach coherency_decision_get_kvm_attach(const coherency_decision *d) {
+        return d ? d->d.kvm_attach : COHERENCY_KVM_ATTACH_NONE;
+}
+_public_ const coherency_facts *coherency_decision_get_facts(const coherency_decision *d) {
+        return d ? &d->d.facts : NULL;
+}
+
+/* ---- RequestGrant -------------------------------------------------------------- */
+
+_public_ coherency_grant *coherency_grant_free(coherency_grant *g) {
+        if (!g)
+                return NULL;
+        decision_common_done(&g->d);
+        free(g->id);
+        free(g->device);
+        free(g->vm_wbinvd);
+        if (g->group_fd >= 0)
+                (void) close(g->group_fd);
+        free(g);
+        return NULL;
+}
+
+_public_ int coherency_request_grant_send(coherency_client *c, int vm_fd, const char *device, int iommu_fd) {
         json_object *parameters;
-        int fds[3], r;
+        char *copy;
+        int fds[2], r;
         size_t n_fds = 0;
 
         if (!c)
@@ -789,66 +1573,150 @@ int coherency_request_grant_send(struct coherency_client *c, int vm_fd, int devi
                 return client_error(c, -ENOMEM, "%s: %m", method_request_grant);
         r = add_fd_param(c, parameters, "vm", vm_fd, false, fds, &n_fds);
         if (r >= 0)
-                r = add_fd_param(c, parameters, "device", device_fd, false, fds, &n_fds);
+                r = add_device_param(c, parameters, device);
         if (r >= 0)
-                r = add_fd_param(c, parameters, "iommu", iommu_fd, true, fds, &n_fds);
+                r = add_fd_param(c, parameters, "iommu", iommu_fd, false, fds, &n_fds);
         if (r < 0) {
                 json_object_put(parameters);
                 return r;
         }
+        copy = strdup(device);
+        if (!copy) {
+                json_object_put(parameters);
+                return client_error(c, -ENOMEM, "%s: %m", method_request_grant);
+        }
 
-        return client_send(c, method_request_grant, parameters, fds, n_fds, false);
+        r = client_send(c, KIND_REQUEST_GRANT, method_request_grant, parameters, fds, n_fds, false);
+        if (r < 0) {
+                free(copy);
+                return r;
+        }
+        free(c->device);
+        c->device = copy;
+        return 0;
 }
 
-static int request_grant_receive(struct coherency_client *c, bool blocking, struct coherency_decision *ret) {
+static int request_grant_receive(coherency_client *c, bool blocking, coherency_grant **ret) {
+        struct coherency_grant *g;
+        struct coh_message m;
         struct coh_reply reply;
+        const char *bad = NULL;
+        int64_t index;
         int r;
 
-        if (c->broken < 0)
-                return c->broken;
-        if (c->state == CALL_IDLE)
-                return client_error(c, -EINVAL, "%s: no call in progress", method_request_grant);
-        if (c->method != method_request_grant)
-                return client_error(c, -EBUSY, "%s: another call is in progress", method_request_grant);
-
-        r = client_receive(c, blocking, &reply);
+        r = client_check_outstanding(c, KIND_REQUEST_GRANT, method_request_grant);
+        if (r < 0)
+                return r;
+        r = client_receive(c, blocking, &reply, &m);
         if (r < 0)
                 return r;
 
-        r = parse_decision(c, method_request_grant, reply.parameters, ret);
+        g = calloc(1, sizeof(*g));
+        if (!g) {
+                r = client_error(c, -ENOMEM, "%s: %m", method_request_grant);
+                goto finish;
+        }
+        g->group_fd = -1;
+        g->device = c->device;
+        c->device = NULL;
+
+        r = parse_decision_common(reply.parameters, &g->d, &bad);
+        if (r >= 0)
+                r = get_string(reply.parameters, "grant", false, &g->id, &bad);
+        if (r >= 0)
+                r = get_string(reply.parameters, "vmWbinvd", false, &g->vm_wbinvd, &bad);
+        if (r >= 0)
+                r = get_int64(reply.parameters, "group", 0, COH_MESSAGE_FDS_MAX - 1, -1, &index, &bad);
+        if (r < 0) {
+                r = parse_error(c, method_request_grant, r, bad);
+                goto finish;
+        }
+
+        if (index >= 0) {
+                int fd = coh_message_take_fd(&m, (long) index);
+
+                if (fd < 0) {
+                        /* The daemon holds a grant whose file we cannot have: the
+                         * connection (and with it the grant) has to go. */
+                        r = client_break(c, -EPROTO, "%s: coherencyd's reply names descriptor %" PRId64 " in \"group\" "
+                                         "but carries %zu", method_request_grant, index, m.n_fds);
+                        goto finish;
+                }
+                g->group_fd = fd;
+        }
+
+        *ret = g;
+        g = NULL;
+        r = 0;
+
+finish:
+        coherency_grant_free(g);
         coh_reply_done(&reply);
+        /* Descriptors the reply did not name are closed here. */
+        coh_message_done(&m);
         return r;
 }
 
-int coherency_request_grant_finish(struct coherency_client *c, struct coherency_decision *ret) {
+_public_ int coherency_request_grant_finish(coherency_client *c, coherency_grant **ret) {
         if (!c || !ret)
                 return -EINVAL;
         return request_grant_receive(c, false, ret);
 }
 
-int coherency_request_grant(struct coherency_client *c, int vm_fd, int device_fd, int iommu_fd,
-                            struct coherency_decision *ret) {
+_public_ int coherency_request_grant(coherency_client *c, int vm_fd, const char *device, int iommu_fd,
+                                   coherency_grant **ret) {
         int r;
 
         if (!c || !ret)
                 return -EINVAL;
-
-        r = coherency_request_grant_send(c, vm_fd, device_fd, iommu_fd);
+        r = coherency_request_grant_send(c, vm_fd, device, iommu_fd);
         if (r < 0)
                 return r;
         return request_grant_receive(c, true, ret);
 }
 
-int coherency_release_grant_vm_wbinvd(struct coherency_client *c, const char *grant, char ret_vm_wbinvd[16]) {
-        struct coh_reply reply;
+_public_ const char *coherency_grant_get_id(const coherency_grant *g) { return g ? g->id : NULL; }
+_public_ const char *coherency_grant_get_device(const coherency_grant *g) { return g ? g->device : NULL; }
+_public_ coherency_decision_kind coherency_grant_get_decision(const coherency_grant *g) {
+        return g ? g->d.decision : COHERENCY_DECISION_REFUSED;
+}
+_public_ const char *coherency_grant_get_reason(const coherency_grant *g) { return g ? g->d.reason : NULL; }
+_public_ const char *coherency_grant_get_rule(const coherency_grant *g) { return g ? g->d.rule : NULL; }
+_public_ const char *coherency_grant_get_mode(const coherency_grant *g) { return g ? g->d.mode : NULL; }
+_public_ const char *coherency_grant_get_wbinvd(const coherency_grant *g) { return g ? g->d.wbinvd : NULL; }
+_public_ const char *coherency_grant_get_vm_wbinvd(const coherency_grant *g) { return g ? g->vm_wbinvd : NULL; }
+_public_ coherency_kvm_attach coherency_grant_get_kvm_attach(const coherency_grant *g) {
+        return g ? g->d.kvm_attach : COHERENCY_KVM_ATTACH_NONE;
+}
+_public_ const coherency_facts *coherency_grant_get_facts(const coherency_grant *g) { return g ? &g->d.facts : NULL; }
+
+_public_ int coherency_grant_get_group_fd(const coherency_grant *g) {
+        if (!g)
+                return -EINVAL;
+        return g->group_fd >= 0 ? g->group_fd : -ENODATA;
+}
+
+_public_ int coherency_grant_take_group_fd(coherency_grant *g) {
+        int fd;
+
+        if (!g)
+                return -EINVAL;
+        if (g->group_fd < 0)
+                return -ENODATA;
+        fd = g->group_fd;
+        g->group_fd = -1;
+        return fd;
+}
+
+/* ---- ReleaseGrant ---------------------------------------------------------- */
+
+_public_ int coherency_release_grant_send(coherency_client *c, const char *grant) {
         json_object *parameters;
-        char vm_wbinvd[16];
-        const char *bad = NULL;
         int r;
 
-        if (!c || !grant)
+        if (!c)
                 return -EINVAL;
-        if (!grant[0])
+        if (!grant || !grant[0])
                 return client_error(c, -EINVAL, "grant: empty grant id");
 
         parameters = json_object_new_object();
@@ -859,102 +1727,365 @@ int coherency_release_grant_vm_wbinvd(struct coherency_client *c, const char *gr
                 json_object_put(parameters);
                 return client_error(c, r, "%s: %m", method_release_grant);
         }
+        return client_send(c, KIND_RELEASE_GRANT, method_release_grant, parameters, NULL, 0, false);
+}
 
-        r = client_call(c, method_release_grant, parameters, NULL, 0, &reply);
+static int release_grant_receive(coherency_client *c, bool blocking, coherency_grant_state *ret_state,
+                                 bool *ret_vm_wbinvd_allowed) {
+        struct coh_reply reply;
+        char *state = NULL, *vm_wbinvd = NULL;
+        const char *bad = NULL;
+        int r;
+
+        r = client_check_outstanding(c, KIND_RELEASE_GRANT, method_release_grant);
+        if (r < 0)
+                return r;
+        r = client_receive(c, blocking, &reply, NULL);
         if (r < 0)
                 return r;
 
-        r = get_string(reply.parameters, "vmWbinvd", vm_wbinvd, sizeof(vm_wbinvd), &bad);
+        r = get_string(reply.parameters, "vmWbinvd", false, &vm_wbinvd, &bad);
+        if (r >= 0)
+                r = get_string(reply.parameters, "state", false, &state, &bad);
         coh_reply_done(&reply);
-        if (r < 0)
-                return reply_field_error(c, method_release_grant, bad);
-
-        if (ret_vm_wbinvd)
-                memcpy(ret_vm_wbinvd, vm_wbinvd, sizeof(vm_wbinvd));
-        return 0;
-}
-
-int coherency_release_grant(struct coherency_client *c, const char *grant) {
-        return coherency_release_grant_vm_wbinvd(c, grant, NULL);
-}
-
-static int parse_grant(json_object *o, struct coherency_grant *ret, const char **bad) {
-        struct coherency_grant g = {};
-        int64_t pid, uid, since;
-
-        if (!json_object_is_type(o, json_type_object)) {
-                *bad = "grants";
-                return -EPROTO;
+        if (r < 0) {
+                free(vm_wbinvd);
+                free(state);
+                return parse_error(c, method_release_grant, r, bad);
         }
 
-        if (get_required_string(o, "grant", g.grant, sizeof(g.grant), bad) < 0 ||
-            get_string(o, "slot", g.slot, sizeof(g.slot), bad) < 0 ||
-            get_string(o, "decision", g.decision, sizeof(g.decision), bad) < 0 ||
-            get_string(o, "reason", g.reason, sizeof(g.reason), bad) < 0 ||
-            get_string(o, "vmWbinvd", g.vm_wbinvd, sizeof(g.vm_wbinvd), bad) < 0 ||
-            get_int64(o, "peerPid", INT64_MIN, INT64_MAX, 0, &pid, bad) < 0 ||
-            get_int64(o, "peerUid", INT64_MIN, INT64_MAX, -1, &uid, bad) < 0 ||
-            get_int64(o, "since", 0, INT64_MAX, 0, &since, bad) < 0)
-                return -EPROTO;
-        g.peer_pid = pid;
-        g.peer_uid = uid;
-        g.since_usec = (uint64_t) since;
-
-        *ret = g;
+        if (ret_state)
+                /* A daemon that does not say has ended the grant as far as it knows. */
+                *ret_state = state ? grant_state_from_string(state) : COHERENCY_GRANT_ENDED;
+        if (ret_vm_wbinvd_allowed)
+                *ret_vm_wbinvd_allowed = vm_wbinvd && strcmp(vm_wbinvd, "allowed") == 0;
+        free(vm_wbinvd);
+        free(state);
         return 0;
 }
 
-int coherency_list_grants(struct coherency_client *c, struct coherency_grant **ret) {
-        struct coherency_grant *grants = NULL;
+_public_ int coherency_release_grant_finish(coherency_client *c, coherency_grant_state *ret_state,
+                                          bool *ret_vm_wbinvd_allowed) {
+        if (!c)
+                return -EINVAL;
+        return release_grant_receive(c, false, ret_state, ret_vm_wbinvd_allowed);
+}
+
+_public_ int coherency_release_grant(coherency_client *c, const char *grant, coherency_grant_state *ret_state,
+                                   bool *ret_vm_wbinvd_allowed) {
+        int r;
+
+        if (!c)
+                return -EINVAL;
+        r = coherency_release_grant_send(c, grant);
+        if (r < 0)
+                return r;
+        return release_grant_receive(c, true, ret_state, ret_vm_wbinvd_allowed);
+}
+
+/* ---- ListGrants ----------------------------------------------------------------- */
+
+_public_ int coherency_list_grants_send(coherency_client *c) {
+        if (!c)
+                return -EINVAL;
+        return client_send(c, KIND_LIST_GRANTS, method_list_grants, NULL, NULL, 0, false);
+}
+
+static int list_grants_receive(coherency_client *c, bool blocking, coherency_grant_list **ret) {
+        struct coherency_grant_list *l;
         struct coh_reply reply;
         const char *bad = NULL;
-        json_object *array;
-        size_t n;
+        int r;
+
+        r = client_check_outstanding(c, KIND_LIST_GRANTS, method_list_grants);
+        if (r < 0)
+                return r;
+        r = client_receive(c, blocking, &reply, NULL);
+        if (r < 0)
+                return r;
+
+        r = parse_grant_list(reply.parameters, &l, &bad);
+        coh_reply_done(&reply);
+        if (r < 0)
+                return parse_error(c, method_list_grants, r, bad);
+        *ret = l;
+        return (int) l->n;
+}
+
+_public_ int coherency_list_grants_finish(coherency_client *c, coherency_grant_list **ret) {
+        if (!c || !ret)
+                return -EINVAL;
+        return list_grants_receive(c, false, ret);
+}
+
+_public_ int coherency_list_grants(coherency_client *c, coherency_grant_list **ret) {
         int r;
 
         if (!c || !ret)
                 return -EINVAL;
-
-        r = client_call(c, method_list_grants, NULL, NULL, 0, &reply);
+        r = coherency_list_grants_send(c);
         if (r < 0)
                 return r;
-
-        if (!json_object_object_get_ex(reply.parameters, "grants", &array) ||
-            !json_object_is_type(array, json_type_array)) {
-                coh_reply_done(&reply);
-                return reply_field_error(c, method_list_grants, "grants");
-        }
-
-        n = json_object_array_length(array);
-        if (n > INT_MAX) {
-                coh_reply_done(&reply);
-                return reply_field_error(c, method_list_grants, "grants");
-        }
-        if (n > 0) {
-                grants = calloc(n, sizeof(struct coherency_grant));
-                if (!grants) {
-                        coh_reply_done(&reply);
-                        return client_error(c, -ENOMEM, "%s: %m", method_list_grants);
-                }
-        }
-        for (size_t i = 0; i < n; i++)
-                if (parse_grant(json_object_array_get_idx(array, i), grants + i, &bad) < 0) {
-                        free(grants);
-                        coh_reply_done(&reply);
-                        return reply_field_error(c, method_list_grants, bad);
-                }
-
-        coh_reply_done(&reply);
-        *ret = grants;
-        return (int) n;
+        return list_grants_receive(c, true, ret);
 }
 
-void coherency_decision_clear(struct coherency_decision *d) {
-        if (!d)
-                return;
-        free(d->devices);
-        *d = (struct coherency_decision) {};
+_public_ size_t coherency_grant_list_get_count(const coherency_grant_list *l) { return l ? l->n : 0; }
+
+_public_ const coherency_grant_info *coherency_grant_list_get(const coherency_grant_list *l, size_t index) {
+        return l && index < l->n ? l->items + index : NULL;
 }
+
+_public_ const char *coherency_grant_info_get_id(const coherency_grant_info *g) { return g ? g->id : NULL; }
+_public_ const char *coherency_grant_info_get_device(const coherency_grant_info *g) { return g ? g->device : NULL; }
+_public_ int coherency_grant_info_get_iommu_group(const coherency_grant_info *g) { return g ? g->iommu_group : -1; }
+_public_ const char *coherency_grant_info_get_file(const coherency_grant_info *g) { return g ? g->file : NULL; }
+_public_ coherency_decision_kind coherency_grant_info_get_decision(const coherency_grant_info *g) {
+        return g ? g->decision : COHERENCY_DECISION_REFUSED;
+}
+_public_ const char *coherency_grant_info_get_reason(const coherency_grant_info *g) { return g ? g->reason : NULL; }
+_public_ const char *coherency_grant_info_get_rule(const coherency_grant_info *g) { return g ? g->rule : NULL; }
+_public_ const char *coherency_grant_info_get_wbinvd(const coherency_grant_info *g) { return g ? g->wbinvd : NULL; }
+_public_ const char *coherency_grant_info_get_vm_wbinvd(const coherency_grant_info *g) { return g ? g->vm_wbinvd : NULL; }
+_public_ coherency_kvm_attach coherency_grant_info_get_kvm_attach(const coherency_grant_info *g) {
+        return g ? g->kvm_attach : COHERENCY_KVM_ATTACH_NONE;
+}
+_public_ coherency_grant_state coherency_grant_info_get_state(const coherency_grant_info *g) {
+        return g ? g->state_kind : COHERENCY_GRANT_STATE_OTHER;
+}
+_public_ const char *coherency_grant_info_get_state_string(const coherency_grant_info *g) { return g ? g->state : NULL; }
+_public_ const char *coherency_grant_info_get_end(const coherency_grant_info *g) { return g ? g->end : NULL; }
+_public_ pid_t coherency_grant_info_get_peer_pid(const coherency_grant_info *g) { return g ? g->peer_pid : 0; }
+_public_ uid_t coherency_grant_info_get_peer_uid(const coherency_grant_info *g) { return g ? g->peer_uid : (uid_t) -1; }
+_public_ uint64_t coherency_grant_info_get_since(const coherency_grant_info *g) { return g ? g->since : 0; }
+
+/* ---- WatchGrants --------------------------------------------------------------- */
+
+struct coherency_watch_event {
+        coherency_watch_event_kind kind;
+        char *kind_string;
+        struct coherency_grant_list *grants;  /* the reply's list, shared */
+        const struct coherency_grant_info *grant; /* in grants; NULL for GRANTS */
+};
+
+struct coherency_watch {
+        struct coherency_client *client;
+        bool ended;                     /* the daemon ended the stream */
+        /* The reply being handed out, one event per grant it names. */
+        struct coherency_grant_list *pending;
+        char *pending_kind;
+        size_t pending_next;
+};
+
+_public_ coherency_watch_event *coherency_watch_event_free(coherency_watch_event *e) {
+        if (!e)
+                return NULL;
+        free(e->kind_string);
+        coherency_grant_list_free(e->grants);
+        free(e);
+        return NULL;
+}
+
+_public_ coherency_watch *coherency_watch_free(coherency_watch *w) {
+        if (!w)
+                return NULL;
+        coherency_client_free(w->client);
+        coherency_grant_list_free(w->pending);
+        free(w->pending_kind);
+        free(w);
+        return NULL;
+}
+
+_public_ int coherency_watch_new(const char *path, coherency_watch **ret) {
+        struct coherency_watch *w;
+        int r;
+
+        if (!ret)
+                return -EINVAL;
+
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        r = coherency_connect(path, &w->client);
+        if (r < 0) {
+                free(w);
+                return r;
+        }
+        r = client_send(w->client, KIND_WATCH_GRANTS, method_watch_grants, NULL, NULL, 0, true);
+        if (r < 0) {
+                coherency_watch_free(w);
+                return r;
+        }
+
+        *ret = w;
+        return 0;
+}
+
+_public_ int coherency_watch_get_fd(const coherency_watch *w) {
+        return w ? coherency_client_get_fd(w->client) : -EINVAL;
+}
+
+_public_ int coherency_watch_set_timeout(coherency_watch *w, uint64_t usec) {
+        int r;
+
+        if (!w)
+                return -EINVAL;
+        r = coherency_client_set_timeout(w->client, usec);
+        if (r < 0)
+                return r;
+        /* Only the first reply has a deadline; move it if it is still to come. */
+        if (w->client->state == CALL_STREAM && !w->client->got_reply)
+                set_deadline(w->client);
+        return 0;
+}
+
+_public_ const char *coherency_watch_get_error(const coherency_watch *w) {
+        return w ? coherency_client_get_error(w->client) : "";
+}
+
+static coherency_watch_event_kind watch_kind_from_string(const char *s) {
+        for (size_t i = 0; i < sizeof(watch_kinds) / sizeof(watch_kinds[0]); i++)
+                if (watch_kinds[i] && strcmp(watch_kinds[i], s) == 0)
+                        return (coherency_watch_event_kind) i;
+        return COHERENCY_WATCH_OTHER;
+}
+
+/* The next event out of the pending reply: 1 and *ret, 0 when it is used up. */
+static int watch_next_pending(struct coherency_watch *w, coherency_watch_event **ret) {
+        struct coherency_watch_event *e;
+        coherency_watch_event_kind kind;
+
+        if (!w->pending)
+                return 0;
+
+        kind = watch_kind_from_string(w->pending_kind);
+        /* The snapshot is one event; a change is one per grant it names. */
+        if (kind == COHERENCY_WATCH_GRANTS ? w->pending_next > 0 : w->pending_next >= w->pending->n) {
+                w->pending = coherency_grant_list_free(w->pending);
+                free(w->pending_kind);
+                w->pending_kind = NULL;
+                return 0;
+        }
+
+        e = calloc(1, sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+        e->kind_string = strdup(w->pending_kind);
+        if (!e->kind_string) {
+                free(e);
+                return -ENOMEM;
+        }
+        e->kind = kind;
+        e->grants = grant_list_ref(w->pending);
+        if (kind != COHERENCY_WATCH_GRANTS)
+                e->grant = w->pending->items + w->pending_next;
+        w->pending_next++;
+
+        *ret = e;
+        return 1;
+}
+
+_public_ int coherency_watch_process(coherency_watch *w, coherency_watch_event **ret) {
+        struct coherency_client *c;
+        struct coh_reply reply;
+        const char *bad = NULL;
+        char *kind = NULL;
+        int r;
+
+        if (!w || !ret)
+                return -EINVAL;
+        c = w->client;
+
+        for (;;) {
+                r = watch_next_pending(w, ret);
+                if (r != 0)
+                        return r;
+
+                if (w->ended)
+                        return client_error(c, -ECONNRESET, "%s: coherencyd ended the watch", method_watch_grants);
+                r = client_check_outstanding(c, KIND_WATCH_GRANTS, method_watch_grants);
+                if (r < 0)
+                        return r;
+
+                r = client_receive(c, false, &reply, NULL);
+                if (r == -EAGAIN)
+                        return 0;
+                if (c->state == CALL_IDLE && !c->broken)
+                        /* That was the stream's last reply (or its error). */
+                        w->ended = true;
+                if (r < 0)
+                        return r;
+
+                r = get_string(reply.parameters, "event", true, &kind, &bad);
+                if (r >= 0)
+                        r = parse_grant_list(reply.parameters, &w->pending, &bad);
+                coh_reply_done(&reply);
+                if (r < 0) {
+                        free(kind);
+                        /* A stream we cannot follow is a stream we may have lost events of. */
+                        (void) parse_error(c, method_watch_grants, r, bad);
+                        return client_break(c, r == -ENOMEM ? r : -EPROTO, "%s", c->error);
+                }
+                w->pending_kind = kind;
+                kind = NULL;
+                w->pending_next = 0;
+        }
+}
+
+_public_ int coherency_watch_wait(coherency_watch *w, uint64_t usec) {
+        struct pollfd p;
+        uint64_t end, now;
+
+        if (!w)
+                return -EINVAL;
+        /* Events already parsed need no wait. */
+        if (w->pending)
+                return 1;
+
+        p = (struct pollfd) {
+                .fd = w->client->fd,
+                .events = POLLIN,
+        };
+        now = now_usec();
+        end = usec == COHERENCY_TIMEOUT_INFINITY || usec > UINT64_MAX - now ? UINT64_MAX : now + usec;
+        for (;;) {
+                int timeout_ms = -1, n;
+
+                if (end != UINT64_MAX) {
+                        now = now_usec();
+                        if (now >= end)
+                                return 0;
+                        uint64_t left = (end - now + 999) / 1000;
+                        timeout_ms = left > INT_MAX ? INT_MAX : (int) left;
+                }
+                n = poll(&p, 1, timeout_ms);
+                if (n < 0 && errno != EINTR)
+                        return -errno;
+                if (n > 0)
+                        return 1;
+        }
+}
+
+_public_ coherency_watch_event_kind coherency_watch_event_get_kind(const coherency_watch_event *e) {
+        return e ? e->kind : COHERENCY_WATCH_OTHER;
+}
+
+_public_ const char *coherency_watch_event_get_kind_string(const coherency_watch_event *e) {
+        return e ? e->kind_string : NULL;
+}
+
+_public_ const char *coherency_watch_event_get_grant(const coherency_watch_event *e) {
+        return e && e->grant ? e->grant->id : NULL;
+}
+
+_public_ const coherency_grant_info *coherency_watch_event_get_grant_info(const coherency_watch_event *e) {
+        return e ? e->grant : NULL;
+}
+
+_public_ const coherency_grant_list *coherency_watch_event_get_grants(const coherency_watch_event *e) {
+        return e ? e->grants : NULL;
+}
+
+/* ---- raw calls -------------------------------------------------------------------- */
 
 static int reply_to_json(struct coherency_client *c, const struct coh_reply *reply, char **ret_json) {
         const char *s;
@@ -970,11 +2101,8 @@ static int reply_to_json(struct coherency_client *c, const struct coh_reply *rep
         return 0;
 }
 
-int coherency_call(struct coherency_client *c, const char *method, const char *parameters_json, bool more,
-                   char **ret_json) {
+_public_ int coherency_call_send(coherency_client *c, const char *method, const char *parameters_json, bool more) {
         json_object *parameters = NULL;
-        struct coh_reply reply;
-        int r;
 
         if (!c || !method)
                 return -EINVAL;
@@ -993,43 +2121,63 @@ int coherency_call(struct coherency_client *c, const char *method, const char *p
                 }
         }
 
-        r = client_send(c, method, parameters, NULL, 0, more);
-        if (r < 0)
-                return r;
-        /* A raw call is not a typed one, whatever its name: no _finish may claim it. */
-        c->method = NULL;
+        /* A raw call is not a typed one, whatever its name: no typed _finish may claim it. */
+        return client_send(c, KIND_RAW, method, parameters, NULL, 0, more);
+}
 
-        r = client_receive(c, true, &reply);
+static int call_receive(coherency_client *c, bool blocking, char **ret_json) {
+        struct coh_reply reply;
+        bool continues;
+        int r;
+
+        r = client_check_outstanding(c, KIND_RAW, c->method ?: "call");
         if (r < 0)
                 return r;
+        r = client_receive(c, blocking, &reply, NULL);
+        if (r < 0)
+                return r;
+        continues = reply.continues;
 
         r = reply_to_json(c, &reply, ret_json);
         coh_reply_done(&reply);
-        return r;
+        if (r < 0)
+                return r;
+        return continues;
 }
 
-int coherency_call_next(struct coherency_client *c, char **ret_json) {
-        struct coh_reply reply;
+_public_ int coherency_call_finish(coherency_client *c, char **ret_json) {
+        if (!c)
+                return -EINVAL;
+        return call_receive(c, false, ret_json);
+}
+
+_public_ int coherency_call(coherency_client *c, const char *method, const char *parameters_json, bool more,
+                          char **ret_json) {
+        int r;
+
+        if (!c || !method)
+                return -EINVAL;
+        r = coherency_call_send(c, method, parameters_json, more);
+        if (r < 0)
+                return r;
+        r = call_receive(c, true, ret_json);
+        return r < 0 ? r : 0;
+}
+
+_public_ int coherency_call_next(coherency_client *c, char **ret_json) {
         int r;
 
         if (!c)
                 return -EINVAL;
-        if (c->broken < 0)
-                return c->broken;
-        if (c->state == CALL_IDLE) {
+        if (!c->broken && c->state == CALL_IDLE) {
                 /* The last reply said it was the last. */
                 if (ret_json)
                         *ret_json = NULL;
                 return 0;
         }
-        if (c->state != CALL_STREAM)
-                return client_error(c, -EBUSY, "another call is in progress on this connection");
+        if (!c->broken && c->state != CALL_STREAM)
+                return client_error(c, -EALREADY, "another call is in progress on this connection");
 
-        r = client_receive(c, true, &reply);
-        if (r < 0)
-                return r;
-
-        r = reply_to_json(c, &reply, ret_json);
-        coh_reply_done(&reply);
+        r = call_receive(c, true, ret_json);
         return r < 0 ? r : 1;
 }

@@ -8,16 +8,25 @@
  * shell coprocess can drive it and check, after the daemon was restarted,
  * killed or replaced, that the same process on the same connection still sees
  * its grant. Kernel objects are the simulated platform's memfds
- * (daemon/platform-sim.c): one VM per client, one VFIO group memfd per grant.
+ * (daemon/platform-sim.c): one VM per client, with its kvm-vfio device made by
+ * libcoherency's helper (the simulated KVM), and VFIO containers.
  *
- *   grant GROUP [coherent|noncoherent]
- *                  RequestGrant(vm, vfio-group:GROUP[, vfio-container:...])
+ * DEVICE is a PCI address, or the number of an IOMMU group of the demo tree
+ * (demo/make-sim-sysfs), which names the device of that group (6 is
+ * 0000:00:07.0).
+ *
+ *   grant DEVICE [coherent|noncoherent]
+ *                  RequestGrant(vm, DEVICE, vfio-container:...); without an
+ *                  IOAS the container is what the kernel's default would be
+ *                  (coherent where the IOMMU can enforce it, which Probe says).
+ *                  The group handed over is added to the VM's kvm-vfio device
+ *                  as kvmAttach says, and held until released.
  *                  -> "grant id=ID decision=D reason=R rule=FILE:LINE vmWbinvd=W"
- *   probe GROUP [coherent|noncoherent]
- *                  Probe(vfio-group:GROUP[, ioasCoherent=...])
+ *   probe DEVICE [coherent|noncoherent]
+ *                  Probe(DEVICE[, ioasCoherent=...])
  *                  -> "probe decision=D reason=R rule=FILE:LINE"
  *   list           ListGrants() on this connection -> "list n=N ids=ID,ID"
- *   release ID     ReleaseGrant(ID) -> "release ok"
+ *   release ID     detach and close the group, then ReleaseGrant(ID) -> "release ok"
  *   kvm            the simulated KVM's state in the VM memfd
  *                  -> "kvm owner=O attached=N noncoherent-dma=N"
  *   quiet          whether the connection is untouched: nothing to read and no
@@ -37,11 +46,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "coherency.h"
+#include "libcoherency.h"
 
 #define MAX_OBJECTS 64
+#define MAX_GRANTS 64
 
-static struct coherency_client *client;
+static coherency_client *client;
+static coherency_kvm_vfio *kvm_vfio;
+static coherency_grant *grants[MAX_GRANTS]; /* each owns its group descriptor */
+static size_t n_grants;
 static int vm = -1;
 static int objects[MAX_OBJECTS];
 static size_t n_objects;
@@ -57,7 +70,7 @@ static void reply(const char *fmt, ...) {
 }
 
 static void fail(const char *what, int r) {
-        const char *msg = client ? coherency_client_error(client) : "";
+        const char *msg = client ? coherency_client_get_error(client) : "";
         reply("error r=%d %s: %s", -r, what, msg[0] ? msg : strerror(-r));
 }
 
@@ -76,74 +89,122 @@ static int ensure_vm(void) {
         if (vm >= 0)
                 return 0;
         vm = sim_object("kvm-vm");
-        return vm < 0 ? vm : 0;
+        if (vm < 0)
+                return vm;
+        return coherency_kvm_vfio_new(vm, -1, &kvm_vfio);
 }
 
-static int group_object(const char *group) {
+/* A PCI address as given, or the device of IOMMU group N of demo/make-sim-sysfs. */
+static const char *device_address(const char *arg) {
+        static const char *const slots[] = {
+                [1] = "0000:00:02.0", [2] = "0000:00:03.0", [3] = "0000:00:04.0",
+                [4] = "0000:00:05.0", [5] = "0000:00:06.0", [6] = "0000:00:07.0",
+                [7] = "0000:00:08.0", [8] = "0000:00:09.0", [9] = "0000:00:0a.0",
+        };
+        char *end;
+        unsigned long n;
+
+        if (strchr(arg, ':'))
+                return arg;
+        n = strtoul(arg, &end, 10);
+        if (*end || n >= sizeof slots / sizeof slots[0] || !slots[n])
+                return arg; /* let the daemon say what is wrong with it */
+        return slots[n];
+}
+
+static int container(const char *ioas) {
         char what[64];
-        snprintf(what, sizeof what, "vfio-group:%s", group);
+        snprintf(what, sizeof what, "vfio-container:%s", ioas);
         return sim_object(what);
 }
 
-static void cmd_grant(const char *group, const char *ioas) {
-        struct coherency_decision d;
-        int iommu = -1, dev, r;
+static void cmd_grant(const char *arg, const char *ioas) {
+        const char *device = device_address(arg);
+        coherency_grant *g = NULL;
+        int iommu, r;
 
         r = ensure_vm();
         if (r < 0)
-                return fail("memfd_create", r);
-        dev = group_object(group);
-        if (dev < 0)
-                return fail("memfd_create", dev);
-        if (ioas) {
-                char what[64];
-                snprintf(what, sizeof what, "vfio-container:%s", ioas);
-                iommu = sim_object(what);
-                if (iommu < 0)
-                        return fail("memfd_create", iommu);
+                return fail("ensure_vm", r);
+        if (!ioas) {
+                /* The kernel's default IOAS: coherent where the IOMMU can enforce it. */
+                coherency_decision *d = NULL;
+                r = coherency_probe(client, device, -1, -1, &d);
+                if (r < 0)
+                        return fail("Probe", r);
+                ioas = coherency_device_get_ioas_coherent(coherency_facts_get_device(coherency_decision_get_facts(d))) ?
+                        "coherent" : "noncoherent";
+                coherency_decision_free(d);
         }
-        r = coherency_request_grant(client, vm, dev, iommu, &d);
+        iommu = container(ioas);
+        if (iommu < 0)
+                return fail("memfd_create", iommu);
+        if (n_grants >= MAX_GRANTS)
+                return fail("RequestGrant", -ENOBUFS);
+        r = coherency_request_grant(client, vm, device, iommu, &g);
         if (r < 0)
                 return fail("RequestGrant", r);
-        reply("grant id=%s decision=%s reason=%s rule=%s vmWbinvd=%s", d.grant[0] ? d.grant : "-", d.decision,
-              d.reason, d.rule, d.vm_wbinvd);
-        coherency_decision_clear(&d);
+        if (coherency_grant_get_decision(g) != COHERENCY_DECISION_REFUSED) {
+                r = coherency_kvm_vfio_attach(kvm_vfio, g);
+                if (r < 0) {
+                        coherency_grant_free(g);
+                        return fail("kvm-vfio attach", r);
+                }
+        }
+        reply("grant id=%s decision=%s reason=%s rule=%s vmWbinvd=%s", coherency_grant_get_id(g) ?: "-",
+              coherency_decision_kind_to_string(coherency_grant_get_decision(g)), coherency_grant_get_reason(g),
+              coherency_grant_get_rule(g) ?: "-", coherency_grant_get_vm_wbinvd(g) ?: "-");
+        if (coherency_grant_get_id(g))
+                grants[n_grants++] = g;
+        else
+                coherency_grant_free(g);
 }
 
-static void cmd_probe(const char *group, const char *ioas) {
-        struct coherency_decision d;
-        int dev = group_object(group), r;
+static void cmd_probe(const char *arg, const char *ioas) {
+        coherency_decision *d = NULL;
         int ioas_coherent = !ioas ? -1 : strcmp(ioas, "coherent") == 0;
+        int r;
 
-        if (dev < 0)
-                return fail("memfd_create", dev);
-        r = coherency_probe(client, dev, -1, ioas_coherent, &d);
+        r = coherency_probe(client, device_address(arg), -1, ioas_coherent, &d);
         if (r < 0)
                 return fail("Probe", r);
-        reply("probe decision=%s reason=%s rule=%s", d.decision, d.reason, d.rule);
-        coherency_decision_clear(&d);
+        reply("probe decision=%s reason=%s rule=%s",
+              coherency_decision_kind_to_string(coherency_decision_get_decision(d)), coherency_decision_get_reason(d),
+              coherency_decision_get_rule(d) ?: "-");
+        coherency_decision_free(d);
 }
 
 static void cmd_list(void) {
-        struct coherency_grant *g = NULL;
+        coherency_grant_list *l = NULL;
         char ids[1024] = "";
         size_t len = 0;
-        int n = coherency_list_grants(client, &g);
+        int n = coherency_list_grants(client, &l);
 
         if (n < 0)
                 return fail("ListGrants", n);
         for (int i = 0; i < n && len < sizeof ids - 1; i++) {
-                int w = snprintf(ids + len, sizeof ids - len, "%s%s", i ? "," : "", g[i].grant);
+                int w = snprintf(ids + len, sizeof ids - len, "%s%s", i ? "," : "",
+                                 coherency_grant_info_get_id(coherency_grant_list_get(l, (size_t) i)));
                 if (w < 0)
                         break;
                 len += (size_t) w;
         }
-        free(g);
+        coherency_grant_list_free(l);
         reply("list n=%d ids=%s", n, n ? ids : "-");
 }
 
 static void cmd_release(const char *id) {
-        int r = coherency_release_grant(client, id);
+        int r;
+
+        /* As a VMM lets go: detach, close the group, then release. */
+        for (size_t i = 0; i < n_grants; i++)
+                if (strcmp(coherency_grant_get_id(grants[i]), id) == 0) {
+                        (void) coherency_kvm_vfio_detach(kvm_vfio, grants[i]);
+                        coherency_grant_free(grants[i]);
+                        grants[i] = grants[--n_grants];
+                        break;
+                }
+        r = coherency_release_grant(client, id, NULL, NULL);
         if (r < 0)
                 return fail("ReleaseGrant", r);
         reply("release ok");
@@ -172,7 +233,7 @@ static void cmd_kvm(void) {
 }
 
 static void cmd_quiet(void) {
-        struct pollfd p = { .fd = coherency_client_fd(client), .events = POLLIN | POLLRDHUP };
+        struct pollfd p = { .fd = coherency_client_get_fd(client), .events = POLLIN | POLLRDHUP };
         int r = poll(&p, 1, 0);
         if (r < 0)
                 return fail("poll", -errno);
@@ -221,6 +282,9 @@ int main(int argc, char **argv) {
                 else
                         reply("error r=%d usage: unknown command '%s'", EINVAL, cmd);
         }
+        coherency_kvm_vfio_free(kvm_vfio);
+        for (size_t i = 0; i < n_grants; i++)
+                coherency_grant_free(grants[i]);
         coherency_client_free(client);
         return 0;
 }
