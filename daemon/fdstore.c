@@ -278,7 +278,7 @@ static bool grant_from_json(json_object *o, struct coh_grant *g, int64_t *ret_vm
         bool wbinvd, kill, warned, killed;
 
         if (coh_json_get_string(o, "id", &id) < 0 || strlen(id) >= sizeof g->id ||
-            coh_json_get_int64(o, "state", 0, _COH_GRANT_STATE_MAX - 1, &state) < 0 ||
+            coh_json_get_int64(o, "state", 0, COH_GRANT_ENDING, &state) < 0 ||
             coh_json_get_bool(o, "pending", ret_pending) < 0 ||
             coh_json_get_int64(o, "decision", 0, _COH_DECISION_MAX - 1, &decision) < 0 ||
             coh_json_get_int64(o, "reason", 0, _COH_REASON_MAX - 1, &reason) < 0 ||

@@ -29,6 +29,7 @@
 static const char *const state_table[_COH_GRANT_STATE_MAX] = {
         [COH_GRANT_ACTIVE] = "active",
         [COH_GRANT_ENDING] = "ending",
+        [COH_GRANT_ENDED] = "ended",
 };
 
 const char *coh_grant_state_to_string(enum coh_grant_state s) {
@@ -253,6 +254,7 @@ static void grant_finish(struct coh_daemon *d, struct coh_grant *grant, bool pro
         LIST_REMOVE(grant, link);
         d->grants.n_grants--;
         d->grants.n_ending--;
+        grant->state = COH_GRANT_ENDED;
         coh_broker_grant_event(d, grant, "ended");
         grant_free(d, grant);
         coh_daemon_state_changed(d);

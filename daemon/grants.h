@@ -39,6 +39,7 @@ struct coh_vm {
 enum coh_grant_state {
         COH_GRANT_ACTIVE,
         COH_GRANT_ENDING,
+        COH_GRANT_ENDED,  /* only in the "ended" event: the grant is freed right after */
         _COH_GRANT_STATE_MAX,
 };
 
