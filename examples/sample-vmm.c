@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "libcoherency.h"
@@ -326,6 +327,45 @@ static int expect_error(struct vmm *v, const char *heading, const char *device, 
         return call_failed(v, call, r);
 }
 
+/*
+ * Another VMM process (a child, with a VM and a container of its own, on a
+ * connection of its own) asks for a device this VMM holds: DeviceBusy. The
+ * group is exclusive: one VMM at a time, however it asks.
+ */
+static int second_vmm(struct vmm *v, const char *device) {
+        printf("\na second VMM (pid of its own) asks for %s while this VMM holds its group\n", device);
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid < 0)
+                return call_failed(v, "fork", -errno);
+        if (pid == 0) {
+                coherency_client *c = NULL;
+                coherency_grant *g = NULL;
+                int vm = sim_object("kvm-vm"), container = sim_object("vfio-container:noncoherent");
+                int r = vm < 0 || container < 0 ? -EBADF : coherency_connect(v->socket, &c);
+                if (r >= 0)
+                        r = coherency_request_grant(c, vm, device, container, &g);
+                if (r == -EBUSY)
+                        printf("  pid %d: RequestGrant(vm, \"%s\", vfio-container:noncoherent)\n"
+                               "    error -EBUSY, as it should be: %s\n",
+                               (int) getpid(), device, coherency_client_get_error(c));
+                else
+                        printf("  pid %d: UNEXPECTED: %s\n", (int) getpid(),
+                               r < 0 ? strerror(-r) : "a reply where DeviceBusy was due");
+                fflush(stdout);
+                coherency_grant_free(g);
+                coherency_client_free(c);
+                _exit(r == -EBUSY ? 0 : 1);
+        }
+        int status;
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return call_failed(v, "waitpid", -errno);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                v->unexpected++;
+        return 0;
+}
+
 static struct held *find_held(struct vmm *v, const char *id) {
         for (size_t i = 0; i < v->n_held; i++)
                 if (strcmp(str(coherency_grant_get_id(v->held[i].grant)), id) == 0)
@@ -580,6 +620,9 @@ static int run(struct vmm *v) {
 
         if (expect_error(v, "the same GPU again, while this VMM holds its group",
                          "0000:00:04.0", false, EBUSY, "io.coherencyd.Broker.DeviceBusy") < 0)
+                return -1;
+
+        if (second_vmm(v, "0000:00:04.0") < 0)
                 return -1;
 
         if (expect_error(v, "a device behind dmar1 in an IOAS that claims coherency dmar1 cannot give",
