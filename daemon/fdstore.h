@@ -2,35 +2,65 @@
 #pragma once
 
 /*
- * Grants survive a restart or a crash of the daemon: every descriptor a live
- * grant or connection needs is kept in systemd's file descriptor store under a
- * name ("vm.N", "pin.GRANT", "probe.GRANT", "conn.N"), next to a memfd
- * "state" that says how they fit together, ending grants included. A grant is
- * recorded as pending before the reply that hands its file over is queued,
- * so a crash at any point leaves either a grant the next instance adopts, or
- * a pending one it ends ("interrupted": the pin is closed, the client told
- * ECANCELED); grants whose owner went away while the daemon was down are
- * ended on adoption.
+ * systemd's file descriptor store, and the names of what the daemon keeps
+ * there: every descriptor a grant (active or ending) or a connection needs
+ * ("vm.N", "pin.GRANT", "probe.GRANT", "conn.N"), next to a memfd "state"
+ * whose contents (JSON, written by the manager) say how they fit together.
+ * This module knows the names and the store; what goes in the state, and how
+ * a new instance rebuilds itself from it, is the manager's (restore.c).
+ *
+ * Every call is a no-op while the store is not enabled.
  */
 
+#include <json-c/json.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
-struct coh_daemon;
+enum coh_fdstore_kind {
+        COH_FDSTORE_VM,     /* a VM's descriptor: "vm.<id>" */
+        COH_FDSTORE_PIN,    /* a grant's pin: "pin.<grant>" */
+        COH_FDSTORE_PROBE,  /* a grant's probe (sim): "probe.<grant>" */
+        COH_FDSTORE_CONN,   /* a client connection: "conn.<id>" */
+        _COH_FDSTORE_KIND_MAX,
+};
 
+#define COH_FDSTORE_NAME_MAX 64
+
+/* One descriptor systemd handed back, with its name. */
 struct coh_stored_fd {
         char *name;
         int fd;
 };
 
-/* Takes the previous instance's state memfd from entries (or makes one) and enables the store. */
-int coh_fdstore_enable(struct coh_daemon *d, struct coh_stored_fd *entries, size_t n);
-/* Rebuilds VMs, connections and grants from the stored descriptors; closes and
- * removes from the store whatever nothing needs. Takes ownership of entries' fds. */
-int coh_fdstore_adopt(struct coh_daemon *d, struct coh_stored_fd *entries, size_t n);
+struct coh_fdstore {
+        bool enabled;
+        int state_fd; /* the state memfd, -EBADF while disabled */
+};
 
-/* No-ops when the store is not enabled. */
-void coh_fdstore_put(struct coh_daemon *d, const char *name, int fd);
-void coh_fdstore_remove(struct coh_daemon *d, const char *name);
-/* Writes the state memfd; with shutdown, also what connections have buffered. */
-void coh_fdstore_save(struct coh_daemon *d, bool shutdown);
+/* "<kind>.<id>" into buf. */
+const char *coh_fdstore_name(char buf[static COH_FDSTORE_NAME_MAX], enum coh_fdstore_kind kind, const char *id);
+/* The same for a numeric id. */
+const char *coh_fdstore_name_u64(char buf[static COH_FDSTORE_NAME_MAX], enum coh_fdstore_kind kind, uint64_t id);
+
+void coh_fdstore_init(struct coh_fdstore *s);
+/* Takes the previous instance's state memfd from entries (or makes one) and enables the store. */
+int coh_fdstore_enable(struct coh_fdstore *s, struct coh_stored_fd *entries, size_t n);
+void coh_fdstore_done(struct coh_fdstore *s);
+
+void coh_fdstore_put(struct coh_fdstore *s, enum coh_fdstore_kind kind, const char *id, int fd);
+void coh_fdstore_remove(struct coh_fdstore *s, enum coh_fdstore_kind kind, const char *id);
+void coh_fdstore_remove_name(struct coh_fdstore *s, const char *name);
+
+/* Takes the entry of that name out of entries (the caller owns the fd), or -ENOENT. */
+int coh_fdstore_take(struct coh_stored_fd *entries, size_t n, enum coh_fdstore_kind kind, const char *id);
+/* Closes every entry nothing took, removing it from the store too, and frees the names. */
+void coh_fdstore_release_rest(struct coh_fdstore *s, struct coh_stored_fd *entries, size_t n);
+
+/* The state memfd of a previous instance from entries, whether or not the store is enabled now, or -ENOENT. */
+int coh_fdstore_take_state(struct coh_stored_fd *entries, size_t n);
+
+/* Replaces the state memfd's contents. */
+int coh_fdstore_write_state(struct coh_fdstore *s, const char *json);
+/* A state memfd's contents (NULL when empty or when it does not parse). */
+json_object *coh_fdstore_read_state(int state_fd);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -12,11 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "broker.h"
-#include "daemon.h"
 #include "fdstore.h"
 #include "grants.h"
 #include "log.h"
+#include "policy.h"
 #include "util.h"
 
 /* Polling a group that has no probe descriptor (linux): 10 ms, doubling, at
@@ -83,117 +83,146 @@ static int grant_id(struct coh_grants *g, char id[static 24]) {
         return -EEXIST;
 }
 
-/* The fd-store names of a grant's descriptors and of a VM's. */
-static void store_name(const struct coh_grant *g, const char *what, char name[static 48]) {
-        snprintf(name, 48, "%s.%s", what, g->id);
+void coh_grants_init(struct coh_grants *g, struct event_base *base, struct coh_platform *platform,
+                     struct coh_fdstore *store, const struct coh_grants_callbacks *cb) {
+        *g = (struct coh_grants) {
+                .base = base,
+                .platform = platform,
+                .store = store,
+                .release_timeout_usec = 30u * 1000000u,
+                .cb = *cb,
+        };
+        LIST_INIT(&g->vms);
+        LIST_INIT(&g->grants);
 }
 
-void coh_vm_free(struct coh_daemon *d, struct coh_vm *vm) {
-        char name[32];
-        snprintf(name, sizeof name, "vm.%u", vm->id);
+static void changed(struct coh_grants *g) {
+        if (g->cb.changed)
+                g->cb.changed(g->cb.userdata);
+}
+
+static void event(struct coh_grants *g, const struct coh_grant *grant, const char *what) {
+        if (g->cb.event)
+                g->cb.event(grant, what, g->cb.userdata);
+}
+
+static const char *vm_store_id(const struct coh_vm *vm, char buf[static 16]) {
+        snprintf(buf, 16, "%u", vm->id);
+        return buf;
+}
+
+void coh_vm_free(struct coh_grants *g, struct coh_vm *vm) {
+        char id[16];
         LIST_REMOVE(vm, link);
-        coh_fdstore_remove(d, name);
-        close(vm->vm_fd);
+        coh_fdstore_remove(g->store, COH_FDSTORE_VM, vm_store_id(vm, id));
+        safe_close(vm->vm_fd);
         free(vm);
 }
 
-static void close_custody(struct coh_daemon *d, struct coh_grant *g, bool pin_only) {
-        char name[48];
+static void close_custody(struct coh_grant *g, bool pin_only) {
+        struct coh_fdstore *store = g->grants->store;
         if (g->custody.pin_fd >= 0) {
-                store_name(g, "pin", name);
-                coh_fdstore_remove(d, name);
-                close(g->custody.pin_fd);
-                g->custody.pin_fd = -EBADF;
+                coh_fdstore_remove(store, COH_FDSTORE_PIN, g->id);
+                g->custody.pin_fd = safe_close(g->custody.pin_fd);
         }
         if (pin_only)
                 return;
         if (g->custody.probe_fd >= 0) {
-                store_name(g, "probe", name);
-                coh_fdstore_remove(d, name);
-                close(g->custody.probe_fd);
-                g->custody.probe_fd = -EBADF;
+                coh_fdstore_remove(store, COH_FDSTORE_PROBE, g->id);
+                g->custody.probe_fd = safe_close(g->custody.probe_fd);
         }
-        if (g->pidfd >= 0) {
-                close(g->pidfd);
-                g->pidfd = -EBADF;
-        }
+        g->pidfd = safe_close(g->pidfd);
 }
 
-static void grant_free(struct coh_daemon *d, struct coh_grant *g) {
+/* Frees the grant; with forget, only our copies of its descriptors go (the store keeps its own). */
+static void grant_free(struct coh_grant *g, bool forget) {
         if (g->ev_probe)
                 event_free(g->ev_probe);
         if (g->ev_timeout)
                 event_free(g->ev_timeout);
-        close_custody(d, g, false);
+        if (forget) {
+                safe_close(g->custody.pin_fd);
+                safe_close(g->custody.probe_fd);
+                safe_close(g->pidfd);
+        } else
+                close_custody(g, false);
         free(g);
 }
 
-int coh_grant_create(struct coh_daemon *d, struct coh_conn *owner, int vm_fd, const struct coh_custody *custody,
-                     int pidfd, const struct coh_grant *tmpl, struct coh_grant **ret) {
-        struct coh_grants *g = &d->grants;
+static struct coh_vm *vm_new(struct coh_grants *g, unsigned id, int vm_fd) {
+        struct coh_vm *vm = calloc(1, sizeof *vm);
+        if (!vm)
+                return NULL;
+        vm->id = id;
+        vm->vm_fd = vm_fd;
+        LIST_INSERT_HEAD(&g->vms, vm, link);
+        if (id >= g->next_vm_id)
+                g->next_vm_id = id;
+        return vm;
+}
+
+/* Counts an active grant in its VM and owner. */
+static void grant_attach(struct coh_grant *grant, struct coh_vm *vm, struct coh_grant_owner *owner) {
+        grant->vm = vm;
+        grant->owner = owner;
+        if (vm) {
+                vm->n_grants++;
+                if (grant->decision == COH_DECISION_GRANTED)
+                        vm->n_granted++;
+        }
+        if (owner)
+                owner->n_grants++;
+}
+
+int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm_fd, const struct coh_custody *custody,
+                     const struct coh_grant *tmpl, struct coh_grant **ret) {
         _cleanup_close_ int vm_owned = vm_fd;
         struct coh_grant *grant = calloc(1, sizeof *grant);
         int r;
 
         if (!grant) {
-                if (custody->pin_fd >= 0)
-                        close(custody->pin_fd);
-                if (custody->probe_fd >= 0)
-                        close(custody->probe_fd);
-                if (pidfd >= 0)
-                        close(pidfd);
+                safe_close(custody->pin_fd);
+                safe_close(custody->probe_fd);
                 return -ENOMEM;
         }
         *grant = *tmpl;
+        grant->grants = g;
         grant->custody = *custody;
-        grant->pidfd = pidfd;
         grant->ev_probe = grant->ev_timeout = NULL;
-        grant->daemon = d;
+        grant->pidfd = owner->pidfd >= 0 ? fcntl(owner->pidfd, F_DUPFD_CLOEXEC, 3) : -EBADF;
         r = grant_id(g, grant->id);
         if (r < 0) {
-                grant_free(d, grant);
+                grant_free(grant, false);
                 return r;
         }
 
         struct coh_vm *vm = coh_grants_find_vm(g, vm_fd);
         if (!vm) {
-                vm = calloc(1, sizeof *vm);
+                vm = vm_new(g, g->next_vm_id + 1, vm_owned);
                 if (!vm) {
-                        grant_free(d, grant);
+                        grant_free(grant, false);
                         return -ENOMEM;
                 }
-                vm->vm_fd = take_fd(&vm_owned);
-                vm->id = ++g->next_vm_id;
-                LIST_INSERT_HEAD(&g->vms, vm, link);
-                char name[32];
-                snprintf(name, sizeof name, "vm.%u", vm->id);
-                coh_fdstore_put(d, name, vm->vm_fd);
+                vm_owned = -EBADF;
+                char id[16];
+                coh_fdstore_put(g->store, COH_FDSTORE_VM, vm_store_id(vm, id), vm->vm_fd);
         }
 
         grant->state = COH_GRANT_ACTIVE;
-        grant->vm = vm;
-        grant->owner = owner;
-        grant->peer_pid = owner->peer.pid;
-        grant->peer_uid = owner->peer.uid;
-        snprintf(grant->peer_unit, sizeof grant->peer_unit, "%s", owner->peer.unit ?: "");
+        grant->peer_pid = owner->peer->pid;
+        grant->peer_uid = owner->peer->uid;
+        snprintf(grant->peer_unit, sizeof grant->peer_unit, "%s", owner->peer->unit ?: "");
         grant->since_usec = now_usec();
         grant->pending = true; /* until the reply that hands the file over is queued */
         LIST_INSERT_HEAD(&g->grants, grant, link);
-        char name[48];
-        store_name(grant, "pin", name);
         if (grant->custody.pin_fd >= 0)
-                coh_fdstore_put(d, name, grant->custody.pin_fd);
-        store_name(grant, "probe", name);
+                coh_fdstore_put(g->store, COH_FDSTORE_PIN, grant->id, grant->custody.pin_fd);
         if (grant->custody.probe_fd >= 0)
-                coh_fdstore_put(d, name, grant->custody.probe_fd);
-
-        vm->n_grants++;
-        if (grant->decision == COH_DECISION_GRANTED)
-                vm->n_granted++;
+                coh_fdstore_put(g->store, COH_FDSTORE_PROBE, grant->id, grant->custody.probe_fd);
+        grant_attach(grant, vm, owner);
         g->n_grants++;
-        owner->n_grants++;
         *ret = grant;
-        coh_daemon_state_changed(d);
+        changed(g);
         return 0;
 }
 
@@ -218,7 +247,8 @@ static void format_usec(uint64_t usec, char buf[static 32]) {
 }
 
 /* The end record, the "ended" event, and the grant is gone. */
-static void grant_finish(struct coh_daemon *d, struct coh_grant *grant, bool probed) {
+static void grant_finish(struct coh_grant *grant, bool probed) {
+        struct coh_grants *g = grant->grants;
         uint64_t now = now_usec();
         char message[512], pid[32], uid[32], group[32], held[32], ending[32];
         snprintf(pid, sizeof pid, "%d", (int) grant->peer_pid);
@@ -247,17 +277,15 @@ static void grant_finish(struct coh_daemon *d, struct coh_grant *grant, bool pro
                 { "COHERENCYD_PEER_UNIT", grant->peer_unit[0] ? grant->peer_unit : NULL },
                 { "OBJECT_PID", pid },
         };
-        if (d->journal)
-                (void) coh_journal_send(d->journal, LOG_INFO, COH_MESSAGE_GRANT_END, message, fields,
-                                        ELEMENTSOF(fields));
+        coh_log_record(LOG_INFO, COH_MESSAGE_GRANT_END, message, fields, ELEMENTSOF(fields));
 
         LIST_REMOVE(grant, link);
-        d->grants.n_grants--;
-        d->grants.n_ending--;
+        g->n_grants--;
+        g->n_ending--;
         grant->state = COH_GRANT_ENDED;
-        coh_broker_grant_event(d, grant, "ended");
-        grant_free(d, grant);
-        coh_daemon_state_changed(d);
+        event(g, grant, "ended");
+        grant_free(grant, false);
+        changed(g);
 }
 
 static void probe_cb(evutil_socket_t fd, short what, void *userdata);
@@ -273,34 +301,34 @@ static void schedule_probe(struct coh_grant *g) {
 }
 
 /* 1 when the group was free (the grant is gone), 0 when still held. */
-static int probe(struct coh_daemon *d, struct coh_grant *g) {
-        int r = d->platform->ops->custody_probe_free(d->platform, g->iommu_group, &g->custody);
+static int probe(struct coh_grant *g) {
+        struct coh_platform *p = g->grants->platform;
+        int r = p->ops->custody_probe_free(p, g->iommu_group, &g->custody);
         if (r > 0) {
-                grant_finish(d, g, true);
+                grant_finish(g, true);
                 return 1;
         }
         if (r < 0)
-                coh_log(d, LOG_WARNING, NULL, "Cannot tell whether the group of grant %s (%s) is free: %s", g->id,
+                coh_log(LOG_WARNING, NULL, "Cannot tell whether the group of grant %s (%s) is free: %s", g->id,
                         g->slot, strerror(-r));
         return 0;
 }
 
 static void probe_cb(evutil_socket_t fd, short what, void *userdata) {
         struct coh_grant *g = userdata;
-        if (probe(g->daemon, g) == 0)
+        if (probe(g) == 0)
                 schedule_probe(g);
 }
 
-static void held_warning(struct coh_daemon *d, struct coh_grant *g) {
+static void held_warning(struct coh_grant *g) {
+        struct coh_platform *p = g->grants->platform;
         struct coh_holder holders[16];
-        int n = d->platform->ops->custody_holders(d->platform, g->iommu_group, holders, ELEMENTSOF(holders));
+        int n = p->ops->custody_holders(p, g->iommu_group, holders, ELEMENTSOF(holders));
         char list[512] = "", pid[32], uid[32], group[32], message[768];
         size_t len = 0;
         for (int i = 0; i < n && len < sizeof list; i++)
                 len += (size_t) snprintf(list + len, sizeof list - len, "%s%s[%d]", i ? ", " : "", holders[i].comm,
                                          (int) holders[i].pid);
-        if (len >= sizeof list)
-                len = sizeof list - 1;
         snprintf(pid, sizeof pid, "%d", (int) g->peer_pid);
         snprintf(uid, sizeof uid, "%u", (unsigned) g->peer_uid);
         snprintf(group, sizeof group, "%d", g->iommu_group);
@@ -322,41 +350,47 @@ static void held_warning(struct coh_daemon *d, struct coh_grant *g) {
                 { "COHERENCYD_PEER_UNIT", g->peer_unit[0] ? g->peer_unit : NULL },
                 { "OBJECT_PID", pid },
         };
-        if (d->journal)
-                (void) coh_journal_send(d->journal, LOG_WARNING, COH_MESSAGE_GRANT_HELD, message, fields,
-                                        ELEMENTSOF(fields));
+        coh_log_record(LOG_WARNING, COH_MESSAGE_GRANT_HELD, message, fields, ELEMENTSOF(fields));
         g->warned = true;
-        coh_broker_grant_event(d, g, "held");
+        event(g->grants, g, "held");
 }
 
-static void kill_peer(struct coh_daemon *d, struct coh_grant *g) {
+static void kill_peer(struct coh_grant *g) {
         /* Through the pidfd: never a reused pid. */
         if (g->pidfd < 0) {
-                coh_log(d, LOG_WARNING, NULL, "Cannot kill the VMM of grant %s: its process is not known", g->id);
+                coh_log(LOG_WARNING, NULL, "Cannot kill the VMM of grant %s: its process is not known", g->id);
                 return;
         }
         if (syscall(SYS_pidfd_send_signal, g->pidfd, SIGKILL, NULL, 0) < 0) {
                 if (errno != ESRCH)
-                        coh_log(d, LOG_WARNING, NULL, "Cannot kill the VMM of grant %s (pid %d): %m", g->id,
+                        coh_log(LOG_WARNING, NULL, "Cannot kill the VMM of grant %s (pid %d): %m", g->id,
                                 (int) g->peer_pid);
                 return;
         }
         g->killed = true;
-        coh_log(d, LOG_NOTICE, NULL, "Killed the VMM of revoked grant %s (pid %d): it still held %s", g->id,
+        coh_log(LOG_NOTICE, NULL, "Killed the VMM of revoked grant %s (pid %d): it still held %s", g->id,
                 (int) g->peer_pid, g->slot);
 }
 
-static void grant_timeout_cb(evutil_socket_t fd, short what, void *userdata);
+static void grant_timeout_cb(evutil_socket_t fd, short what, void *userdata) {
+        struct coh_grant *g = userdata;
+        if (probe(g) > 0)
+                return;
+        held_warning(g);
+        if (g->kill)
+                kill_peer(g);
+}
 
-void coh_grant_watch(struct coh_daemon *d, struct coh_grant *g) {
+void coh_grant_watch(struct coh_grant *g) {
+        struct event_base *base = g->grants->base;
         if (!g->ev_timeout) {
-                g->ev_timeout = event_new(d->base, -1, 0, grant_timeout_cb, g);
-                g->ev_probe = g->custody.probe_fd >= 0 ? event_new(d->base, g->custody.probe_fd, EV_READ, probe_cb, g)
-                                                       : event_new(d->base, -1, 0, probe_cb, g);
+                g->ev_timeout = event_new(base, -1, 0, grant_timeout_cb, g);
+                g->ev_probe = g->custody.probe_fd >= 0 ? event_new(base, g->custody.probe_fd, EV_READ, probe_cb, g)
+                                                       : event_new(base, -1, 0, probe_cb, g);
         }
         if (!g->ev_timeout || !g->ev_probe)
                 return; /* no memory: the group is checked again on the next event for it */
-        uint64_t t = coh_policy_broker(d->policy)->release_timeout_usec;
+        uint64_t t = g->grants->release_timeout_usec;
         uint64_t elapsed = now_usec() - g->ending_usec;
         uint64_t left = elapsed >= t ? 0 : t - elapsed;
         struct timeval tv = { .tv_sec = (time_t) (left / 1000000u), .tv_usec = (suseconds_t) (left % 1000000u) };
@@ -366,66 +400,91 @@ void coh_grant_watch(struct coh_daemon *d, struct coh_grant *g) {
         schedule_probe(g);
 }
 
-int coh_grant_end(struct coh_daemon *d, struct coh_grant *g, const char *end, bool kill) {
+/* Takes an active grant out of its VM and owner. */
+static void grant_detach(struct coh_grant *g) {
+        struct coh_vm *vm = TAKE_PTR(g->vm);
+        struct coh_grant_owner *owner = TAKE_PTR(g->owner);
+        if (owner)
+                owner->n_grants--;
+        if (!vm)
+                return;
+        vm->n_grants--;
+        if (g->decision == COH_DECISION_GRANTED)
+                vm->n_granted--;
+        if (vm->n_grants == 0) /* never keep a VM alive that no grant needs */
+                coh_vm_free(g->grants, vm);
+}
+
+int coh_grant_end(struct coh_grant *g, const char *end, bool kill) {
+        const char *what = streq(end, "revoke") ? "revoked" : "ending";
         if (g->state == COH_GRANT_ENDING) {
                 /* A revoke of a grant that already ended: it keeps its end, gains the kill. */
                 if (kill && !g->kill) {
                         g->kill = true;
                         if (g->warned)
-                                kill_peer(d, g);
+                                kill_peer(g);
                 }
-                coh_broker_grant_event(d, g, strcmp(end, "revoke") == 0 ? "revoked" : "ending");
+                event(g->grants, g, what);
                 return 0;
         }
 
-        struct coh_vm *vm = g->vm;
-        struct coh_conn *owner = g->owner;
-        close_custody(d, g, true); /* the pin: from now on the group is the kernel's to free */
-        if (owner)
-                owner->n_grants--;
-        if (vm) {
-                vm->n_grants--;
-                if (g->decision == COH_DECISION_GRANTED)
-                        vm->n_granted--;
-                if (vm->n_grants == 0) /* never keep a VM alive that no grant needs */
-                        coh_vm_free(d, vm);
-        }
-        g->vm = NULL;
-        g->owner = NULL;
+        close_custody(g, true); /* the pin: from now on the group is the kernel's to free */
+        grant_detach(g);
         g->state = COH_GRANT_ENDING;
         g->kill = kill;
         g->ending_usec = now_usec();
         snprintf(g->end, sizeof g->end, "%s", end);
-        d->grants.n_ending++;
-        coh_broker_grant_event(d, g, strcmp(end, "revoke") == 0 ? "revoked" : "ending");
+        g->grants->n_ending++;
+        event(g->grants, g, what);
 
-        if (probe(d, g) > 0)
+        if (probe(g) > 0)
                 return 1;
-        coh_grant_watch(d, g);
-        coh_daemon_state_changed(d);
+        coh_grant_watch(g);
+        changed(g->grants);
         return 0;
 }
 
-static void grant_timeout_cb(evutil_socket_t fd, short what, void *userdata) {
-        struct coh_grant *g = userdata;
-        struct coh_daemon *d = g->daemon;
-        if (probe(d, g) > 0)
-                return;
-        held_warning(d, g);
-        if (g->kill)
-                kill_peer(d, g);
-}
-
-void coh_grants_end_owned(struct coh_daemon *d, struct coh_conn *c, const char *end) {
+void coh_grants_end_owned(struct coh_grants *g, struct coh_grant_owner *owner, const char *end) {
         struct coh_grant *grant, *next;
-        for (grant = LIST_FIRST(&d->grants.grants); grant; grant = next) {
+        for (grant = LIST_FIRST(&g->grants); grant; grant = next) {
                 next = LIST_NEXT(grant, link);
-                if (grant->owner == c && grant->state == COH_GRANT_ACTIVE)
-                        coh_grant_end(d, grant, end, false);
+                if (grant->owner == owner && grant->state == COH_GRANT_ACTIVE)
+                        coh_grant_end(grant, end, false);
         }
 }
 
-json_object *coh_grant_to_json(struct coh_daemon *d, const struct coh_grant *g, bool manager) {
+struct coh_vm *coh_grants_find_vm_id(struct coh_grants *g, unsigned id) {
+        struct coh_vm *vm;
+        LIST_FOREACH(vm, &g->vms, link)
+                if (vm->id == id)
+                        return vm;
+        return NULL;
+}
+
+struct coh_vm *coh_grants_adopt_vm(struct coh_grants *g, unsigned id, int vm_fd) {
+        struct coh_vm *vm = vm_new(g, id, vm_fd);
+        if (!vm)
+                safe_close(vm_fd);
+        return vm;
+}
+
+int coh_grants_adopt(struct coh_grants *g, struct coh_grant *grant, struct coh_vm *vm, struct coh_grant_owner *owner) {
+        grant->grants = g;
+        grant->ev_probe = grant->ev_timeout = NULL;
+        LIST_INSERT_HEAD(&g->grants, grant, link);
+        g->n_grants++;
+        if (grant->state == COH_GRANT_ENDING) {
+                g->n_ending++;
+                return 0;
+        }
+        grant_attach(grant, vm, owner);
+        if (owner && owner->pidfd >= 0)
+                grant->pidfd = fcntl(owner->pidfd, F_DUPFD_CLOEXEC, 3);
+        return 0;
+}
+
+json_object *coh_grant_to_json(const struct coh_grant *g, bool manager) {
+        struct coh_platform *p = g->grants->platform;
         json_object *o = json_object_new_object();
         json_object_object_add(o, "grant", json_object_new_string(g->id));
         json_object_object_add(o, "device", json_object_new_string(g->slot));
@@ -449,8 +508,7 @@ json_object *coh_grant_to_json(struct coh_daemon *d, const struct coh_grant *g, 
                 if (g->state == COH_GRANT_ENDING) {
                         json_object_object_add(o, "endingSince", json_object_new_int64((int64_t) g->ending_usec));
                         struct coh_holder holders[16];
-                        int n = d->platform->ops->custody_holders(d->platform, g->iommu_group, holders,
-                                                                  ELEMENTSOF(holders));
+                        int n = p->ops->custody_holders(p, g->iommu_group, holders, ELEMENTSOF(holders));
                         json_object *list = json_object_new_array();
                         for (int i = 0; i < n; i++) {
                                 json_object *h = json_object_new_object();
@@ -472,40 +530,29 @@ unsigned coh_grants_n_vms(const struct coh_grants *g) {
         return n;
 }
 
-void coh_grants_forget(struct coh_daemon *d) {
-        while (!LIST_EMPTY(&d->grants.grants)) {
-                struct coh_grant *grant = LIST_FIRST(&d->grants.grants);
+void coh_grants_forget(struct coh_grants *g) {
+        while (!LIST_EMPTY(&g->grants)) {
+                struct coh_grant *grant = LIST_FIRST(&g->grants);
                 LIST_REMOVE(grant, link);
-                /* Only our copies: the store's keep the pins alive. */
-                if (grant->ev_probe)
-                        event_free(grant->ev_probe);
-                if (grant->ev_timeout)
-                        event_free(grant->ev_timeout);
-                if (grant->custody.pin_fd >= 0)
-                        close(grant->custody.pin_fd);
-                if (grant->custody.probe_fd >= 0)
-                        close(grant->custody.probe_fd);
-                if (grant->pidfd >= 0)
-                        close(grant->pidfd);
-                free(grant);
+                grant_free(grant, true);
         }
-        d->grants.n_grants = d->grants.n_ending = 0;
-        while (!LIST_EMPTY(&d->grants.vms)) {
-                struct coh_vm *vm = LIST_FIRST(&d->grants.vms);
+        g->n_grants = g->n_ending = 0;
+        while (!LIST_EMPTY(&g->vms)) {
+                struct coh_vm *vm = LIST_FIRST(&g->vms);
                 LIST_REMOVE(vm, link);
-                close(vm->vm_fd);
+                safe_close(vm->vm_fd);
                 free(vm);
         }
 }
 
-void coh_grants_shutdown(struct coh_daemon *d) {
+void coh_grants_shutdown(struct coh_grants *g) {
         struct coh_grant *grant, *next;
-        for (grant = LIST_FIRST(&d->grants.grants); grant; grant = next) {
+        for (grant = LIST_FIRST(&g->grants); grant; grant = next) {
                 next = LIST_NEXT(grant, link);
                 if (grant->state == COH_GRANT_ACTIVE)
-                        coh_grant_end(d, grant, "shutdown", false);
+                        coh_grant_end(grant, "shutdown", false);
         }
         /* Nobody will watch them: the kernel frees each group with its last holder. */
-        while (!LIST_EMPTY(&d->grants.grants))
-                grant_finish(d, LIST_FIRST(&d->grants.grants), false);
+        while (!LIST_EMPTY(&g->grants))
+                grant_finish(LIST_FIRST(&g->grants), false);
 }

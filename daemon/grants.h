@@ -24,9 +24,21 @@
 #include "facts.h"
 #include "platform.h"
 
-struct coh_conn;
-struct coh_daemon;
+struct coh_fdstore;
+struct coh_peer;
 struct event;
+struct event_base;
+
+/*
+ * Whoever grants belong to (a client connection, embedded in it): grants
+ * know it only by this. peer and pidfd are the owner's, borrowed.
+ */
+struct coh_grant_owner {
+        uint64_t id;                  /* names it in the fd-store record */
+        const struct coh_peer *peer;
+        int pidfd;                    /* -EBADF when unknown */
+        unsigned n_grants;            /* active grants it owns */
+};
 
 struct coh_vm {
         LIST_ENTRY(coh_vm) link;
@@ -45,11 +57,11 @@ enum coh_grant_state {
 
 struct coh_grant {
         LIST_ENTRY(coh_grant) link;
-        struct coh_daemon *daemon; /* for its timers' callbacks */
+        struct coh_grants *grants; /* for its timers' callbacks */
         char id[24];
         enum coh_grant_state state;
         struct coh_vm *vm;        /* while active */
-        struct coh_conn *owner;   /* while active and the connection is open */
+        struct coh_grant_owner *owner; /* while active and the connection is open */
         struct coh_custody custody; /* pin while active; probe until ended */
         int pidfd;                /* the VMM's, for a revoke with kill; owned, -EBADF when unknown */
         /* The VMM as seen when it asked, kept with the grant so that its end
@@ -82,7 +94,21 @@ struct coh_grant {
 LIST_HEAD(coh_vm_list, coh_vm);
 LIST_HEAD(coh_grant_list, coh_grant);
 
+/* What grants tell the layer above; calls go down only. */
+struct coh_grants_callbacks {
+        /* A grant changed: "revoked", "ending", "held" or "ended" (then it is freed right after). */
+        void (*event)(const struct coh_grant *g, const char *event, void *userdata);
+        /* Grants or VMs were added or removed: the fd-store state and the status are stale. */
+        void (*changed)(void *userdata);
+        void *userdata;
+};
+
 struct coh_grants {
+        struct event_base *base;
+        struct coh_platform *platform;
+        struct coh_fdstore *store;
+        uint64_t release_timeout_usec; /* ReleaseTimeoutSec=, set by the owner on start and reload */
+        struct coh_grants_callbacks cb;
         struct coh_vm_list vms;
         struct coh_grant_list grants;
         unsigned n_grants;       /* every grant, active and ending */
@@ -101,13 +127,17 @@ struct coh_grant *coh_grants_find_group(struct coh_grants *g, int group);
 /* "allowed" or "noop"; a NULL VM (not held) is "noop". */
 const char *coh_vm_wbinvd(const struct coh_vm *vm);
 
+void coh_grants_init(struct coh_grants *g, struct event_base *base, struct coh_platform *platform,
+                     struct coh_fdstore *store, const struct coh_grants_callbacks *cb);
+
 /*
- * Records an active grant of a file handed over: takes ownership of vm_fd,
- * of the custody's descriptors and of pidfd in every case. tmpl gives the
+ * Records an active grant of a file handed over: takes ownership of vm_fd
+ * and of the custody's descriptors in every case; keeps a copy of the
+ * owner's pidfd (for RevokeKill=). tmpl gives the
  * decision and the device. On failure nothing is left behind.
  */
-int coh_grant_create(struct coh_daemon *d, struct coh_conn *owner, int vm_fd, const struct coh_custody *custody,
-                     int pidfd, const struct coh_grant *tmpl, struct coh_grant **ret);
+int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm_fd, const struct coh_custody *custody,
+                     const struct coh_grant *tmpl, struct coh_grant **ret);
 
 /*
  * Ends an active grant (closes the pin, and the VM's descriptor with its last
@@ -117,21 +147,29 @@ int coh_grant_create(struct coh_daemon *d, struct coh_conn *owner, int vm_fd, co
  * records the revoke and kill. end: "release", "revoke", "disconnect",
  * "peer-exit".
  */
-int coh_grant_end(struct coh_daemon *d, struct coh_grant *g, const char *end, bool kill);
+int coh_grant_end(struct coh_grant *g, const char *end, bool kill);
 
 /* Ends every active grant the connection owns. */
-void coh_grants_end_owned(struct coh_daemon *d, struct coh_conn *c, const char *end);
+void coh_grants_end_owned(struct coh_grants *g, struct coh_grant_owner *owner, const char *end);
 
 /* The grant for replies, events and the fd-store record. manager adds what only operators see. */
-json_object *coh_grant_to_json(struct coh_daemon *d, const struct coh_grant *g, bool manager);
+json_object *coh_grant_to_json(const struct coh_grant *g, bool manager);
 
 unsigned coh_grants_n_vms(const struct coh_grants *g);
 
 /* Closes the VM's descriptor (it has no grants left). */
-void coh_vm_free(struct coh_daemon *d, struct coh_vm *vm);
+void coh_vm_free(struct coh_grants *g, struct coh_vm *vm);
+/* Adopts a grant rebuilt from the fd store (its custody descriptors are in it):
+ * an active one joins vm (found or made from vm_fd, taken) and owner; an
+ * ending one is watched again. */
+int coh_grants_adopt(struct coh_grants *g, struct coh_grant *grant, struct coh_vm *vm, struct coh_grant_owner *owner);
+/* A VM from the fd store: takes vm_fd. */
+struct coh_vm *coh_grants_adopt_vm(struct coh_grants *g, unsigned id, int vm_fd);
+struct coh_vm *coh_grants_find_vm_id(struct coh_grants *g, unsigned id);
+
 /* Starts watching an ending grant (after adoption from the fd store). */
-void coh_grant_watch(struct coh_daemon *d, struct coh_grant *g);
+void coh_grant_watch(struct coh_grant *g);
 /* Frees grants and VMs without touching the kernel: the fd store keeps them. */
-void coh_grants_forget(struct coh_daemon *d);
+void coh_grants_forget(struct coh_grants *g);
 /* Stopping without the fd store: every grant ends now with "shutdown", unwatched. */
-void coh_grants_shutdown(struct coh_daemon *d);
+void coh_grants_shutdown(struct coh_grants *g);

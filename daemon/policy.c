@@ -28,13 +28,6 @@
  * symlinked into policy.d, say) from making a root daemon read without end. */
 #define POLICY_FILE_MAX (1024U * 1024U)
 
-/* Not (yet) in util.h; guarded so that they can move there without breaking this file. */
-#ifndef TAKE_PTR
-#define TAKE_PTR(p) ({ __typeof__(p) _p = (p); (p) = NULL; _p; })
-#endif
-#ifndef streq
-#define streq(a, b) (strcmp((a), (b)) == 0)
-#endif
 
 static inline void closedirp(DIR **d) {
         if (*d)

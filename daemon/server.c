@@ -22,10 +22,7 @@
 #include <systemd/sd-login.h>
 #include <unistd.h>
 
-#include "broker.h"
 #include "call.h"
-#include "grants.h"
-#include "daemon.h"
 #include "fdstore.h"
 #include "log.h"
 #include "server.h"
@@ -47,16 +44,27 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *userdata);
 static void conn_write_cb(evutil_socket_t fd, short what, void *userdata);
 static void conn_pidfd_cb(evutil_socket_t fd, short what, void *userdata);
 
+void coh_server_init(struct coh_server *s, struct event_base *base, struct coh_fdstore *store,
+                     const struct coh_server_callbacks *cb) {
+        *s = (struct coh_server) { .base = base, .store = store, .cb = *cb };
+        LIST_INIT(&s->conns);
+}
+
+static void changed(struct coh_server *s) {
+        if (s->cb.changed)
+                s->cb.changed(s->cb.userdata);
+}
+
 bool coh_conn_is_admin(const struct coh_conn *c) {
-        const struct coh_broker_config *cfg = coh_policy_broker(c->daemon->policy);
+        const struct coh_server_limits *l = &c->server->limits;
         if (c->peer.uid == 0)
                 return true;
-        if (!cfg->has_admin_group)
+        if (!l->has_admin_group)
                 return false;
-        if (c->peer.gid == cfg->admin_gid)
+        if (c->peer.gid == l->admin_gid)
                 return true;
         for (size_t i = 0; i < c->peer.n_groups; i++)
-                if (c->peer.groups[i] == cfg->admin_gid)
+                if (c->peer.groups[i] == l->admin_gid)
                         return true;
         return false;
 }
@@ -136,7 +144,6 @@ static int conn_identify(struct coh_conn *c) {
 }
 
 static void conn_free(struct coh_conn *c) {
-        struct coh_daemon *d = c->daemon;
         if (c->ev_read)
                 event_free(c->ev_read);
         if (c->ev_write)
@@ -152,7 +159,6 @@ static void conn_free(struct coh_conn *c) {
         free(c->groups);
         free(c->unit);
         free(c);
-        (void) d;
 }
 
 static void resume_accept(struct coh_server *s) {
@@ -163,21 +169,22 @@ static void resume_accept(struct coh_server *s) {
                 event_add(s->ev_listen[i], NULL);
 }
 
-static void conn_store_name(const struct coh_conn *c, char name[static 32]) {
-        snprintf(name, 32, "conn.%" PRIu64, c->id);
+static const char *conn_store_id(const struct coh_conn *c, char buf[static 24]) {
+        snprintf(buf, 24, "%" PRIu64, c->id);
+        return buf;
 }
 
 void coh_conn_close(struct coh_conn *c, const char *end) {
-        struct coh_daemon *d = c->daemon;
-        char name[32];
-        coh_grants_end_owned(d, c, end);
-        conn_store_name(c, name);
-        coh_fdstore_remove(d, name);
+        struct coh_server *s = c->server;
+        char id[24];
+        if (s->cb.closed)
+                s->cb.closed(c, end, s->cb.userdata);
+        coh_fdstore_remove(s->store, COH_FDSTORE_CONN, conn_store_id(c, id));
         LIST_REMOVE(c, link);
-        d->server.n_conns--;
+        s->n_conns--;
         conn_free(c);
-        resume_accept(&d->server);
-        coh_daemon_state_changed(d);
+        resume_accept(s);
+        changed(s);
 }
 
 /* Queues bytes (and descriptors for their first byte: taken in every case)
@@ -241,11 +248,11 @@ static bool conn_process(struct coh_conn *c) {
                 if (r == 0)
                         return true;
                 if (r < 0) {
-                        coh_log_debug(c->daemon, "connection %" PRIu64 ": bad framing: %s", c->id, strerror(-r));
+                        coh_log_debug("connection %" PRIu64 ": bad framing: %s", c->id, strerror(-r));
                         coh_conn_close(c, "disconnect");
                         return false;
                 }
-                r = coh_broker_dispatch(c->daemon, c, &m);
+                r = c->server->cb.message(c, &m, c->server->cb.userdata);
                 coh_message_done(&m);
                 if (r < 0 || c->closing) {
                         coh_conn_close(c, "disconnect");
@@ -262,7 +269,7 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *userdata) {
                         return;
                 if (n <= 0) {
                         if (n < 0)
-                                coh_log_debug(c->daemon, "connection %" PRIu64 ": %s", c->id, strerror((int) -n));
+                                coh_log_debug("connection %" PRIu64 ": %s", c->id, strerror((int) -n));
                         coh_conn_close(c, "disconnect");
                         return;
                 }
@@ -296,7 +303,7 @@ static void conn_pidfd_cb(evutil_socket_t fd, short what, void *userdata) {
         coh_conn_close(userdata, "peer-exit");
 }
 
-static void reject(struct coh_daemon *d, int fd, const char *limit) {
+static void reject(int fd, const char *limit) {
         json_object *p = json_object_new_object();
         json_object_object_add(p, "limit", json_object_new_string(limit));
         char *json = coh_error_format("io.coherencyd.Broker.LimitExceeded", p);
@@ -305,7 +312,7 @@ static void reject(struct coh_daemon *d, int fd, const char *limit) {
                 (void) send(fd, json, strlen(json) + 1, MSG_DONTWAIT | MSG_NOSIGNAL);
                 free(json);
         }
-        coh_log(d, LOG_NOTICE, COH_MESSAGE_REQUEST_ERROR, "Connection refused: %s reached", limit);
+        coh_log(LOG_NOTICE, COH_MESSAGE_REQUEST_ERROR, "Connection refused: %s reached", limit);
         close(fd);
 }
 
@@ -313,43 +320,43 @@ static void reject(struct coh_daemon *d, int fd, const char *limit) {
  * Sets up a connection on fd (taken in every case): identity, limits, events.
  * Returns NULL when the peer is refused or cannot be served.
  */
-static struct coh_conn *conn_new(struct coh_daemon *d, int fd, uint64_t id, bool adopted) {
-        struct coh_server *s = &d->server;
+static struct coh_conn *conn_new(struct coh_server *s, int fd, uint64_t id, bool adopted) {
         struct coh_conn *c = calloc(1, sizeof *c);
         if (!c) {
                 close(fd);
                 return NULL;
         }
-        c->daemon = d;
+        c->server = s;
         c->fd = fd;
-        c->pidfd = -1;
+        c->pidfd = -EBADF;
         c->id = id;
         coh_frame_init(&c->in);
 
         int r = conn_identify(c);
         if (r < 0) {
-                coh_log_debug(d, "connection: cannot identify peer: %s", strerror(-r));
+                coh_log_debug("connection: cannot identify peer: %s", strerror(-r));
                 conn_free(c);
                 return NULL;
         }
+        c->owner = (struct coh_grant_owner) { .id = id, .peer = &c->peer, .pidfd = c->pidfd };
         /* Limits apply to new connections; adopted ones were admitted already. */
-        const struct coh_broker_config *cfg = coh_policy_broker(d->policy);
         const char *limit = NULL;
-        if (!adopted && s->n_conns >= cfg->max_connections)
+        if (!adopted && s->n_conns >= s->limits.max_connections)
                 limit = "MaxConnections";
-        else if (!adopted && c->peer.uid != 0 && conns_of_uid(s, c->peer.uid) >= cfg->max_connections_per_user)
+        else if (!adopted && c->peer.uid != 0 &&
+                 conns_of_uid(s, c->peer.uid) >= s->limits.max_connections_per_user)
                 limit = "MaxConnectionsPerUser";
         if (limit) {
-                c->fd = -1;
-                reject(d, fd, limit);
+                c->fd = -EBADF;
+                reject(fd, limit);
                 conn_free(c);
                 return NULL;
         }
 
-        c->ev_read = event_new(d->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
-        c->ev_write = event_new(d->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+        c->ev_read = event_new(s->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+        c->ev_write = event_new(s->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
         if (c->pidfd >= 0)
-                c->ev_pidfd = event_new(d->base, c->pidfd, EV_READ, conn_pidfd_cb, c);
+                c->ev_pidfd = event_new(s->base, c->pidfd, EV_READ, conn_pidfd_cb, c);
         if (!c->ev_read || !c->ev_write || (c->pidfd >= 0 && !c->ev_pidfd)) {
                 conn_free(c);
                 return NULL;
@@ -365,36 +372,42 @@ static struct coh_conn *conn_new(struct coh_daemon *d, int fd, uint64_t id, bool
 }
 
 static void listen_cb(evutil_socket_t lfd, short what, void *userdata) {
-        struct coh_daemon *d = userdata;
-        struct coh_server *s = &d->server;
+        struct coh_server *s = userdata;
 
         int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
                 if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                         /* Pause instead of spinning on a listener we cannot serve. */
-                        coh_log(d, LOG_WARNING, NULL, "accept: %s; pausing until a connection closes", strerror(errno));
+                        coh_log(LOG_WARNING, NULL, "accept: %s; pausing until a connection closes", strerror(errno));
                         s->accept_paused = true;
                         for (size_t i = 0; i < s->n_listen; i++)
                                 event_del(s->ev_listen[i]);
                 }
                 return;
         }
-        struct coh_conn *c = conn_new(d, fd, s->next_conn_id + 1, false);
+        struct coh_conn *c = conn_new(s, fd, s->next_conn_id + 1, false);
         if (!c)
                 return;
-        char name[32];
-        conn_store_name(c, name);
-        coh_fdstore_put(d, name, c->fd);
-        coh_daemon_state_changed(d);
+        char id[24];
+        coh_fdstore_put(s->store, COH_FDSTORE_CONN, conn_store_id(c, id), c->fd);
+        changed(s);
 }
 
-struct coh_conn *coh_server_adopt_conn(struct coh_daemon *d, int fd, uint64_t id) {
+struct coh_conn *coh_server_find_conn(struct coh_server *s, uint64_t id) {
+        struct coh_conn *c;
+        LIST_FOREACH(c, &s->conns, link)
+                if (c->id == id)
+                        return c;
+        return NULL;
+}
+
+struct coh_conn *coh_server_adopt_conn(struct coh_server *s, int fd, uint64_t id) {
         int flags = fcntl(fd, F_GETFL);
         if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
                 close(fd);
                 return NULL;
         }
-        return conn_new(d, fd, id, true);
+        return conn_new(s, fd, id, true);
 }
 
 bool coh_conn_alive(const struct coh_conn *c) {
@@ -403,8 +416,7 @@ bool coh_conn_alive(const struct coh_conn *c) {
         return n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR));
 }
 
-void coh_server_forget_all(struct coh_daemon *d) {
-        struct coh_server *s = &d->server;
+void coh_server_forget_all(struct coh_server *s) {
         while (!LIST_EMPTY(&s->conns)) {
                 struct coh_conn *c = LIST_FIRST(&s->conns);
                 LIST_REMOVE(c, link);
@@ -413,14 +425,13 @@ void coh_server_forget_all(struct coh_daemon *d) {
         }
 }
 
-int coh_server_add_listener(struct coh_daemon *d, int fd) {
-        struct coh_server *s = &d->server;
+int coh_server_add_listener(struct coh_server *s, int fd) {
         if (s->n_listen >= COH_LISTEN_MAX)
                 return -E2BIG;
         int flags = fcntl(fd, F_GETFL);
         if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
                 return -errno;
-        struct event *ev = event_new(d->base, fd, EV_READ | EV_PERSIST, listen_cb, d);
+        struct event *ev = event_new(s->base, fd, EV_READ | EV_PERSIST, listen_cb, s);
         if (!ev)
                 return -ENOMEM;
         event_add(ev, NULL);
@@ -430,7 +441,7 @@ int coh_server_add_listener(struct coh_daemon *d, int fd) {
         return 0;
 }
 
-int coh_server_listen_path(struct coh_daemon *d, const char *path) {
+int coh_server_listen_path(struct coh_server *s, const char *path) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         if (strlen(path) >= sizeof sa.sun_path)
                 return -ENAMETOOLONG;
@@ -460,15 +471,14 @@ int coh_server_listen_path(struct coh_daemon *d, const char *path) {
                 return -errno;
         if (listen(fd, SOMAXCONN) < 0)
                 return -errno;
-        r = coh_server_add_listener(d, fd);
+        r = coh_server_add_listener(s, fd);
         if (r < 0)
                 return r;
-        fd = -1;
+        fd = -EBADF;
         return 0;
 }
 
-void coh_server_stop_listening(struct coh_daemon *d) {
-        struct coh_server *s = &d->server;
+void coh_server_stop_listening(struct coh_server *s) {
         for (size_t i = 0; i < s->n_listen; i++) {
                 event_free(s->ev_listen[i]);
                 close(s->listen_fds[i]);
@@ -476,8 +486,7 @@ void coh_server_stop_listening(struct coh_daemon *d) {
         s->n_listen = 0;
 }
 
-void coh_server_close_all(struct coh_daemon *d) {
-        struct coh_server *s = &d->server;
+void coh_server_close_all(struct coh_server *s) {
         while (!LIST_EMPTY(&s->conns)) {
                 struct coh_conn *c = LIST_FIRST(&s->conns);
                 /* Answers already produced go out if the socket takes them now. */

@@ -4,7 +4,9 @@
 /*
  * Connections: accepting (with per-uid and total limits, pausing on EMFILE),
  * the peer's identity taken at connect time, reading calls with their
- * descriptors, and writing replies without blocking.
+ * descriptors, and writing replies without blocking. What a call means is
+ * not this module's business: each complete message goes to the callback
+ * the owner gave (OpenBSD's p_cb), and so does each close.
  */
 
 #include <json-c/json.h>
@@ -14,14 +16,17 @@
 #include <sys/types.h>
 
 #include "frame.h"
+#include "grants.h"
 #include "policy.h"
 
-struct coh_daemon;
+struct coh_server;
 struct event;
+struct event_base;
+struct coh_fdstore;
 
 struct coh_conn {
         LIST_ENTRY(coh_conn) link;
-        struct coh_daemon *daemon;
+        struct coh_server *server;
         uint64_t id;
         int fd;
         struct event *ev_read, *ev_write, *ev_pidfd;
@@ -34,7 +39,7 @@ struct coh_conn {
         char *unit;
         int pidfd;
 
-        unsigned n_grants;
+        struct coh_grant_owner owner; /* the grants this connection holds know it by this */
         bool monitor;     /* a Manager.Monitor stream is open */
         bool watch;       /* a Broker.WatchGrants stream is open */
         bool closing;     /* close once the output is flushed */
@@ -46,7 +51,30 @@ LIST_HEAD(coh_conn_list, coh_conn);
 
 #define COH_LISTEN_MAX 4
 
+/* What the server tells its owner. */
+struct coh_server_callbacks {
+        /* One complete message; < 0 closes the connection. The message is freed after. */
+        int (*message)(struct coh_conn *c, struct coh_message *m, void *userdata);
+        /* The connection is about to be freed: "disconnect", "peer-exit" or "shutdown". */
+        void (*closed)(struct coh_conn *c, const char *end, void *userdata);
+        /* Connections came or went: the fd-store state and the status are stale. */
+        void (*changed)(void *userdata);
+        void *userdata;
+};
+
+/* The limits in force, from the policy (set on start and reload). */
+struct coh_server_limits {
+        unsigned max_connections;
+        unsigned max_connections_per_user;
+        bool has_admin_group;
+        gid_t admin_gid;
+};
+
 struct coh_server {
+        struct event_base *base;
+        struct coh_fdstore *store;
+        struct coh_server_callbacks cb;
+        struct coh_server_limits limits;
         int listen_fds[COH_LISTEN_MAX];
         struct event *ev_listen[COH_LISTEN_MAX];
         size_t n_listen;
@@ -56,13 +84,16 @@ struct coh_server {
         bool accept_paused; /* EMFILE: resumed when a connection closes */
 };
 
+void coh_server_init(struct coh_server *s, struct event_base *base, struct coh_fdstore *store,
+                     const struct coh_server_callbacks *cb);
+
 /* Binds and listens on path (removing a stale socket), mode 0666: the daemon decides, not file modes. */
-int coh_server_listen_path(struct coh_daemon *d, const char *path);
+int coh_server_listen_path(struct coh_server *s, const char *path);
 /* Serves an already listening socket (socket activation). */
-int coh_server_add_listener(struct coh_daemon *d, int fd);
-void coh_server_stop_listening(struct coh_daemon *d);
-/* Flushes what can be flushed and closes every connection (ending their grants). */
-void coh_server_close_all(struct coh_daemon *d);
+int coh_server_add_listener(struct coh_server *s, int fd);
+void coh_server_stop_listening(struct coh_server *s);
+/* Flushes what can be flushed and closes every connection ("shutdown"). */
+void coh_server_close_all(struct coh_server *s);
 
 /* Replies to the call being handled; they take ownership of parameters. */
 int coh_conn_reply(struct coh_conn *c, json_object *parameters, bool continues);
@@ -70,14 +101,15 @@ int coh_conn_error(struct coh_conn *c, const char *error, json_object *parameter
 /* A final reply with descriptors on its first byte; takes them in every case
  * (they are closed once the kernel has its copies, or on failure). */
 int coh_conn_reply_fds(struct coh_conn *c, json_object *parameters, const int *fds, size_t n_fds);
-/* Closes the connection now (ends its grants with "disconnect" or "peer-exit"). */
+/* Closes the connection now; the closed callback runs first. */
 void coh_conn_close(struct coh_conn *c, const char *end);
 
 bool coh_conn_is_admin(const struct coh_conn *c);
 
 /* A stored connection handed over by a previous instance: NULL on failure (fd closed). */
-struct coh_conn *coh_server_adopt_conn(struct coh_daemon *d, int fd, uint64_t id);
+struct coh_conn *coh_server_adopt_conn(struct coh_server *s, int fd, uint64_t id);
+struct coh_conn *coh_server_find_conn(struct coh_server *s, uint64_t id);
 /* False once the peer has closed its end. */
 bool coh_conn_alive(const struct coh_conn *c);
-/* Frees every connection without ending grants: they stay in the fd store. */
-void coh_server_forget_all(struct coh_daemon *d);
+/* Frees every connection without the closed callback: they stay in the fd store. */
+void coh_server_forget_all(struct coh_server *s);

@@ -30,9 +30,24 @@ static inline void freep(void *p) {
 }
 #define _cleanup_free_ _cleanup_(freep)
 
-/* Hands a descriptor over: the variable no longer owns it. */
+/* Hands a descriptor over: the variable no longer owns it (systemd's TAKE_FD). */
 static inline int take_fd(int *fd) {
         int r = *fd;
-        *fd = -1;
+        *fd = -EBADF;
         return r;
+}
+#define TAKE_FD(fd) take_fd(&(fd))
+/* Hands a pointer over: the variable no longer owns it. */
+#define TAKE_PTR(p) ({ __typeof__(p) _p = (p); (p) = NULL; _p; })
+
+#define streq(a, b) (strcmp((a), (b)) == 0)
+
+/* Closes fd if it is one, and returns -EBADF to store back: fd = safe_close(fd). */
+static inline int safe_close(int fd) {
+        if (fd >= 0) {
+                int saved = errno;
+                close(fd);
+                errno = saved;
+        }
+        return -EBADF;
 }

@@ -2,7 +2,7 @@
 
 # Not coh_unit_test(): the test runs under the harness, not on its own.
 add_executable(test-journal ${CMAKE_CURRENT_LIST_DIR}/test-journal.c)
-target_link_libraries(test-journal PRIVATE coh_core ${CMOCKA_LIBRARY})
+target_link_libraries(test-journal PRIVATE coh_kernel ${CMOCKA_LIBRARY})
 add_test(NAME test-journal
          COMMAND ${PROJECT_SOURCE_DIR}/tests/lib/with-journald $<TARGET_FILE:test-journal>)
 # 77: with-journald cannot run here (not root, no journald).

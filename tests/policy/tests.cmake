@@ -1,4 +1,4 @@
 # Policy and decision table: pure functions, tested without any I/O but the policy files.
-coh_unit_test(test-decision SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-decision.c)
-coh_unit_test(test-policy SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-policy.c)
-coh_fuzz_target(fuzz-policy ${CMAKE_CURRENT_LIST_DIR}/../fuzz/fuzz-policy.c coh_core)
+coh_unit_test(test-decision SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-decision.c LIBS coh_kernel)
+coh_unit_test(test-policy SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-policy.c LIBS coh_kernel)
+coh_fuzz_target(fuzz-policy ${CMAKE_CURRENT_LIST_DIR}/../fuzz/fuzz-policy.c coh_kernel)

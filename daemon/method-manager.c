@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* io.coherencyd.Manager: root and AdminGroup= members (checked by the dispatcher). */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "grants.h"
+#include "log.h"
+#include "methods-internal.h"
+#include "server.h"
+#include "util.h"
+
+static int method_list_grants(struct call_ctx *x) {
+        int r = method_no_params(x);
+        if (r != 0)
+                return r;
+        json_object *list = json_object_new_array();
+        struct coh_grant *g;
+        LIST_FOREACH(g, &x->ms->grants->grants, link)
+                json_object_array_add(list, coh_grant_to_json(g, true));
+        json_object *p = json_object_new_object();
+        json_object_object_add(p, "grants", list);
+        return method_reply(x, p);
+}
+
+struct revoke_params {
+        const char *grant;
+        int kill;
+};
+
+static const struct coh_param revoke_params[] = {
+        { "grant", COH_PARAM_STRING, offsetof(struct revoke_params, grant), true },
+        { "kill", COH_PARAM_TRISTATE, offsetof(struct revoke_params, kill), false },
+        COH_PARAMS_END,
+};
+
+static int method_revoke_grant(struct call_ctx *x) {
+        const struct coh_broker_config *cfg = coh_policy_broker(call_policy(x));
+        const struct coh_peer *peer = &x->conn->peer;
+        struct revoke_params p;
+        int r = method_params(x, revoke_params, &p);
+        if (r != 0)
+                return r;
+        struct coh_grant *g = coh_grants_find(x->ms->grants, p.grant);
+        if (!g)
+                return method_reply_errno(x, -ENOENT, p.grant);
+        bool kill = p.kill >= 0 ? p.kill : cfg->revoke_kill;
+        /* Without RevokeKill= the daemon has given up CAP_KILL. */
+        if (kill && !cfg->revoke_kill)
+                return method_reply_errno(x, -ECANCELED, NULL);
+        coh_log(LOG_NOTICE, NULL, "Grant %s for %s revoked by uid %u%s%s%s", g->id, g->slot, (unsigned) peer->uid,
+                peer->unit ? " (" : "", peer->unit ?: "", peer->unit ? ")" : "");
+        (void) coh_grant_end(g, "revoke", kill);
+        return method_reply(x, json_object_new_object());
+}
+
+struct explain_params {
+        const char *device, *user, *group, *unit;
+};
+
+static const struct coh_param explain_params[] = {
+        { "device", COH_PARAM_STRING, offsetof(struct explain_params, device), true },
+        { "user", COH_PARAM_STRING, offsetof(struct explain_params, user), true },
+        { "group", COH_PARAM_STRING, offsetof(struct explain_params, group), false },
+        { "unit", COH_PARAM_STRING, offsetof(struct explain_params, unit), false },
+        COH_PARAMS_END,
+};
+
+static int method_explain(struct call_ctx *x) {
+        _cleanup_free_ gid_t *groups = NULL;
+        struct explain_params p;
+        struct coh_peer peer;
+        struct request req = {};
+        int r = method_params(x, explain_params, &p);
+        if (r != 0)
+                return r;
+        r = coh_peer_from_names(p.user, p.group, p.unit, &peer, &groups);
+        if (r == -ESRCH || r == -ENOENT)
+                return method_reply_errno(x, -EINVAL, r == -ESRCH ? "user" : "group");
+        if (r < 0)
+                return method_backend_error(x, r, "look up user");
+        r = request_read_device(x, p.device, &req);
+        if (r > 0)
+                r = request_decide(x, &peer, NULL, -1, "device", &req);
+        if (r > 0) {
+                json_object *reply = json_object_new_object();
+                request_decision_fields(reply, &req);
+                json_object_object_add(reply, "facts", request_facts_json(&req));
+                r = method_reply(x, reply);
+        }
+        request_done(&req);
+        return r;
+}
+
+static int method_reload_policy(struct call_ctx *x) {
+        struct coh_policy_error err;
+        int r = method_no_params(x);
+        if (r != 0)
+                return r;
+        r = x->ms->reload(&err, x->ms->userdata);
+        if (r < 0) {
+                json_object *p = json_object_new_object();
+                json_object_object_add(p, "file", json_object_new_string(err.file));
+                json_object_object_add(p, "line", json_object_new_int((int) err.line));
+                json_object_object_add(p, "message", json_object_new_string(err.message));
+                return coh_conn_error(x->conn, MANAGER "InvalidPolicy", p);
+        }
+        json_object *p = json_object_new_object();
+        json_object_object_add(p, "rules", json_object_new_int64((int64_t) coh_policy_n_rules(call_policy(x))));
+        return method_reply(x, p);
+}
+
+static int method_get_policy(struct call_ctx *x) {
+        int r = method_no_params(x);
+        if (r != 0)
+                return r;
+        json_object *p = json_object_new_object();
+        json_object_object_add(p, "policy", coh_policy_to_json(call_policy(x)));
+        return method_reply(x, p);
+}
+
+static int method_monitor(struct call_ctx *x) {
+        int r = method_no_params(x);
+        if (r != 0)
+                return r;
+        if (!x->call.more)
+                return method_error(x, SERVICE "ExpectedMore", NULL, NULL);
+        /* A first reply at once, so a client knows it is subscribed before anything happens. */
+        json_object *p = json_object_new_object();
+        json_object_object_add(p, "event", json_object_new_string("subscribed"));
+        json_object_object_add(p, "grants", json_object_new_int64(x->ms->grants->n_grants));
+        x->conn->monitor = true;
+        return coh_conn_reply(x->conn, p, true);
+}
+
+const struct coh_method coh_manager_methods[] = {
+        { MANAGER "ListGrants", method_list_grants, true },
+        { MANAGER "RevokeGrant", method_revoke_grant, true },
+        { MANAGER "Explain", method_explain, true },
+        { MANAGER "ReloadPolicy", method_reload_policy, true },
+        { MANAGER "GetPolicy", method_get_policy, true },
+        { MANAGER "Monitor", method_monitor, true },
+        {}
+};

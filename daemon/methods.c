@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Dispatch, replies and streams for the three interfaces. Everything a
+ * client can get wrong is answered with an error naming the parameter at
+ * fault; every descriptor a message carried is either taken by a grant or
+ * closed with the message.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "grants.h"
+#include "log.h"
+#include "methods-internal.h"
+#include "server.h"
+#include "util.h"
+
+int method_reply(struct call_ctx *x, json_object *p) {
+        return coh_conn_reply(x->conn, p, false);
+}
+
+int method_error(struct call_ctx *x, const char *error, const char *key, const char *value) {
+        json_object *p = json_object_new_object();
+        if (key)
+                json_object_object_add(p, key, json_object_new_string(value));
+        return coh_conn_error(x->conn, error, p);
+}
+
+int method_invalid_fd(struct call_ctx *x, const char *parameter, const char *expected, const char *got) {
+        json_object *p = json_object_new_object();
+        json_object_object_add(p, "parameter", json_object_new_string(parameter));
+        json_object_object_add(p, "expected", json_object_new_string(expected));
+        json_object_object_add(p, "got", json_object_new_string(got));
+        return coh_conn_error(x->conn, BROKER "InvalidFileDescriptor", p);
+}
+
+int method_params(struct call_ctx *x, const struct coh_param *table, void *ret) {
+        const char *bad = NULL;
+        if (coh_params_dispatch(x->call.parameters, x->msg, table, ret, &bad) == 0)
+                return 0;
+        int r = method_error(x, SERVICE "InvalidParameter", "parameter", bad);
+        return r < 0 ? r : 1;
+}
+
+int method_no_params(struct call_ctx *x) {
+        static const struct coh_param none[] = { COH_PARAMS_END };
+        return method_params(x, none, NULL);
+}
+
+void methods_broadcast(struct coh_methods *ms, json_object *ev, pid_t watcher_pid) {
+        struct coh_conn *c, *next;
+        for (c = LIST_FIRST(&ms->server->conns); c; c = next) {
+                next = LIST_NEXT(c, link);
+                if (c->closing)
+                        continue;
+                if ((watcher_pid == 0 && c->monitor) || (watcher_pid > 0 && c->watch && c->peer.pid == watcher_pid))
+                        coh_conn_reply(c, json_object_get(ev), true);
+        }
+        json_object_put(ev);
+}
+
+void coh_methods_grant_event(struct coh_methods *ms, const struct coh_grant *g, const char *event) {
+        /* The VMM's own stream: the grant as ListGrants shows it. */
+        json_object *w = json_object_new_object(), *list = json_object_new_array();
+        json_object_object_add(w, "event", json_object_new_string(event));
+        json_object_array_add(list, coh_grant_to_json(g, false));
+        json_object_object_add(w, "grants", list);
+        methods_broadcast(ms, w, g->peer_pid);
+
+        json_object *ev = json_object_new_object();
+        json_object_object_add(ev, "event", json_object_new_string(event));
+        json_object_object_add(ev, "grant", json_object_new_string(g->id));
+        json_object_object_add(ev, "decision", json_object_new_string(coh_decision_to_string(g->decision)));
+        json_object_object_add(ev, "state", json_object_new_string(coh_grant_state_to_string(g->state)));
+        if (g->end[0])
+                json_object_object_add(ev, "end", json_object_new_string(g->end));
+        json_object_object_add(ev, "vmWbinvd", json_object_new_string(coh_vm_wbinvd(g->vm)));
+        json_object_object_add(ev, "device", json_object_new_string(g->slot));
+        json_object_object_add(ev, "peerPid", json_object_new_int64(g->peer_pid));
+        json_object_object_add(ev, "peerUid", json_object_new_int64(g->peer_uid));
+        methods_broadcast(ms, ev, 0);
+}
+
+static const struct coh_method *find_method(const char *name) {
+        static const struct coh_method *const tables[] = {
+                coh_broker_methods,
+                coh_manager_methods,
+                coh_service_methods,
+        };
+        for (size_t t = 0; t < ELEMENTSOF(tables); t++)
+                for (const struct coh_method *m = tables[t]; m->name; m++)
+                        if (streq(m->name, name))
+                                return m;
+        return NULL;
+}
+
+int coh_methods_dispatch(struct coh_methods *ms, struct coh_conn *c, struct coh_message *m) {
+        struct call_ctx x = { .ms = ms, .conn = c, .msg = m };
+        int r;
+
+        if (c->monitor || c->watch)
+                return -EPROTO; /* a streaming connection takes no further calls */
+        r = coh_call_parse(m->json, &x.call);
+        if (r < 0) {
+                coh_log_debug("connection %" PRIu64 ": malformed message", c->id);
+                return r;
+        }
+        c->oneway = x.call.oneway;
+        const struct coh_method *method = find_method(x.call.method);
+        if (!method)
+                r = method_error(&x, SERVICE "MethodNotFound", "method", x.call.method);
+        else if (method->manager && !coh_conn_is_admin(c))
+                r = method_error(&x, BROKER "PermissionDenied", NULL, NULL);
+        else if (x.call.upgrade)
+                r = method_error(&x, SERVICE "MethodNotImplemented", "method", x.call.method);
+        else
+                r = method->handler(&x);
+        c->oneway = false;
+        coh_call_done(&x.call);
+        return r == -ENOBUFS ? 0 : r;
+}
+
+/* ---- errnos to wire errors: the one place ---------------------------- */
+
+int method_reply_errno(struct call_ctx *x, int error, const char *subject) {
+        static const struct {
+                int error;
+                const char *name;
+                const char *key; /* the subject's parameter name, NULL: none */
+        } map[] = {
+                { ENODEV, BROKER "NoSuchDevice", "device" },
+                { EBUSY, BROKER "DeviceBusy", "device" },
+                { ENOENT, BROKER "NoSuchGrant", "grant" },
+                { EPERM, BROKER "PermissionDenied", NULL },
+                { EUSERS, BROKER "LimitExceeded", "limit" },
+                { EOPNOTSUPP, BROKER "CoherencyUnsupported", "parameter" },
+                { ECANCELED, MANAGER "KillNotEnabled", NULL },
+                { EINVAL, SERVICE "InvalidParameter", "parameter" },
+        };
+        if (error < 0)
+                error = -error;
+        for (size_t i = 0; i < ELEMENTSOF(map); i++)
+                if (map[i].error == error)
+                        return method_error(x, map[i].name, map[i].key, subject);
+        return method_backend_error(x, error, subject);
+}
+
+int method_backend_error(struct call_ctx *x, int error, const char *operation) {
+        if (error < 0)
+                error = -error;
+        json_object *p = json_object_new_object();
+        json_object_object_add(p, "errno", json_object_new_int(error));
+        json_object_object_add(p, "operation", json_object_new_string(operation));
+        return coh_conn_error(x->conn, BROKER "BackendError", p);
+}

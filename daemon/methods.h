@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * The methods of io.coherencyd.Broker, io.coherencyd.Manager and
+ * org.varlink.service: validate, call down (policy, decision, platform,
+ * grants), reply. Each interface has its file and its method table
+ * (method-broker.c, method-manager.c, method-service.c); this is what the
+ * manager sees of them.
+ */
+
+#include "frame.h"
+
+struct coh_conn;
+struct coh_grant;
+struct coh_grants;
+struct coh_platform;
+struct coh_policy;
+struct coh_policy_error;
+struct coh_server;
+
+struct coh_methods {
+        struct coh_grants *grants;
+        struct coh_platform *platform;
+        struct coh_server *server;        /* for Monitor and WatchGrants streams */
+        struct coh_policy *const *policy; /* the policy in force (the manager swaps it on reload) */
+        /* Manager.ReloadPolicy: re-reads the policy; on failure *err says where. */
+        int (*reload)(struct coh_policy_error *err, void *userdata);
+        void *userdata;
+};
+
+/*
+ * Handles one message. Errors a client can cause are replies; a negative
+ * return means the connection must be closed (malformed envelope, memory).
+ */
+int coh_methods_dispatch(struct coh_methods *ms, struct coh_conn *c, struct coh_message *m);
+
+/* Tells the grant's VMM (WatchGrants) and Monitor streams that it changed:
+ * "revoked", "ending", "held" or "ended". */
+void coh_methods_grant_event(struct coh_methods *ms, const struct coh_grant *g, const char *event);
