@@ -1171,3 +1171,257 @@ json_object *release_grant(struct vconn *c, const char *grant) {
         snprintf(params, sizeof params, "{\"grant\":\"%s\"}", grant);
         return vconn_call(c, BROKER "ReleaseGrant", params, NULL, 0);
 }
+
+/* ---- custody (added for the second edition's tests) --------------------- */
+
+json_object *vconn_next_event(struct vconn *c, const char *event) {
+        struct coh_reply reply;
+
+        if (vconn_recv(c, &reply) < 0)
+                fail_msg("coherencyd closed the stream instead of sending event %s", event);
+        if (reply.error)
+                fail_msg("expected event %s, got error %s %s", event, reply.error,
+                         json_object_to_json_string(reply.parameters));
+        if (!reply.continues)
+                fail_msg("event %s: the reply does not say more follow: %s", event,
+                         json_object_to_json_string(reply.root));
+        json_object *p = json_object_get(reply.parameters);
+        coh_reply_done(&reply);
+        json_object *e;
+        if (!json_object_object_get_ex(p, "event", &e) || strcmp(json_object_get_string(e), event) != 0)
+                fail_msg("expected event %s, got %s", event, json_object_to_json_string(p));
+        return p;
+}
+
+json_object *request_grant_take(struct vconn *c, int vm, unsigned group, const char *container, int *ret_group) {
+        json_object *p = request_grant(c, vm, group, container);
+        int fd = vconn_take_fd(c, 0);
+
+        if (fd < 0)
+                fail_msg("RequestGrant for IOMMU group %u handed no group over: %s", group,
+                         json_object_to_json_string(p));
+        assert_int_equal(jint(p, "group"), 0);
+        *ret_group = fd;
+        return p;
+}
+
+json_object *grant_in(json_object *grants, const char *id) {
+        for (size_t i = 0; i < json_object_array_length(grants); i++) {
+                json_object *g = json_object_array_get_idx(grants, i);
+                if (strcmp(jstr(g, "grant"), id) == 0)
+                        return g;
+        }
+        return NULL;
+}
+
+/* The VMM process: holds what comes over chan, acknowledging each, until chan closes. */
+static void vmm_child(int chan) {
+        for (;;) {
+                union {
+                        struct cmsghdr align;
+                        char buf[CMSG_SPACE(sizeof(int))];
+                } control;
+                char byte;
+                struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control,
+                                     .msg_controllen = sizeof control };
+                ssize_t n = recvmsg(chan, &mh, MSG_CMSG_CLOEXEC);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        _exit(0);
+                /* Kept open, deliberately: that is the point of this process. */
+                if (send(chan, "k", 1, MSG_NOSIGNAL) != 1)
+                        _exit(1);
+        }
+}
+
+void vmm_start(struct harness *h, uid_t uid, gid_t gid, size_t n_conns, struct vmm *ret) {
+        struct sockaddr_un sa;
+        int sp[2];
+
+        assert_true(n_conns >= 1 && n_conns <= VMM_CONNS_MAX);
+        unix_address(&sa, h->socket);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                int fds[VMM_CONNS_MAX];
+                close_all_but(sp[1], sp[1]);
+                if (drop_privileges(uid, gid, NULL, 0) < 0)
+                        _exit(1);
+                for (size_t i = 0; i < n_conns; i++) {
+                        fds[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                        if (fds[i] < 0 || connect(fds[i], (const struct sockaddr *) &sa, sizeof sa) < 0)
+                                _exit(1);
+                }
+                if (send_with_fds(sp[1], "c", 1, fds, n_conns) != 1)
+                        _exit(1);
+                for (size_t i = 0; i < n_conns; i++)
+                        close(fds[i]);
+                vmm_child(sp[1]);
+        }
+        close(sp[1]);
+
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int) * VMM_CONNS_MAX)];
+        } control = {};
+        char byte;
+        struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control,
+                             .msg_controllen = sizeof control };
+        wait_readable(sp[0], now_ms() + HARNESS_TIMEOUT_MS, "a VMM process's connections");
+        struct cmsghdr *cmsg;
+        if (recvmsg(sp[0], &mh, MSG_CMSG_CLOEXEC) != 1 || !(cmsg = CMSG_FIRSTHDR(&mh)) ||
+            cmsg->cmsg_len != CMSG_LEN(sizeof(int) * n_conns))
+                fail_msg("the VMM process (uid %u) could not connect to %s", (unsigned) uid, h->socket);
+
+        *ret = (struct vmm) { .pid = pid, .chan = sp[0], .n_conns = n_conns };
+        for (size_t i = 0; i < n_conns; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof fd);
+                ret->conn[i] = vconn_new(fd);
+        }
+        ret->pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+        assert_true(ret->pidfd >= 0);
+        /* Accepted, each of them, and what the daemon did on accepting is done. */
+        for (size_t i = 0; i < n_conns; i++)
+                vconn_ping(ret->conn[i]);
+        harness_sync(h);
+}
+
+void vmm_hold(struct vmm *v, int fd) {
+        char ack;
+
+        assert_true(v->pid > 0);
+        if (send_with_fds(v->chan, "h", 1, &fd, 1) != 1)
+                fail_msg("passing a descriptor to the VMM process: %s", strerror(errno));
+        wait_readable(v->chan, now_ms() + HARNESS_TIMEOUT_MS, "the VMM process to take a descriptor");
+        assert_int_equal(recv(v->chan, &ack, 1, 0), 1);
+}
+
+bool vmm_alive(const struct vmm *v) {
+        struct pollfd p = { .fd = v->pidfd, .events = POLLIN };
+
+        if (v->pid <= 0)
+                return false;
+        assert_true(poll(&p, 1, 0) >= 0);
+        return !(p.revents & POLLIN);
+}
+
+static int vmm_reap(struct vmm *v) {
+        int status;
+
+        assert_int_equal(waitpid(v->pid, &status, 0), v->pid);
+        v->pid = 0;
+        close(v->pidfd);
+        v->pidfd = -1;
+        close(v->chan);
+        v->chan = -1;
+        return status;
+}
+
+int vmm_wait(struct vmm *v) {
+        assert_true(v->pid > 0);
+        wait_readable(v->pidfd, now_ms() + HARNESS_TIMEOUT_MS, "the VMM process to end");
+        return vmm_reap(v);
+}
+
+int vmm_exit(struct vmm *v) {
+        assert_true(v->pid > 0);
+        shutdown(v->chan, SHUT_RDWR);
+        return vmm_reap(v);
+}
+
+void vmm_done(struct vmm *v) {
+        if (v->pid > 0)
+                (void) vmm_exit(v);
+        for (size_t i = 0; i < v->n_conns; i++) {
+                vconn_free(v->conn[i]);
+                v->conn[i] = NULL;
+        }
+        v->n_conns = 0;
+}
+
+void harness_idle(struct harness *h) {
+        harness_sync(h);
+        harness_sync(h);
+}
+
+/* Counts (and with dump prints) the daemon's stream sockets. */
+static unsigned daemon_stream_sockets_scan(const struct harness *h, bool dump) {
+        char path[64], link[PATH_MAX], target[PATH_MAX];
+        unsigned n = 0;
+        struct dirent *de;
+
+        assert_true(h->pid > 0);
+        snprintf(path, sizeof path, "/proc/%d/fd", (int) h->pid);
+        DIR *d = opendir(path);
+        assert_non_null(d);
+        while ((de = readdir(d))) {
+                if (de->d_name[0] == '.')
+                        continue;
+                snprintf(link, sizeof link, "%s/%s", path, de->d_name);
+                ssize_t k = readlink(link, target, sizeof target - 1);
+                if (k < 0)
+                        continue;
+                target[k] = 0;
+                if (strncmp(target, FD_SOCKET, strlen(FD_SOCKET)) != 0)
+                        continue;
+                int fd = (int) syscall(SYS_pidfd_getfd, h->pidfd, atoi(de->d_name), 0);
+                if (fd < 0) {
+                        if (errno == EBADF)
+                                continue; /* closed while we looked */
+                        fail_msg("pidfd_getfd(coherencyd, %s): %s", de->d_name, strerror(errno));
+                }
+                int type = 0;
+                socklen_t len = sizeof type;
+                assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len), 0);
+                close(fd);
+                if (dump)
+                        print_message("coherencyd fd %s -> %s (%s)\n", de->d_name, target,
+                                      type == SOCK_STREAM ? "stream" : "not stream");
+                n += type == SOCK_STREAM;
+        }
+        closedir(d);
+        return n;
+}
+
+unsigned daemon_stream_sockets(const struct harness *h) {
+        return daemon_stream_sockets_scan(h, false);
+}
+
+void expect_daemon_stream_sockets(const struct harness *h, unsigned expected) {
+        unsigned n = daemon_stream_sockets_scan(h, false);
+
+        if (n == expected)
+                return;
+        (void) daemon_stream_sockets_scan(h, true);
+        fail_msg("coherencyd holds %u stream socket(s), expected %u", n, expected);
+}
+
+void vconn_ping(struct vconn *c) {
+        json_object_put(vconn_call(c, SERVICE "GetInfo", NULL, NULL, 0));
+}
+
+#define SETTLE_ROUNDS 100 /* round trips before a count that does not settle fails the test */
+
+void expect_daemon_fds_settled(struct harness *h, const char *prefix, unsigned expected) {
+        for (unsigned round = 0; round < SETTLE_ROUNDS; round++) {
+                harness_sync(h);
+                if (daemon_fds(h, prefix) == expected)
+                        return;
+        }
+        expect_daemon_fds(h, prefix, expected);
+}
+
+void expect_daemon_stream_sockets_settled(struct harness *h, unsigned expected) {
+        for (unsigned round = 0; round < SETTLE_ROUNDS; round++) {
+                harness_sync(h);
+                if (daemon_stream_sockets(h) == expected)
+                        return;
+        }
+        expect_daemon_stream_sockets(h, expected);
+}

@@ -228,3 +228,84 @@ json_object *probe(struct vconn *c, unsigned group, const char *container);
 json_object *release_grant(struct vconn *c, const char *grant);
 /* The grants that method (BROKER or MANAGER "ListGrants") lists, an array (json_object_put()). */
 json_object *list_grants(struct vconn *c, const char *method);
+
+/* ---- custody (added for the second edition's tests) --------------------- */
+
+/* The next reply of a streaming call (Monitor, WatchGrants): asserts that more
+ * follow and that it is this event; returns its parameters (json_object_put()). */
+json_object *vconn_next_event(struct vconn *c, const char *event);
+
+/* request_grant() that must hand a group over: *ret_group is the group
+ * descriptor, the caller's to close (the VMM letting go of its copy). */
+json_object *request_grant_take(struct vconn *c, int vm, unsigned group, const char *container, int *ret_group);
+
+/* The grant with this id in an array of grants (ListGrants, WatchGrants), or NULL. */
+json_object *grant_in(json_object *grants, const char *id);
+
+/*
+ * A VMM process of its own, as uid/gid with no supplementary groups (uid 0:
+ * root): it makes n_conns connections to the daemon, which it hands to the
+ * test (SO_PEERCRED and the daemon's pidfd name this process), and holds every
+ * descriptor vmm_hold() gives it until it exits, as a VMM holds its group
+ * file. Two connections of one process: one for grants, one for WatchGrants.
+ */
+#define VMM_CONNS_MAX 4
+struct vmm {
+        pid_t pid;
+        int pidfd;
+        int chan; /* to the process: descriptors to hold; closing it lets it exit */
+        struct vconn *conn[VMM_CONNS_MAX];
+        size_t n_conns;
+};
+
+void vmm_start(struct harness *h, uid_t uid, gid_t gid, size_t n_conns, struct vmm *ret);
+/* The process takes a copy of fd and holds it (the caller keeps its own); returns once it has. */
+void vmm_hold(struct vmm *v, int fd);
+/* Whether the process is still alive (it neither exited nor was killed). */
+bool vmm_alive(const struct vmm *v);
+/* Waits (bounded) until the process ends without being told to (it is killed), reaps it,
+ * and returns its wait status. */
+int vmm_wait(struct vmm *v);
+/* Lets the process exit (closing what it holds) and reaps it; returns its wait status.
+ * Its connections stay with the test. */
+int vmm_exit(struct vmm *v);
+/* vmm_exit() when still running, then closes the connections. */
+void vmm_done(struct vmm *v);
+
+/*
+ * Returns once the daemon is idle after everything sent before: two round
+ * trips, the second answered only after the daemon finished the loop iteration
+ * that answered the first, in which it may still have told systemd its status
+ * (through a datagram socket of the moment). Use it before counting all of the
+ * daemon's descriptors.
+ */
+void harness_idle(struct harness *h);
+
+/*
+ * Stream sockets the daemon holds: its listener, its connections, and for each
+ * simulated group handed over its pin and its own end (while active; the end
+ * alone while ending). Datagram sockets (journald's, and the one sd_notify opens
+ * for a moment) are left out, so that the count does not depend on when it is
+ * taken. Needs root (pidfd_getfd).
+ */
+unsigned daemon_stream_sockets(const struct harness *h);
+void expect_daemon_stream_sockets(const struct harness *h, unsigned expected);
+
+/*
+ * A round trip on c itself: once it returns, the daemon has accepted c and
+ * dealt with everything sent on it before. (harness_sync() on another
+ * connection does not prove an accept: epoll does not always hand out a
+ * listener's readiness before a later message on another connection.)
+ */
+void vconn_ping(struct vconn *c);
+
+/*
+ * expect_daemon_fds() and expect_daemon_stream_sockets() for what the daemon
+ * learns of by itself (a hangup, a process's exit, a group let go): the count
+ * is taken after a round trip, and again after each of a bounded number of
+ * further round trips until it matches, since the kernel does not hand the
+ * daemon such an event strictly before a later call on another connection.
+ * The daemon's datagram sockets of the moment (sd_notify) go the same way.
+ */
+void expect_daemon_fds_settled(struct harness *h, const char *prefix, unsigned expected);
+void expect_daemon_stream_sockets_settled(struct harness *h, unsigned expected);

@@ -20,60 +20,76 @@
 
 #include "harness.h"
 
-/* The next Monitor event: a reply that says more will follow. */
-static json_object *next_event(struct vconn *monitor, const char *event) {
-        struct coh_reply reply;
-
-        assert_int_equal(vconn_recv(monitor, &reply), 0);
-        assert_null(reply.error);
-        assert_true(reply.continues);
-        json_object *p = json_object_get(reply.parameters);
-        coh_reply_done(&reply);
-        assert_string_equal(jstr(p, "event"), event);
-        return p;
-}
-
 static void test_monitor_streams_decisions_and_grant_ends_of_other_clients(void **state) {
         struct harness *h = *state;
         struct peer vmm;
+        int held, group;
 
         harness_start(h);
+        /* One grant before anyone watches. */
+        int before = sim_object("kvm-vm");
+        json_object_put(request_grant_take(h->sync, before, 3, "noncoherent", &held));
+
         struct vconn *monitor = vconn_connect(h);
         vconn_send(monitor, MANAGER "Monitor", NULL, NULL, 0, true);
-        harness_sync(h); /* subscribed before anything happens */
+        /* A first reply at once, before anything else happens. */
+        json_object *e = vconn_next_event(monitor, "subscribed");
+        assert_int_equal(jint(e, "grants"), 1);
+        json_object_put(e);
 
-        peer_connect_nobody(h, &vmm);
+        peer_connect(h, 1234, 4321, NULL, 0, &vmm);
         int vm = sim_object("kvm-vm");
-        json_object *granted = request_grant(vmm.conn, vm, 4, NULL);
+        json_object *granted = request_grant_take(vmm.conn, vm, 4, "noncoherent", &group);
         const char *grant = jstr(granted, "grant");
         json_object_put(request_grant(vmm.conn, vm, 5, "noncoherent"));
+        /* The VMM lets go of its file, then releases. */
+        close(group);
         json_object_put(release_grant(vmm.conn, grant));
 
-        json_object *e = next_event(monitor, "decision");
+        e = vconn_next_event(monitor, "decision");
         assert_string_equal(jstr(e, "grant"), grant);
         assert_string_equal(jstr(e, "decision"), "granted");
         assert_string_equal(jstr(e, "reason"), "platform-cannot-enforce");
         assert_string_equal(jstr(e, "rule"), jstr(granted, "rule"));
-        assert_string_equal(jstr(e, "vmWbinvd"), "emulated");
-        assert_string_equal(jstr(e, "slot"), "0000:00:05.0");
+        assert_string_equal(jstr(e, "mode"), "automatic");
+        assert_string_equal(jstr(e, "wbinvd"), "allowed");
+        assert_string_equal(jstr(e, "kvmAttach"), "add");
+        assert_string_equal(jstr(e, "vmWbinvd"), "allowed");
+        assert_string_equal(jstr(e, "device"), "0000:00:05.0");
         assert_int_equal(jint(e, "peerPid"), vmm.pid);
-        assert_int_equal(jint(e, "peerUid"), NOBODY_UID);
+        assert_int_equal(jint(e, "peerUid"), 1234);
         json_object_put(e);
 
-        e = next_event(monitor, "decision");
+        e = vconn_next_event(monitor, "decision");
         assert_false(json_object_object_get_ex(e, "grant", NULL));
         assert_string_equal(jstr(e, "decision"), "refused");
         assert_string_equal(jstr(e, "reason"), "policy-force-disable");
+        assert_string_equal(jstr(e, "device"), "0000:00:06.0");
+        assert_false(json_object_object_get_ex(e, "kvmAttach", NULL));
         json_object_put(e);
 
-        e = next_event(monitor, "grant-end");
+        /* The group was free when released: the grant ended there and then (whether an
+         * "ending" comes first is test-integ-grants' business). */
+        struct coh_reply reply;
+        assert_int_equal(vconn_recv(monitor, &reply), 0);
+        e = json_object_get(reply.parameters);
+        coh_reply_done(&reply);
+        if (strcmp(jstr(e, "event"), "ending") == 0) {
+                json_object_put(e);
+                e = vconn_next_event(monitor, "ended");
+        }
+        assert_string_equal(jstr(e, "event"), "ended");
         assert_string_equal(jstr(e, "grant"), grant);
         assert_string_equal(jstr(e, "end"), "release");
         assert_string_equal(jstr(e, "vmWbinvd"), "noop");
+        assert_string_equal(jstr(e, "device"), "0000:00:05.0");
+        assert_int_equal(jint(e, "peerUid"), 1234);
         json_object_put(e);
 
         json_object_put(granted);
         close(vm);
+        close(held);
+        close(before);
         peer_done(&vmm);
         vconn_free(monitor);
 }
@@ -159,12 +175,13 @@ static void test_oneway_calls_get_no_reply_even_when_they_fail(void **state) {
         char release[256];
 
         harness_start(h);
-        int vm = sim_object("kvm-vm");
-        json_object *p = request_grant(h->sync, vm, 4, NULL);
+        int vm = sim_object("kvm-vm"), group;
+        json_object *p = request_grant_take(h->sync, vm, 4, "noncoherent", &group);
         snprintf(release, sizeof release,
                  "{\"method\":\"io.coherencyd.Broker.ReleaseGrant\",\"parameters\":{\"grant\":\"%s\"},\"oneway\":true}",
                  jstr(p, "grant"));
         json_object_put(p);
+        close(group);
 
         vconn_send_raw(h->sync, release, strlen(release) + 1, NULL, 0);
         vconn_send_raw(h->sync, unknown_grant, sizeof unknown_grant, NULL, 0);
@@ -173,7 +190,10 @@ static void test_oneway_calls_get_no_reply_even_when_they_fail(void **state) {
         assert_int_equal(json_object_array_length(jmember(p, "interfaces")), 3);
         json_object_put(p);
         /* The oneway release was carried out all the same. */
-        assert_int_equal(sim_vm_noncoherent_dma(vm), 0);
+        json_object *grants = list_grants(h->sync, MANAGER "ListGrants");
+        assert_int_equal(json_object_array_length(grants), 0);
+        json_object_put(grants);
+        json_object_put(journal_expect(h, 1, MESSAGE_ID_GRANT_END, "COHERENCYD_END=release", NULL));
         close(vm);
 }
 
@@ -228,10 +248,11 @@ static void test_stopped_journald_stalls_no_request_and_its_records_arrive_later
         for (size_t i = 0; i < n; i++) {
                 json_object *p = request_grant(h->sync, vm, 5, "noncoherent");
                 assert_string_equal(jstr(p, "decision"), "refused");
+                assert_int_equal(vconn_reply_fds(h->sync), 0);
                 json_object_put(p);
         }
         assert_int_equal(kill(journald_pid(), SIGCONT), 0);
-        json_object_put(journal_expect(h, n, MESSAGE_ID_DECISION, "COHERENCYD_REASON=policy-force-disable", NULL));
+        json_object_put(journal_expect(h, n, MESSAGE_ID_REFUSED, "COHERENCYD_REASON=policy-force-disable", NULL));
         close(vm);
 }
 
@@ -242,15 +263,18 @@ static void test_without_journald_decisions_go_to_stderr(void **state) {
         h->options.no_journald = true;
         h->options.capture_stderr = true;
         harness_start(h);
-        int vm = sim_object("kvm-vm");
-        json_object *p = request_grant(h->sync, vm, 4, NULL);
+        int vm = sim_object("kvm-vm"), group;
+        json_object *p = request_grant_take(h->sync, vm, 4, "noncoherent", &group);
 
         char *line = harness_stderr_line(h, "COHERENCYD_DECISION=granted");
         assert_non_null(strstr(line, "COHERENCYD_REASON=platform-cannot-enforce"));
+        assert_non_null(strstr(line, "COHERENCYD_WBINVD=allowed"));
+        assert_non_null(strstr(line, "COHERENCYD_KVM_ATTACH=add"));
         snprintf(field, sizeof field, "COHERENCYD_GRANT=%s", jstr(p, "grant"));
         assert_non_null(strstr(line, field));
         free(line);
         json_object_put(p);
+        close(group);
         close(vm);
 }
 

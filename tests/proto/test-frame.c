@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -863,6 +864,416 @@ static void test_outbuf(void **state) {
         assert_int_equal(count_fds(), base);
 }
 
+/* ---- outgoing descriptors (coh_outbuf_append_fds, coh_outbuf_flush) ------ */
+
+#define ARRIVALS_MAX 64
+
+/* What a peer reading one byte per recvmsg() sees: the bytes, and at which
+ * offset each batch of descriptors arrived. A byte read alone comes from one
+ * segment, and descriptors come with the first byte read of the segment that
+ * carried them, so the offsets say exactly which byte the sender put them on. */
+struct arrivals {
+        char *bytes;
+        size_t len, cap;
+        struct {
+                size_t at;
+                int fds[COH_MESSAGE_FDS_MAX];
+                size_t n;
+        } batch[ARRIVALS_MAX];
+        size_t n_batches;
+};
+
+/* Reads whatever the socket holds now, byte by byte; returns how many bytes. */
+static size_t drain_bytewise(int sock, struct arrivals *a) {
+        size_t got = 0;
+
+        for (;;) {
+                union {
+                        struct cmsghdr align;
+                        /* Room for more than a message may carry: a sender that put too
+                         * many on one byte is seen, not truncated away. */
+                        char buf[CMSG_SPACE(sizeof(int) * 2 * COH_MESSAGE_FDS_MAX)];
+                } control;
+                char byte;
+                struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control,
+                                     .msg_controllen = sizeof control };
+                ssize_t n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+
+                if (n < 0 && errno == EAGAIN)
+                        return got;
+                assert_int_equal(n, 1);
+                assert_false(mh.msg_flags & MSG_CTRUNC);
+                if (a->len == a->cap) {
+                        a->cap = a->cap ? a->cap * 2 : 4096;
+                        a->bytes = realloc(a->bytes, a->cap);
+                        assert_non_null(a->bytes);
+                }
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+                        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+                        assert_int_equal(c->cmsg_level, SOL_SOCKET);
+                        assert_int_equal(c->cmsg_type, SCM_RIGHTS);
+                        assert_true(a->n_batches < ARRIVALS_MAX);
+                        assert_true(k <= COH_MESSAGE_FDS_MAX);
+                        a->batch[a->n_batches].at = a->len;
+                        a->batch[a->n_batches].n = k;
+                        memcpy(a->batch[a->n_batches].fds, CMSG_DATA(c), k * sizeof(int));
+                        a->n_batches++;
+                }
+                a->bytes[a->len++] = byte;
+                got++;
+        }
+}
+
+static unsigned arrived_fds(const struct arrivals *a) {
+        unsigned n = 0;
+        for (size_t i = 0; i < a->n_batches; i++)
+                n += (unsigned) a->batch[i].n;
+        return n;
+}
+
+static void arrivals_done(struct arrivals *a) {
+        for (size_t i = 0; i < a->n_batches; i++)
+                for (size_t k = 0; k < a->batch[i].n; k++)
+                        assert_int_equal(close(a->batch[i].fds[k]), 0);
+        free(a->bytes);
+        *a = (struct arrivals) {};
+}
+
+/* One queued message and the descriptors the test kept to recognise what it sent. */
+struct sent {
+        const char *json;
+        int fds[COH_MESSAGE_FDS_MAX];
+        size_t n_fds;
+};
+
+/* Queues m with copies of its descriptors (the outbuf takes them). */
+static void queue(struct coh_outbuf *o, const struct sent *m) {
+        int copies[COH_MESSAGE_FDS_MAX];
+
+        for (size_t i = 0; i < m->n_fds; i++) {
+                copies[i] = fcntl(m->fds[i], F_DUPFD_CLOEXEC, 3);
+                assert_true(copies[i] >= 0);
+        }
+        assert_int_equal(coh_outbuf_append_fds(o, m->json, SIZE_MAX, copies, m->n_fds), 0);
+}
+
+/* The stream is exactly the messages, and descriptors arrived on the first byte of
+ * each message that has some, those and in that order, and nowhere else. */
+static void expect_stream(const struct arrivals *a, const struct sent *m, size_t n) {
+        size_t off = 0, batch = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                size_t len = strlen(m[i].json) + 1;
+
+                assert_true(off + len <= a->len);
+                assert_memory_equal(a->bytes + off, m[i].json, len);
+                if (m[i].n_fds > 0) {
+                        if (batch >= a->n_batches || a->batch[batch].at != off)
+                                fail_msg("message %zu (offset %zu): its descriptors arrived at offset %zd", i, off,
+                                         batch < a->n_batches ? (ssize_t) a->batch[batch].at : (ssize_t) -1);
+                        assert_int_equal(a->batch[batch].n, m[i].n_fds);
+                        for (size_t k = 0; k < m[i].n_fds; k++) {
+                                assert_true(same_file(a->batch[batch].fds[k], m[i].fds[k]));
+                                assert_true(is_cloexec(a->batch[batch].fds[k]));
+                        }
+                        batch++;
+                }
+                off += len;
+        }
+        assert_int_equal(off, a->len);
+        if (batch != a->n_batches)
+                fail_msg("%zu batch(es) of descriptors arrived, %zu expected; the first extra at offset %zu",
+                         a->n_batches, batch, a->batch[batch].at);
+}
+
+static void make_memfds(int *fds, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                fds[i] = make_memfd();
+}
+
+static void close_sent(struct sent *m, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                for (size_t k = 0; k < m[i].n_fds; k++)
+                        assert_int_equal(close(m[i].fds[k]), 0);
+}
+
+static void test_outbuf_fds_ride_on_their_messages_first_byte(void **state) {
+        unsigned base = count_fds();
+        struct coh_outbuf o = {};
+        struct arrivals a = {};
+        int sv[2];
+        /* Descriptors after plain messages, back to back, the most one may carry, last;
+         * then, in a second round, first in the queue. */
+        struct sent m[] = {
+                { .json = "{\"parameters\":{\"event\":\"a\"},\"continues\":true}" },
+                { .json = "{\"parameters\":{\"group\":0}}", .n_fds = 1 },
+                { .json = "{\"parameters\":{\"event\":\"b\"},\"continues\":true}" },
+                { .json = "{\"parameters\":{\"event\":\"c\"},\"continues\":true}" },
+                { .json = "{\"parameters\":{\"x\":0,\"y\":1}}", .n_fds = 2 },
+                { .json = "{\"parameters\":{\"all\":true}}", .n_fds = COH_MESSAGE_FDS_MAX },
+                { .json = "{}" },
+                { .json = "{\"parameters\":{\"last\":0}}", .n_fds = 1 },
+                /* second round */
+                { .json = "{\"parameters\":{\"first\":0}}", .n_fds = 3 },
+                { .json = "{\"parameters\":{\"event\":\"d\"},\"continues\":true}" },
+        };
+        const size_t n = sizeof m / sizeof m[0], second = 8;
+
+        make_pair(sv);
+        for (size_t i = 0; i < n; i++)
+                make_memfds(m[i].fds, m[i].n_fds);
+        unsigned kept = count_fds();
+        for (size_t round = 0; round < 2; round++) {
+                for (size_t i = round == 0 ? 0 : second; i < (round == 0 ? second : n); i++)
+                        queue(&o, &m[i]);
+                assert_true(coh_outbuf_pending(&o));
+                assert_int_equal(coh_outbuf_flush(&o, sv[0]), 0);
+                assert_false(coh_outbuf_pending(&o));
+                /* Sent: the kernel holds its copies, the buffer none. */
+                assert_int_equal(count_fds(), kept + arrived_fds(&a));
+                drain_bytewise(sv[1], &a);
+        }
+        expect_stream(&a, m, n);
+
+        arrivals_done(&a);
+        close_sent(m, n);
+        coh_outbuf_done(&o);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/* A message with descriptors is appended while an earlier one is half sent: the
+ * buffer is compacted under the queued descriptors, which must stay with theirs. */
+static void test_outbuf_fds_over_partial_sends(void **state) {
+        unsigned base = count_fds();
+        struct coh_outbuf o = {};
+        struct arrivals a = {};
+        int sv[2], sndbuf = 4096, r;
+        enum { N = 12 };
+        struct sent m[N] = {};
+        char *json[N];
+        /* Some far larger than the socket takes at once, so sends stop mid-message,
+         * also in a message that carries descriptors. */
+        static const size_t sizes[N] = { 100, 40000, 300, 30000, 50, 9000, 9000, 20, 12000, 700, 64, 25000 };
+        static const size_t n_fds[N] = { 0, 2, 1, 0, 1, 1, 0, 3, 0, 1, 1, 0 };
+
+        make_pair(sv);
+        assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
+        for (size_t i = 0; i < N; i++) {
+                json[i] = malloc(sizes[i] + 1);
+                assert_non_null(json[i]);
+                memset(json[i], 'a' + (char) i, sizes[i]);
+                json[i][0] = '{';
+                json[i][sizes[i] - 1] = '}';
+                json[i][sizes[i]] = '\0';
+                m[i].json = json[i];
+                m[i].n_fds = n_fds[i];
+                make_memfds(m[i].fds, m[i].n_fds);
+        }
+        unsigned kept = count_fds();
+
+        /* Half now; the socket fills up within the second message, which carries descriptors. */
+        for (size_t i = 0; i < N / 2; i++)
+                queue(&o, &m[i]);
+        assert_int_equal(coh_outbuf_flush(&o, sv[0]), -EAGAIN);
+        /* The second message's descriptors went with its first bytes; the rest are queued. */
+        assert_int_equal(count_fds(), kept + (n_fds[2] + n_fds[4] + n_fds[5]));
+        drain_bytewise(sv[1], &a);
+        assert_true(a.len > sizes[0] + 1 && a.len < sizes[0] + 1 + sizes[1] + 1);
+
+        /* The rest is appended while the buffer holds sent and unsent bytes. */
+        assert_true(o.off > 0);
+        for (size_t i = N / 2; i < N; i++)
+                queue(&o, &m[i]);
+        for (;;) {
+                r = coh_outbuf_flush(&o, sv[0]);
+                drain_bytewise(sv[1], &a);
+                if (r == 0)
+                        break;
+                assert_int_equal(r, -EAGAIN);
+        }
+        assert_false(coh_outbuf_pending(&o));
+        /* Every descriptor was sent: the buffer holds none, the peer has them all. */
+        assert_int_equal(count_fds(), kept + arrived_fds(&a));
+        expect_stream(&a, m, N);
+
+        arrivals_done(&a);
+        close_sent(m, N);
+        for (size_t i = 0; i < N; i++)
+                free(json[i]);
+        coh_outbuf_done(&o);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/* A descriptor whose every copy the test can see closed: a pipe's write end. Its
+ * read end hangs up once no process holds the write end and none is in flight. */
+static void make_pipe(int p[2]) {
+        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+}
+
+/* Whether the write end of the pipe whose read end is r is gone; waits up to
+ * timeout_ms for it (0: just look). */
+static bool writer_gone(int r, int timeout_ms) {
+        struct pollfd p = { .fd = r, .events = POLLIN };
+        int n = poll(&p, 1, timeout_ms);
+
+        assert_true(n >= 0);
+        return n == 1 && (p.revents & POLLHUP);
+}
+
+static void test_outbuf_done_closes_descriptors_not_yet_sent(void **state) {
+        unsigned base = count_fds();
+        struct coh_outbuf o = {};
+        int sv[2], sndbuf = 4096, pipes[4][2], w;
+        char *huge;
+
+        make_pair(sv);
+        assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
+        for (size_t i = 0; i < 4; i++)
+                make_pipe(pipes[i]);
+        huge = malloc(40001);
+        assert_non_null(huge);
+        memset(huge, ' ', 40000);
+        huge[0] = '{';
+        huge[39999] = '}';
+        huge[40000] = '\0';
+
+        /* The first goes out in part, with its descriptor; the others wait. */
+        w = pipes[0][1];
+        assert_int_equal(coh_outbuf_append_fds(&o, huge, SIZE_MAX, &w, 1), 0);
+        w = pipes[1][1];
+        assert_int_equal(coh_outbuf_append_fds(&o, "{\"one\":0}", SIZE_MAX, &w, 1), 0);
+        assert_int_equal(coh_outbuf_append(&o, "{}", SIZE_MAX), 0);
+        int two[2] = { pipes[2][1], pipes[3][1] };
+        assert_int_equal(coh_outbuf_append_fds(&o, "{\"two\":[0,1]}", SIZE_MAX, two, 2), 0);
+        assert_int_equal(coh_outbuf_flush(&o, sv[0]), -EAGAIN);
+        for (size_t i = 0; i < 4; i++)
+                assert_false(writer_gone(pipes[i][0], 0));
+
+        coh_outbuf_done(&o);
+        /* The unsent are closed; the sent one is the kernel's, in flight to the peer. */
+        assert_false(writer_gone(pipes[0][0], 0));
+        for (size_t i = 1; i < 4; i++)
+                assert_true(writer_gone(pipes[i][0], 0));
+        assert_false(coh_outbuf_pending(&o));
+        coh_outbuf_done(&o); /* twice is harmless */
+
+        /* The peer goes without reading: what was in flight is released with it. */
+        assert_int_equal(close(sv[1]), 0);
+        assert_true(writer_gone(pipes[0][0], 5000));
+
+        for (size_t i = 0; i < 4; i++)
+                assert_int_equal(close(pipes[i][0]), 0);
+        free(huge);
+        assert_int_equal(close(sv[0]), 0);
+        assert_int_equal(count_fds(), base);
+}
+
+/* A flush that fails keeps what it could not send, for coh_outbuf_done to close. */
+static void test_outbuf_failed_flush_keeps_descriptors_until_done(void **state) {
+        unsigned base = count_fds();
+        struct coh_outbuf o = {};
+        int sv[2], p[2];
+
+        make_pair(sv);
+        make_pipe(p);
+        assert_int_equal(coh_outbuf_append(&o, "{}", SIZE_MAX), 0);
+        assert_int_equal(coh_outbuf_append_fds(&o, "{\"group\":0}", SIZE_MAX, &p[1], 1), 0);
+        assert_int_equal(close(sv[1]), 0);
+        assert_int_equal(coh_outbuf_flush(&o, sv[0]), -EPIPE);
+        assert_false(writer_gone(p[0], 0));
+        coh_outbuf_done(&o);
+        assert_true(writer_gone(p[0], 0));
+
+        assert_int_equal(close(p[0]), 0);
+        assert_int_equal(close(sv[0]), 0);
+        assert_int_equal(count_fds(), base);
+}
+
+/* What append_fds refuses, it closes, every descriptor, and the queue stays as it was. */
+static void test_outbuf_append_fds_refused_closes_them(void **state) {
+        unsigned base = count_fds();
+        struct coh_outbuf o = {};
+        struct arrivals a = {};
+        int sv[2], pipes[COH_MESSAGE_FDS_MAX + 1][2], w[COH_MESSAGE_FDS_MAX + 1], p[2];
+        struct sent ok[2] = { { .json = "{\"first\":0}", .n_fds = 1 }, { .json = "{\"plain\":0}" } };
+
+        make_pair(sv);
+        make_memfds(ok[0].fds, 1);
+        queue(&o, &ok[0]);
+        size_t queued = o.len - o.off;
+
+        /* One more than a message may carry. */
+        for (size_t i = 0; i < COH_MESSAGE_FDS_MAX + 1; i++) {
+                make_pipe(pipes[i]);
+                w[i] = pipes[i][1];
+        }
+        assert_int_equal(coh_outbuf_append_fds(&o, "{\"many\":0}", SIZE_MAX, w, COH_MESSAGE_FDS_MAX + 1), -EINVAL);
+        for (size_t i = 0; i < COH_MESSAGE_FDS_MAX + 1; i++) {
+                assert_true(writer_gone(pipes[i][0], 0));
+                assert_int_equal(close(pipes[i][0]), 0);
+        }
+
+        /* Past the byte limit. */
+        make_pipe(p);
+        assert_int_equal(coh_outbuf_append_fds(&o, "{\"big\":0}", queued + 5, &p[1], 1), -ENOBUFS);
+        assert_true(writer_gone(p[0], 0));
+        assert_int_equal(close(p[0]), 0);
+        assert_int_equal(o.len - o.off, queued);
+
+        /* No descriptors: a plain append. */
+        assert_int_equal(coh_outbuf_append_fds(&o, ok[1].json, SIZE_MAX, NULL, 0), 0);
+
+        /* Only what was accepted goes out, each descriptor with its own message. */
+        assert_int_equal(coh_outbuf_flush(&o, sv[0]), 0);
+        drain_bytewise(sv[1], &a);
+        expect_stream(&a, ok, 2);
+
+        arrivals_done(&a);
+        close_sent(ok, 2);
+        coh_outbuf_done(&o);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/* A client reading replies with coh_frame gets the descriptors with their reply. */
+static void test_outbuf_fds_round_trip_through_a_frame(void **state) {
+        unsigned base = count_fds();
+        struct coh_outbuf o = {};
+        struct coh_message msg;
+        struct coh_frame f;
+        int sv[2];
+        struct sent m[] = {
+                { .json = "{\"parameters\":{\"grant\":\"g-1\",\"group\":0}}", .n_fds = 1 },
+                { .json = "{\"parameters\":{\"state\":\"ended\"}}" },
+        };
+
+        make_pair(sv);
+        coh_frame_init_max(&f, COH_REPLY_MAX);
+        make_memfds(m[0].fds, 1);
+        for (size_t i = 0; i < 2; i++)
+                queue(&o, &m[i]);
+        assert_int_equal(coh_outbuf_flush(&o, sv[0]), 0);
+
+        assert_true(recv_available(&f, sv[1]) > 0);
+        assert_int_equal(coh_frame_next(&f, &msg), 1);
+        assert_string_equal(msg.json, m[0].json);
+        assert_int_equal(msg.n_fds, 1);
+        assert_true(same_file(msg.fds[0], m[0].fds[0]));
+        coh_message_done(&msg);
+        expect_message(&f, m[1].json, 0);
+        expect_nothing(&f);
+
+        close_sent(m, 2);
+        coh_frame_done(&f);
+        coh_outbuf_done(&o);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
 static void test_send_message_round_trip(void **state) {
         unsigned base = count_fds();
         struct coh_message m;
@@ -961,6 +1372,12 @@ int main(void) {
                 cmocka_unit_test(test_eof),
                 cmocka_unit_test(test_feed_rules),
                 cmocka_unit_test(test_outbuf),
+                cmocka_unit_test(test_outbuf_fds_ride_on_their_messages_first_byte),
+                cmocka_unit_test(test_outbuf_fds_over_partial_sends),
+                cmocka_unit_test(test_outbuf_done_closes_descriptors_not_yet_sent),
+                cmocka_unit_test(test_outbuf_failed_flush_keeps_descriptors_until_done),
+                cmocka_unit_test(test_outbuf_append_fds_refused_closes_them),
+                cmocka_unit_test(test_outbuf_fds_round_trip_through_a_frame),
                 cmocka_unit_test(test_send_message_round_trip),
         };
 
