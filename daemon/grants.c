@@ -209,6 +209,7 @@ int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm
         }
 
         grant->state = COH_GRANT_ACTIVE;
+        grant->owner_id = owner->id;
         grant->peer_pid = owner->peer->pid;
         grant->peer_uid = owner->peer->uid;
         snprintf(grant->peer_unit, sizeof grant->peer_unit, "%s", owner->peer->unit ?: "");
@@ -435,10 +436,10 @@ int coh_grant_end(struct coh_grant *g, const char *end, bool kill) {
         g->ending_usec = now_usec();
         snprintf(g->end, sizeof g->end, "%s", end);
         g->grants->n_ending++;
-        event(g->grants, g, what);
-
+        /* A group already free ends at once: watchers hear "ended" alone. */
         if (probe(g) > 0)
                 return 1;
+        event(g->grants, g, what);
         coh_grant_watch(g);
         changed(g->grants);
         return 0;

@@ -62,6 +62,7 @@ struct coh_grant {
         enum coh_grant_state state;
         struct coh_vm *vm;        /* while active */
         struct coh_grant_owner *owner; /* while active and the connection is open */
+        uint64_t owner_id;        /* the owner's id, kept once ending: its ListGrants shows the grant */
         struct coh_custody custody; /* pin while active; probe until ended */
         int pidfd;                /* the VMM's, for a revoke with kill; owned, -EBADF when unknown */
         /* The VMM as seen when it asked, kept with the grant so that its end

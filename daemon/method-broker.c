@@ -146,7 +146,7 @@ static int hand_over(struct call_ctx *x, const struct request *req, int *vm_fd, 
         };
         snprintf(tmpl.rule, sizeof tmpl.rule, "%s", req->rule);
         snprintf(tmpl.slot, sizeof tmpl.slot, "%s", req->slot);
-        request_file(req, tmpl.file);
+        snprintf(tmpl.file, sizeof tmpl.file, "%s", req->file);
         r = coh_grant_create(ms->grants, &x->conn->owner, TAKE_FD(*vm_fd), &custody, &tmpl, ret_grant);
         if (r < 0) {
                 /* Its custody is closed: the group is free once our copy goes too. */
@@ -258,8 +258,9 @@ static int method_list_grants(struct call_ctx *x) {
                 return r;
         json_object *list = json_object_new_array();
         struct coh_grant *g;
+        /* Its own grants, active and ending. */
         LIST_FOREACH(g, &x->ms->grants->grants, link)
-                if (g->owner == &x->conn->owner && g->state == COH_GRANT_ACTIVE)
+                if (g->owner_id == x->conn->owner.id)
                         json_object_array_add(list, coh_grant_to_json(g, false));
         json_object *p = json_object_new_object();
         json_object_object_add(p, "grants", list);

@@ -83,6 +83,7 @@ struct request {
         size_t deciding;                /* index into devices */
         struct coh_verdict verdict;     /* the file's, from coh_decide_group */
         char rule[512];
+        char file[48];                  /* the file handed over: "vfio-group:N", or "vfio-device:SLOT" with an iommufd */
 };
 
 void request_done(struct request *r);
@@ -95,8 +96,6 @@ int request_decide(struct call_ctx *x, const struct coh_peer *peer, const struct
                    const char *ioas_parameter, struct request *req);
 /* The IOAS from the iommu descriptor: 1, or 0 after replying InvalidFileDescriptor. */
 int request_ioas(struct call_ctx *x, int iommu_fd, struct coh_fd_info *ret);
-/* "vfio-group:N" */
-void request_file(const struct request *req, char file[static 48]);
 /* decision, reason, rule, mode, wbinvd, kvmAttach into p. */
 void request_decision_fields(json_object *p, const struct request *req);
 json_object *request_facts_json(const struct request *req);

@@ -56,16 +56,9 @@ static json_object *device_facts_json(const struct device_verdict *v, bool full)
         return o;
 }
 
-/* The VFIO file that carries the request's device: its group (the only path on Debian's kernels). */
-void request_file(const struct request *req, char file[static 48]) {
-        snprintf(file, 48, "vfio-group:%d", req->devices[req->deciding].facts.iommu_group);
-}
-
 json_object *request_facts_json(const struct request *req) {
         json_object *o = device_facts_json(&req->devices[req->deciding], false);
-        char file[48];
-        request_file(req, file);
-        json_object_object_add(o, "file", json_object_new_string(file));
+        json_object_object_add(o, "file", json_object_new_string(req->file));
         json_object *devices = json_object_new_array();
         for (size_t i = 0; i < req->n_devices; i++)
                 json_object_array_add(devices, device_facts_json(&req->devices[i], true));
@@ -132,6 +125,12 @@ int request_decide(struct call_ctx *x, const struct coh_peer *peer, const struct
         }
         coh_decide_group(verdicts, req->n_devices, &req->verdict, &req->deciding);
         free(verdicts);
+        /* A group carries every device of its IOMMU group; with an iommufd the
+         * device's own cdev is bound to it instead (platform.h). */
+        if (ioas && ioas->kind == COH_FD_IOMMUFD)
+                snprintf(req->file, sizeof req->file, "vfio-device:%s", req->slot);
+        else
+                snprintf(req->file, sizeof req->file, "vfio-group:%d", req->devices[req->deciding].facts.iommu_group);
 
         const struct device_verdict *v = &req->devices[req->deciding];
         const struct coh_origin *origin = req->verdict.decided_by == COH_DECIDED_BY_ACCESS    ? &v->policy.access_origin

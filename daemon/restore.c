@@ -82,8 +82,7 @@ static json_object *state_json(struct coh_manager *m, bool shutdown) {
                 json_object_object_add(o, "state", json_object_new_int(g->state));
                 if (g->vm)
                         json_object_object_add(o, "vm", json_object_new_int64(g->vm->id));
-                if (g->owner)
-                        json_object_object_add(o, "conn", json_object_new_int64((int64_t) g->owner->id));
+                json_object_object_add(o, "conn", json_object_new_int64((int64_t) g->owner_id));
                 json_object_object_add(o, "pending", json_object_new_boolean(g->pending));
                 json_object_object_add(o, "decision", json_object_new_int(g->decision));
                 json_object_object_add(o, "reason", json_object_new_int(g->reason));
@@ -248,6 +247,7 @@ static void adopt_grants(struct coh_manager *m, json_object *list, struct coh_st
                 bool active = g->state == COH_GRANT_ACTIVE;
                 struct coh_vm *vm = active && vm_id >= 0 ? coh_grants_find_vm_id(&m->grants, (unsigned) vm_id) : NULL;
                 struct coh_conn *c = active && conn_id >= 0 ? coh_server_find_conn(&m->server, (uint64_t) conn_id) : NULL;
+                g->owner_id = conn_id >= 0 ? (uint64_t) conn_id : 0;
                 (void) coh_grants_adopt(&m->grants, g, vm, c ? &c->owner : NULL);
                 if (active && pending) {
                         g->pending = true;
