@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json-util.h"
 #include "fdstore.h"
 #include "grants.h"
 #include "log.h"
@@ -487,37 +488,37 @@ int coh_grants_adopt(struct coh_grants *g, struct coh_grant *grant, struct coh_v
 json_object *coh_grant_to_json(const struct coh_grant *g, bool manager) {
         struct coh_platform *p = g->grants->platform;
         json_object *o = json_object_new_object();
-        json_object_object_add(o, "grant", json_object_new_string(g->id));
-        json_object_object_add(o, "device", json_object_new_string(g->slot));
-        json_object_object_add(o, "iommuGroup", json_object_new_int(g->iommu_group));
-        json_object_object_add(o, "file", json_object_new_string(g->file));
-        json_object_object_add(o, "decision", json_object_new_string(coh_decision_to_string(g->decision)));
-        json_object_object_add(o, "reason", json_object_new_string(coh_reason_to_string(g->reason)));
-        json_object_object_add(o, "rule", json_object_new_string(g->rule));
-        json_object_object_add(o, "wbinvd", json_object_new_string(g->wbinvd ? "allowed" : "none"));
-        json_object_object_add(o, "vmWbinvd", json_object_new_string(coh_vm_wbinvd(g->vm)));
-        json_object_object_add(o, "kvmAttach", json_object_new_string(coh_kvm_attach_to_string(g->kvm_attach) ?: "add"));
-        json_object_object_add(o, "state", json_object_new_string(coh_grant_state_to_string(g->state)));
+        coh_json_add(o, "grant", json_object_new_string(g->id));
+        coh_json_add(o, "device", json_object_new_string(g->slot));
+        coh_json_add(o, "iommuGroup", json_object_new_int(g->iommu_group));
+        coh_json_add(o, "file", json_object_new_string(g->file));
+        coh_json_add(o, "decision", json_object_new_string(coh_decision_to_string(g->decision)));
+        coh_json_add(o, "reason", json_object_new_string(coh_reason_to_string(g->reason)));
+        coh_json_add(o, "rule", json_object_new_string(g->rule));
+        coh_json_add(o, "wbinvd", json_object_new_string(g->wbinvd ? "allowed" : "none"));
+        coh_json_add(o, "vmWbinvd", json_object_new_string(coh_vm_wbinvd(g->vm)));
+        coh_json_add(o, "kvmAttach", json_object_new_string(coh_kvm_attach_to_string(g->kvm_attach) ?: "add"));
+        coh_json_add(o, "state", json_object_new_string(coh_grant_state_to_string(g->state)));
         if (g->end[0])
-                json_object_object_add(o, "end", json_object_new_string(g->end));
-        json_object_object_add(o, "peerPid", json_object_new_int64(g->peer_pid));
-        json_object_object_add(o, "peerUid", json_object_new_int64(g->peer_uid));
-        json_object_object_add(o, "since", json_object_new_int64((int64_t) g->since_usec));
+                coh_json_add(o, "end", json_object_new_string(g->end));
+        coh_json_add(o, "peerPid", json_object_new_int64(g->peer_pid));
+        coh_json_add(o, "peerUid", json_object_new_int64(g->peer_uid));
+        coh_json_add(o, "since", json_object_new_int64((int64_t) g->since_usec));
         if (manager) {
                 if (g->peer_unit[0])
-                        json_object_object_add(o, "peerUnit", json_object_new_string(g->peer_unit));
+                        coh_json_add(o, "peerUnit", json_object_new_string(g->peer_unit));
                 if (g->state == COH_GRANT_ENDING) {
-                        json_object_object_add(o, "endingSince", json_object_new_int64((int64_t) g->ending_usec));
+                        coh_json_add(o, "endingSince", json_object_new_int64((int64_t) g->ending_usec));
                         struct coh_holder holders[16];
                         int n = p->ops->custody_holders(p, g->iommu_group, holders, ELEMENTSOF(holders));
                         json_object *list = json_object_new_array();
                         for (int i = 0; i < n; i++) {
                                 json_object *h = json_object_new_object();
-                                json_object_object_add(h, "pid", json_object_new_int64(holders[i].pid));
-                                json_object_object_add(h, "comm", json_object_new_string(holders[i].comm));
-                                json_object_array_add(list, h);
+                                coh_json_add(h, "pid", json_object_new_int64(holders[i].pid));
+                                coh_json_add(h, "comm", json_object_new_string(holders[i].comm));
+                                coh_json_append(list, h);
                         }
-                        json_object_object_add(o, "holders", list);
+                        coh_json_add(o, "holders", list);
                 }
         }
         return o;

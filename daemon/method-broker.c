@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json-util.h"
 #include "grants.h"
 #include "log.h"
 #include "methods-internal.h"
@@ -19,19 +20,19 @@ static json_object *iommus_json(const struct coh_iommu_facts *units, size_t n) {
         json_object *iommus = json_object_new_array();
         for (size_t i = 0; i < n; i++) {
                 json_object *u = json_object_new_object();
-                json_object_object_add(u, "name", json_object_new_string(units[i].name));
-                json_object_object_add(u, "type", json_object_new_string(coh_iommu_type_to_string(units[i].type)));
-                json_object_object_add(u, "enforcesCoherency", json_object_new_boolean(units[i].enforces));
-                json_object_array_add(iommus, u);
+                coh_json_add(u, "name", json_object_new_string(units[i].name));
+                coh_json_add(u, "type", json_object_new_string(coh_iommu_type_to_string(units[i].type)));
+                coh_json_add(u, "enforcesCoherency", json_object_new_boolean(units[i].enforces));
+                coh_json_append(iommus, u);
         }
         return iommus;
 }
 
 static json_object *limits_json(const struct coh_broker_config *cfg) {
         json_object *limits = json_object_new_object();
-        json_object_object_add(limits, "maxGrantsPerConnection", json_object_new_int64(cfg->max_grants_per_connection));
-        json_object_object_add(limits, "maxConnectionsPerUser", json_object_new_int64(cfg->max_connections_per_user));
-        json_object_object_add(limits, "maxConnections", json_object_new_int64(cfg->max_connections));
+        coh_json_add(limits, "maxGrantsPerConnection", json_object_new_int64(cfg->max_grants_per_connection));
+        coh_json_add(limits, "maxConnectionsPerUser", json_object_new_int64(cfg->max_connections_per_user));
+        coh_json_add(limits, "maxConnections", json_object_new_int64(cfg->max_connections));
         return limits;
 }
 
@@ -51,21 +52,21 @@ static int method_get_info(struct call_ctx *x) {
         coh_policy_evaluate(call_policy(x), NULL, &x->conn->peer, &pr);
 
         json_object *p = json_object_new_object();
-        json_object_object_add(p, "version", json_object_new_string(COH_VERSION));
-        json_object_object_add(p, "backend", json_object_new_string(platform->ops->name));
-        json_object_object_add(p, "mode", json_object_new_string(coh_mode_to_string(pr.mode)));
-        json_object_object_add(p, "modeRule", json_object_new_string(coh_origin_format(&pr.mode_origin, rule, sizeof rule)));
-        json_object_object_add(p, "access", json_object_new_string(coh_access_to_string(pr.access)));
-        json_object_object_add(p, "accessRule", json_object_new_string(coh_origin_format(&pr.access_origin, rule, sizeof rule)));
-        json_object_object_add(p, "iommus", iommus_json(units, n));
-        json_object_object_add(p, "limits", limits_json(coh_policy_broker(call_policy(x))));
+        coh_json_add(p, "version", json_object_new_string(COH_VERSION));
+        coh_json_add(p, "backend", json_object_new_string(platform->ops->name));
+        coh_json_add(p, "mode", json_object_new_string(coh_mode_to_string(pr.mode)));
+        coh_json_add(p, "modeRule", json_object_new_string(coh_origin_format(&pr.mode_origin, rule, sizeof rule)));
+        coh_json_add(p, "access", json_object_new_string(coh_access_to_string(pr.access)));
+        coh_json_add(p, "accessRule", json_object_new_string(coh_origin_format(&pr.access_origin, rule, sizeof rule)));
+        coh_json_add(p, "iommus", iommus_json(units, n));
+        coh_json_add(p, "limits", limits_json(coh_policy_broker(call_policy(x))));
         return method_reply(x, p);
 }
 
 static int reply_decision(struct call_ctx *x, const struct request *req) {
         json_object *p = json_object_new_object();
         request_decision_fields(p, req);
-        json_object_object_add(p, "facts", request_facts_json(req));
+        coh_json_add(p, "facts", request_facts_json(req));
         return method_reply(x, p);
 }
 
@@ -161,13 +162,13 @@ static int reply_grant(struct call_ctx *x, const struct request *req, struct coh
                        int *file_fd) {
         json_object *p = json_object_new_object();
         if (grant)
-                json_object_object_add(p, "grant", json_object_new_string(grant->id));
+                coh_json_add(p, "grant", json_object_new_string(grant->id));
         request_decision_fields(p, req);
-        json_object_object_add(p, "vmWbinvd", json_object_new_string(vm_wbinvd));
-        json_object_object_add(p, "facts", request_facts_json(req));
+        coh_json_add(p, "vmWbinvd", json_object_new_string(vm_wbinvd));
+        coh_json_add(p, "facts", request_facts_json(req));
         if (*file_fd < 0)
                 return method_reply(x, p);
-        json_object_object_add(p, "group", json_object_new_int(0));
+        coh_json_add(p, "group", json_object_new_int(0));
         int fd = TAKE_FD(*file_fd);
         int r = coh_conn_reply_fds(x->conn, p, &fd, 1);
         grant->pending = false;
@@ -247,8 +248,8 @@ static int method_release_grant(struct call_ctx *x) {
         const char *vm_wbinvd = last || (granted && vm->n_granted == 1) ? "noop" : coh_vm_wbinvd(vm);
         int ended = coh_grant_end(g, "release", false); /* g is gone when ended */
         json_object *reply = json_object_new_object();
-        json_object_object_add(reply, "vmWbinvd", json_object_new_string(vm_wbinvd));
-        json_object_object_add(reply, "state", json_object_new_string(ended > 0 ? "ended" : "ending"));
+        coh_json_add(reply, "vmWbinvd", json_object_new_string(vm_wbinvd));
+        coh_json_add(reply, "state", json_object_new_string(ended > 0 ? "ended" : "ending"));
         return method_reply(x, reply);
 }
 
@@ -261,9 +262,9 @@ static int method_list_grants(struct call_ctx *x) {
         /* Its own grants, active and ending. */
         LIST_FOREACH(g, &x->ms->grants->grants, link)
                 if (g->owner_id == x->conn->owner.id)
-                        json_object_array_add(list, coh_grant_to_json(g, false));
+                        coh_json_append(list, coh_grant_to_json(g, false));
         json_object *p = json_object_new_object();
-        json_object_object_add(p, "grants", list);
+        coh_json_add(p, "grants", list);
         return method_reply(x, p);
 }
 
@@ -278,10 +279,10 @@ static int method_watch_grants(struct call_ctx *x) {
         struct coh_grant *g;
         LIST_FOREACH(g, &x->ms->grants->grants, link)
                 if (g->peer_pid == x->conn->peer.pid && g->peer_uid == x->conn->peer.uid)
-                        json_object_array_add(list, coh_grant_to_json(g, false));
+                        coh_json_append(list, coh_grant_to_json(g, false));
         json_object *p = json_object_new_object();
-        json_object_object_add(p, "event", json_object_new_string("grants"));
-        json_object_object_add(p, "grants", list);
+        coh_json_add(p, "event", json_object_new_string("grants"));
+        coh_json_add(p, "grants", list);
         x->conn->watch = true;
         return coh_conn_reply(x->conn, p, true);
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "json-util.h"
 #include "grants.h"
 #include "log.h"
 #include "methods-internal.h"
@@ -18,9 +19,9 @@ static int method_list_grants(struct call_ctx *x) {
         json_object *list = json_object_new_array();
         struct coh_grant *g;
         LIST_FOREACH(g, &x->ms->grants->grants, link)
-                json_object_array_add(list, coh_grant_to_json(g, true));
+                coh_json_append(list, coh_grant_to_json(g, true));
         json_object *p = json_object_new_object();
-        json_object_object_add(p, "grants", list);
+        coh_json_add(p, "grants", list);
         return method_reply(x, p);
 }
 
@@ -86,7 +87,7 @@ static int method_explain(struct call_ctx *x) {
         if (r > 0) {
                 json_object *reply = json_object_new_object();
                 request_decision_fields(reply, &req);
-                json_object_object_add(reply, "facts", request_facts_json(&req));
+                coh_json_add(reply, "facts", request_facts_json(&req));
                 r = method_reply(x, reply);
         }
         request_done(&req);
@@ -101,13 +102,13 @@ static int method_reload_policy(struct call_ctx *x) {
         r = x->ms->reload(&err, x->ms->userdata);
         if (r < 0) {
                 json_object *p = json_object_new_object();
-                json_object_object_add(p, "file", json_object_new_string(err.file));
-                json_object_object_add(p, "line", json_object_new_int((int) err.line));
-                json_object_object_add(p, "message", json_object_new_string(err.message));
+                coh_json_add(p, "file", json_object_new_string(err.file));
+                coh_json_add(p, "line", json_object_new_int((int) err.line));
+                coh_json_add(p, "message", json_object_new_string(err.message));
                 return coh_conn_error(x->conn, MANAGER "InvalidPolicy", p);
         }
         json_object *p = json_object_new_object();
-        json_object_object_add(p, "rules", json_object_new_int64((int64_t) coh_policy_n_rules(call_policy(x))));
+        coh_json_add(p, "rules", json_object_new_int64((int64_t) coh_policy_n_rules(call_policy(x))));
         return method_reply(x, p);
 }
 
@@ -116,7 +117,7 @@ static int method_get_policy(struct call_ctx *x) {
         if (r != 0)
                 return r;
         json_object *p = json_object_new_object();
-        json_object_object_add(p, "policy", coh_policy_to_json(call_policy(x)));
+        coh_json_add(p, "policy", coh_policy_to_json(call_policy(x)));
         return method_reply(x, p);
 }
 
@@ -128,8 +129,8 @@ static int method_monitor(struct call_ctx *x) {
                 return method_error(x, SERVICE "ExpectedMore", NULL, NULL);
         /* A first reply at once, so a client knows it is subscribed before anything happens. */
         json_object *p = json_object_new_object();
-        json_object_object_add(p, "event", json_object_new_string("subscribed"));
-        json_object_object_add(p, "grants", json_object_new_int64(x->ms->grants->n_grants));
+        coh_json_add(p, "event", json_object_new_string("subscribed"));
+        coh_json_add(p, "grants", json_object_new_int64(x->ms->grants->n_grants));
         x->conn->monitor = true;
         return coh_conn_reply(x->conn, p, true);
 }

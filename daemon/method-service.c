@@ -2,6 +2,7 @@
 /* org.varlink.service: introspection, open to everyone. */
 #include <stddef.h>
 
+#include "json-util.h"
 #include "interfaces.h"
 #include "methods-internal.h"
 
@@ -10,14 +11,14 @@ static int method_get_info(struct call_ctx *x) {
         if (r != 0)
                 return r;
         json_object *p = json_object_new_object();
-        json_object_object_add(p, "vendor", json_object_new_string("coherencyd"));
-        json_object_object_add(p, "product", json_object_new_string("coherencyd"));
-        json_object_object_add(p, "version", json_object_new_string(COH_VERSION));
-        json_object_object_add(p, "url", json_object_new_string("https://coherencyd.invalid/"));
+        coh_json_add(p, "vendor", json_object_new_string("coherencyd"));
+        coh_json_add(p, "product", json_object_new_string("coherencyd"));
+        coh_json_add(p, "version", json_object_new_string(COH_VERSION));
+        coh_json_add(p, "url", json_object_new_string("https://coherencyd.invalid/"));
         json_object *list = json_object_new_array();
         for (const struct coh_interface *i = coh_interfaces; i->name; i++)
-                json_object_array_add(list, json_object_new_string(i->name));
-        json_object_object_add(p, "interfaces", list);
+                coh_json_append(list, json_object_new_string(i->name));
+        coh_json_add(p, "interfaces", list);
         return method_reply(x, p);
 }
 
@@ -39,7 +40,7 @@ static int method_get_interface_description(struct call_ctx *x) {
         if (!text)
                 return method_error(x, SERVICE "InterfaceNotFound", "interface", p.interface);
         json_object *reply = json_object_new_object();
-        json_object_object_add(reply, "description", json_object_new_string(text));
+        coh_json_add(reply, "description", json_object_new_string(text));
         return method_reply(x, reply);
 }
 

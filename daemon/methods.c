@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "json-util.h"
 #include "grants.h"
 #include "log.h"
 #include "methods-internal.h"
@@ -23,15 +24,15 @@ int method_reply(struct call_ctx *x, json_object *p) {
 int method_error(struct call_ctx *x, const char *error, const char *key, const char *value) {
         json_object *p = json_object_new_object();
         if (key)
-                json_object_object_add(p, key, json_object_new_string(value));
+                coh_json_add(p, key, json_object_new_string(value));
         return coh_conn_error(x->conn, error, p);
 }
 
 int method_invalid_fd(struct call_ctx *x, const char *parameter, const char *expected, const char *got) {
         json_object *p = json_object_new_object();
-        json_object_object_add(p, "parameter", json_object_new_string(parameter));
-        json_object_object_add(p, "expected", json_object_new_string(expected));
-        json_object_object_add(p, "got", json_object_new_string(got));
+        coh_json_add(p, "parameter", json_object_new_string(parameter));
+        coh_json_add(p, "expected", json_object_new_string(expected));
+        coh_json_add(p, "got", json_object_new_string(got));
         return coh_conn_error(x->conn, BROKER "InvalidFileDescriptor", p);
 }
 
@@ -63,22 +64,22 @@ void methods_broadcast(struct coh_methods *ms, json_object *ev, pid_t watcher_pi
 void coh_methods_grant_event(struct coh_methods *ms, const struct coh_grant *g, const char *event) {
         /* The VMM's own stream: the grant as ListGrants shows it. */
         json_object *w = json_object_new_object(), *list = json_object_new_array();
-        json_object_object_add(w, "event", json_object_new_string(event));
-        json_object_array_add(list, coh_grant_to_json(g, false));
-        json_object_object_add(w, "grants", list);
+        coh_json_add(w, "event", json_object_new_string(event));
+        coh_json_append(list, coh_grant_to_json(g, false));
+        coh_json_add(w, "grants", list);
         methods_broadcast(ms, w, g->peer_pid);
 
         json_object *ev = json_object_new_object();
-        json_object_object_add(ev, "event", json_object_new_string(event));
-        json_object_object_add(ev, "grant", json_object_new_string(g->id));
-        json_object_object_add(ev, "decision", json_object_new_string(coh_decision_to_string(g->decision)));
-        json_object_object_add(ev, "state", json_object_new_string(coh_grant_state_to_string(g->state)));
+        coh_json_add(ev, "event", json_object_new_string(event));
+        coh_json_add(ev, "grant", json_object_new_string(g->id));
+        coh_json_add(ev, "decision", json_object_new_string(coh_decision_to_string(g->decision)));
+        coh_json_add(ev, "state", json_object_new_string(coh_grant_state_to_string(g->state)));
         if (g->end[0])
-                json_object_object_add(ev, "end", json_object_new_string(g->end));
-        json_object_object_add(ev, "vmWbinvd", json_object_new_string(coh_vm_wbinvd(g->vm)));
-        json_object_object_add(ev, "device", json_object_new_string(g->slot));
-        json_object_object_add(ev, "peerPid", json_object_new_int64(g->peer_pid));
-        json_object_object_add(ev, "peerUid", json_object_new_int64(g->peer_uid));
+                coh_json_add(ev, "end", json_object_new_string(g->end));
+        coh_json_add(ev, "vmWbinvd", json_object_new_string(coh_vm_wbinvd(g->vm)));
+        coh_json_add(ev, "device", json_object_new_string(g->slot));
+        coh_json_add(ev, "peerPid", json_object_new_int64(g->peer_pid));
+        coh_json_add(ev, "peerUid", json_object_new_int64(g->peer_uid));
         methods_broadcast(ms, ev, 0);
 }
 
@@ -150,7 +151,7 @@ int method_backend_error(struct call_ctx *x, int error, const char *operation) {
         if (error < 0)
                 error = -error;
         json_object *p = json_object_new_object();
-        json_object_object_add(p, "errno", json_object_new_int(error));
-        json_object_object_add(p, "operation", json_object_new_string(operation));
+        coh_json_add(p, "errno", json_object_new_int(error));
+        coh_json_add(p, "operation", json_object_new_string(operation));
         return coh_conn_error(x->conn, BROKER "BackendError", p);
 }

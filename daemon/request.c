@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json-util.h"
 #include "grants.h"
 #include "log.h"
 #include "methods-internal.h"
@@ -27,42 +28,42 @@ static json_object *device_facts_json(const struct device_verdict *v, bool full)
         const struct coh_device_facts *f = &v->facts;
         char buf[512];
         json_object *o = json_object_new_object();
-        json_object_object_add(o, "slot", json_object_new_string(f->slot));
-        json_object_object_add(o, "vendor", json_object_new_string(f->vendor));
-        json_object_object_add(o, "device", json_object_new_string(f->device));
-        json_object_object_add(o, "class", json_object_new_string(f->class));
-        json_object_object_add(o, "driver", json_object_new_string(f->driver));
-        json_object_object_add(o, "iommu", json_object_new_string(f->iommu));
-        json_object_object_add(o, "iommuGroup", json_object_new_int(f->iommu_group));
+        coh_json_add(o, "slot", json_object_new_string(f->slot));
+        coh_json_add(o, "vendor", json_object_new_string(f->vendor));
+        coh_json_add(o, "device", json_object_new_string(f->device));
+        coh_json_add(o, "class", json_object_new_string(f->class));
+        coh_json_add(o, "driver", json_object_new_string(f->driver));
+        coh_json_add(o, "iommu", json_object_new_string(f->iommu));
+        coh_json_add(o, "iommuGroup", json_object_new_int(f->iommu_group));
         if (full) {
-                json_object_object_add(o, "access", json_object_new_string(coh_access_to_string(v->policy.access)));
-                json_object_object_add(o, "accessRule", json_object_new_string(
+                coh_json_add(o, "access", json_object_new_string(coh_access_to_string(v->policy.access)));
+                coh_json_add(o, "accessRule", json_object_new_string(
                         coh_origin_format(&v->policy.access_origin, buf, sizeof buf)));
         }
-        json_object_object_add(o, "noSnoop", json_object_new_string(coh_nosnoop_to_string(v->policy.nosnoop)));
+        coh_json_add(o, "noSnoop", json_object_new_string(coh_nosnoop_to_string(v->policy.nosnoop)));
         if (full) {
-                json_object_object_add(o, "noSnoopRule", json_object_new_string(
+                coh_json_add(o, "noSnoopRule", json_object_new_string(
                         coh_origin_format(&v->policy.nosnoop_origin, buf, sizeof buf)));
-                json_object_object_add(o, "mode", json_object_new_string(coh_mode_to_string(v->policy.mode)));
-                json_object_object_add(o, "modeRule", json_object_new_string(
+                coh_json_add(o, "mode", json_object_new_string(coh_mode_to_string(v->policy.mode)));
+                coh_json_add(o, "modeRule", json_object_new_string(
                         coh_origin_format(&v->policy.mode_origin, buf, sizeof buf)));
         }
-        json_object_object_add(o, "iommuEnforces", json_object_new_boolean(f->iommu_enforces));
-        json_object_object_add(o, "ioasCoherent", json_object_new_boolean(v->ioas_coherent));
+        coh_json_add(o, "iommuEnforces", json_object_new_boolean(f->iommu_enforces));
+        coh_json_add(o, "ioasCoherent", json_object_new_boolean(v->ioas_coherent));
         if (full) {
-                json_object_object_add(o, "decision", json_object_new_string(coh_decision_to_string(v->verdict.decision)));
-                json_object_object_add(o, "reason", json_object_new_string(coh_reason_to_string(v->verdict.reason)));
+                coh_json_add(o, "decision", json_object_new_string(coh_decision_to_string(v->verdict.decision)));
+                coh_json_add(o, "reason", json_object_new_string(coh_reason_to_string(v->verdict.reason)));
         }
         return o;
 }
 
 json_object *request_facts_json(const struct request *req) {
         json_object *o = device_facts_json(&req->devices[req->deciding], false);
-        json_object_object_add(o, "file", json_object_new_string(req->file));
+        coh_json_add(o, "file", json_object_new_string(req->file));
         json_object *devices = json_object_new_array();
         for (size_t i = 0; i < req->n_devices; i++)
-                json_object_array_add(devices, device_facts_json(&req->devices[i], true));
-        json_object_object_add(o, "devices", devices);
+                coh_json_append(devices, device_facts_json(&req->devices[i], true));
+        coh_json_add(o, "devices", devices);
         return o;
 }
 
@@ -154,13 +155,13 @@ int request_ioas(struct call_ctx *x, int iommu_fd, struct coh_fd_info *ret) {
 void request_decision_fields(json_object *p, const struct request *req) {
         const struct device_verdict *v = &req->devices[req->deciding];
         const char *attach = coh_kvm_attach_to_string(req->verdict.kvm_attach);
-        json_object_object_add(p, "decision", json_object_new_string(coh_decision_to_string(req->verdict.decision)));
-        json_object_object_add(p, "reason", json_object_new_string(coh_reason_to_string(req->verdict.reason)));
-        json_object_object_add(p, "rule", json_object_new_string(req->rule));
-        json_object_object_add(p, "mode", json_object_new_string(coh_mode_to_string(v->policy.mode)));
-        json_object_object_add(p, "wbinvd", json_object_new_string(req->verdict.wbinvd ? "allowed" : "none"));
+        coh_json_add(p, "decision", json_object_new_string(coh_decision_to_string(req->verdict.decision)));
+        coh_json_add(p, "reason", json_object_new_string(coh_reason_to_string(req->verdict.reason)));
+        coh_json_add(p, "rule", json_object_new_string(req->rule));
+        coh_json_add(p, "mode", json_object_new_string(coh_mode_to_string(v->policy.mode)));
+        coh_json_add(p, "wbinvd", json_object_new_string(req->verdict.wbinvd ? "allowed" : "none"));
         if (attach)
-                json_object_object_add(p, "kvmAttach", json_object_new_string(attach));
+                coh_json_add(p, "kvmAttach", json_object_new_string(attach));
 }
 
 static const char *decision_message_id(enum coh_decision d) {
@@ -209,14 +210,14 @@ void request_log_decision(struct call_ctx *x, const struct request *req, const s
                        decision_message_id(req->verdict.decision), message, fields, ELEMENTSOF(fields));
 
         json_object *ev = json_object_new_object();
-        json_object_object_add(ev, "event", json_object_new_string("decision"));
+        coh_json_add(ev, "event", json_object_new_string("decision"));
         if (grant)
-                json_object_object_add(ev, "grant", json_object_new_string(grant->id));
+                coh_json_add(ev, "grant", json_object_new_string(grant->id));
         request_decision_fields(ev, req);
-        json_object_object_add(ev, "vmWbinvd", json_object_new_string(vm_wbinvd));
-        json_object_object_add(ev, "device", json_object_new_string(req->slot));
-        json_object_object_add(ev, "peerPid", json_object_new_int64(peer->pid));
-        json_object_object_add(ev, "peerUid", json_object_new_int64(peer->uid));
+        coh_json_add(ev, "vmWbinvd", json_object_new_string(vm_wbinvd));
+        coh_json_add(ev, "device", json_object_new_string(req->slot));
+        coh_json_add(ev, "peerPid", json_object_new_int64(peer->pid));
+        coh_json_add(ev, "peerUid", json_object_new_int64(peer->uid));
         methods_broadcast(x->ms, ev, 0);
 }
 

@@ -55,58 +55,58 @@ static json_object *state_json(struct coh_manager *m, bool shutdown) {
         struct coh_conn *c;
         struct coh_grant *g;
 
-        json_object_object_add(root, "version", json_object_new_int(1));
+        coh_json_add(root, "version", json_object_new_int(1));
         LIST_FOREACH(vm, &m->grants.vms, link) {
                 json_object *o = json_object_new_object();
-                json_object_object_add(o, "id", json_object_new_int64(vm->id));
-                json_object_array_add(vms, o);
+                coh_json_add(o, "id", json_object_new_int64(vm->id));
+                coh_json_append(vms, o);
         }
         LIST_FOREACH(c, &m->server.conns, link) {
                 json_object *o = json_object_new_object();
-                json_object_object_add(o, "id", json_object_new_int64((int64_t) c->id));
+                coh_json_add(o, "id", json_object_new_int64((int64_t) c->id));
                 if (shutdown) {
                         /* A half-read call and unsent replies go to the next
                          * instance; descriptors of a half-read call cannot. */
                         _cleanup_free_ char *in = c->in.n_fds == 0 ? hex_encode(c->in.buf, c->in.len) : NULL;
                         _cleanup_free_ char *out = hex_encode(c->out.buf + c->out.off, c->out.len - c->out.off);
                         if (in)
-                                json_object_object_add(o, "in", json_object_new_string(in));
+                                coh_json_add(o, "in", json_object_new_string(in));
                         if (out)
-                                json_object_object_add(o, "out", json_object_new_string(out));
+                                coh_json_add(o, "out", json_object_new_string(out));
                 }
-                json_object_array_add(conns, o);
+                coh_json_append(conns, o);
         }
         LIST_FOREACH(g, &m->grants.grants, link) {
                 json_object *o = json_object_new_object();
-                json_object_object_add(o, "id", json_object_new_string(g->id));
-                json_object_object_add(o, "state", json_object_new_int(g->state));
+                coh_json_add(o, "id", json_object_new_string(g->id));
+                coh_json_add(o, "state", json_object_new_int(g->state));
                 if (g->vm)
-                        json_object_object_add(o, "vm", json_object_new_int64(g->vm->id));
-                json_object_object_add(o, "conn", json_object_new_int64((int64_t) g->owner_id));
-                json_object_object_add(o, "pending", json_object_new_boolean(g->pending));
-                json_object_object_add(o, "decision", json_object_new_int(g->decision));
-                json_object_object_add(o, "reason", json_object_new_int(g->reason));
-                json_object_object_add(o, "mode", json_object_new_int(g->mode));
-                json_object_object_add(o, "kvmAttach", json_object_new_int(g->kvm_attach));
-                json_object_object_add(o, "wbinvd", json_object_new_boolean(g->wbinvd));
-                json_object_object_add(o, "rule", json_object_new_string(g->rule));
-                json_object_object_add(o, "slot", json_object_new_string(g->slot));
-                json_object_object_add(o, "file", json_object_new_string(g->file));
-                json_object_object_add(o, "iommuGroup", json_object_new_int(g->iommu_group));
-                json_object_object_add(o, "since", json_object_new_int64((int64_t) g->since_usec));
-                json_object_object_add(o, "peerPid", json_object_new_int64(g->peer_pid));
-                json_object_object_add(o, "peerUid", json_object_new_int64(g->peer_uid));
-                json_object_object_add(o, "peerUnit", json_object_new_string(g->peer_unit));
-                json_object_object_add(o, "end", json_object_new_string(g->end));
-                json_object_object_add(o, "ending", json_object_new_int64((int64_t) g->ending_usec));
-                json_object_object_add(o, "kill", json_object_new_boolean(g->kill));
-                json_object_object_add(o, "warned", json_object_new_boolean(g->warned));
-                json_object_object_add(o, "killed", json_object_new_boolean(g->killed));
-                json_object_array_add(grants, o);
+                        coh_json_add(o, "vm", json_object_new_int64(g->vm->id));
+                coh_json_add(o, "conn", json_object_new_int64((int64_t) g->owner_id));
+                coh_json_add(o, "pending", json_object_new_boolean(g->pending));
+                coh_json_add(o, "decision", json_object_new_int(g->decision));
+                coh_json_add(o, "reason", json_object_new_int(g->reason));
+                coh_json_add(o, "mode", json_object_new_int(g->mode));
+                coh_json_add(o, "kvmAttach", json_object_new_int(g->kvm_attach));
+                coh_json_add(o, "wbinvd", json_object_new_boolean(g->wbinvd));
+                coh_json_add(o, "rule", json_object_new_string(g->rule));
+                coh_json_add(o, "slot", json_object_new_string(g->slot));
+                coh_json_add(o, "file", json_object_new_string(g->file));
+                coh_json_add(o, "iommuGroup", json_object_new_int(g->iommu_group));
+                coh_json_add(o, "since", json_object_new_int64((int64_t) g->since_usec));
+                coh_json_add(o, "peerPid", json_object_new_int64(g->peer_pid));
+                coh_json_add(o, "peerUid", json_object_new_int64(g->peer_uid));
+                coh_json_add(o, "peerUnit", json_object_new_string(g->peer_unit));
+                coh_json_add(o, "end", json_object_new_string(g->end));
+                coh_json_add(o, "ending", json_object_new_int64((int64_t) g->ending_usec));
+                coh_json_add(o, "kill", json_object_new_boolean(g->kill));
+                coh_json_add(o, "warned", json_object_new_boolean(g->warned));
+                coh_json_add(o, "killed", json_object_new_boolean(g->killed));
+                coh_json_append(grants, o);
         }
-        json_object_object_add(root, "vms", vms);
-        json_object_object_add(root, "conns", conns);
-        json_object_object_add(root, "grants", grants);
+        coh_json_add(root, "vms", vms);
+        coh_json_add(root, "conns", conns);
+        coh_json_add(root, "grants", grants);
         return root;
 }
 
@@ -114,7 +114,10 @@ void coh_manager_save_state(struct coh_manager *m, bool shutdown) {
         if (!m->store.enabled)
                 return;
         json_object *root = state_json(m, shutdown);
-        int r = coh_fdstore_write_state(&m->store, json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+        /* Half a state would lose grants on the next start: the older one stays instead. */
+        int r = coh_json_failed(root) ? -ENOMEM
+                                      : coh_fdstore_write_state(&m->store,
+                                                                json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
         json_object_put(root);
         if (r < 0)
                 coh_log(LOG_ERR, NULL, "Cannot write the grant state: %s", strerror(-r));
@@ -281,8 +284,8 @@ static unsigned reconcile_conns(struct coh_manager *m) {
                         coh_conn_close(c, "disconnect");
                 } else if (c->interrupted) {
                         json_object *p = json_object_new_object();
-                        json_object_object_add(p, "errno", json_object_new_int(ECANCELED));
-                        json_object_object_add(p, "operation",
+                        coh_json_add(p, "errno", json_object_new_int(ECANCELED));
+                        coh_json_add(p, "operation",
                                                json_object_new_string("coherencyd restarted during the call"));
                         (void) coh_conn_error(c, "io.coherencyd.Broker.BackendError", p);
                         c->interrupted = false;

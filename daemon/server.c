@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "call.h"
+#include "json-util.h"
 #include "fdstore.h"
 #include "log.h"
 #include "server.h"
@@ -213,7 +214,20 @@ static int conn_send(struct coh_conn *c, char *json, const int *fds, size_t n_fd
         return r;
 }
 
+/* An answer whose building ran out of memory (json-util.h) is never sent half: the connection goes. */
+static int check_built(struct coh_conn *c, json_object *parameters, const int *fds, size_t n_fds) {
+        if (!coh_json_failed(parameters))
+                return 0;
+        json_object_put(parameters);
+        for (size_t i = 0; i < n_fds; i++)
+                close(fds[i]);
+        c->closing = true;
+        return -ENOMEM;
+}
+
 int coh_conn_reply(struct coh_conn *c, json_object *parameters, bool continues) {
+        if (check_built(c, parameters, NULL, 0) < 0)
+                return -ENOMEM;
         if (c->oneway) {
                 json_object_put(parameters);
                 return 0;
@@ -222,6 +236,8 @@ int coh_conn_reply(struct coh_conn *c, json_object *parameters, bool continues) 
 }
 
 int coh_conn_reply_fds(struct coh_conn *c, json_object *parameters, const int *fds, size_t n_fds) {
+        if (check_built(c, parameters, fds, n_fds) < 0)
+                return -ENOMEM;
         if (c->oneway) {
                 /* A oneway call wants nothing back: what would have gone is closed. */
                 for (size_t i = 0; i < n_fds; i++)
@@ -233,6 +249,8 @@ int coh_conn_reply_fds(struct coh_conn *c, json_object *parameters, const int *f
 }
 
 int coh_conn_error(struct coh_conn *c, const char *error, json_object *parameters) {
+        if (check_built(c, parameters, NULL, 0) < 0)
+                return -ENOMEM;
         if (c->oneway) {
                 json_object_put(parameters);
                 return 0;
@@ -305,8 +323,9 @@ static void conn_pidfd_cb(evutil_socket_t fd, short what, void *userdata) {
 
 static void reject(int fd, const char *limit) {
         json_object *p = json_object_new_object();
-        json_object_object_add(p, "limit", json_object_new_string(limit));
-        char *json = coh_error_format("io.coherencyd.Broker.LimitExceeded", p);
+        coh_json_add(p, "limit", json_object_new_string(limit));
+        char *json = coh_json_failed(p) ? (json_object_put(p), NULL)
+                                        : coh_error_format("io.coherencyd.Broker.LimitExceeded", p);
         if (json) {
                 /* Best effort: the client reads it as the answer to its first call. */
                 (void) send(fd, json, strlen(json) + 1, MSG_DONTWAIT | MSG_NOSIGNAL);

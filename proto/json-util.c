@@ -95,3 +95,37 @@ int coh_json_check_keys(json_object *o, const char *const *allowed, const char *
 
         return 0;
 }
+
+/* The marker is the address of this, as userdata: default serializers ignore userdata. */
+static const char failed_marker;
+
+static void mark_failed(json_object *o) {
+        if (o)
+                json_object_set_userdata(o, (void *) &failed_marker, NULL);
+}
+
+bool coh_json_failed(json_object *o) {
+        return !o || json_object_get_userdata(o) == &failed_marker;
+}
+
+int coh_json_add(json_object *o, const char *key, json_object *v) {
+        if (!o || !v || coh_json_failed(v) || json_object_object_add(o, key, v) < 0) {
+                if (v && json_object_object_get(o, key) != v)
+                        json_object_put(v);
+                mark_failed(o);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+int coh_json_append(json_object *array, json_object *v) {
+        if (!array || !v || coh_json_failed(v) || json_object_array_add(array, v) < 0) {
+                /* json_object_array_add() takes v only on success. */
+                if (v && (!array || json_object_array_length(array) == 0 ||
+                          json_object_array_get_idx(array, json_object_array_length(array) - 1) != v))
+                        json_object_put(v);
+                mark_failed(array);
+                return -ENOMEM;
+        }
+        return 0;
+}
