@@ -20,15 +20,27 @@
  *                  IOAS the container is what the kernel's default would be
  *                  (coherent where the IOMMU can enforce it, which Probe says).
  *                  The group handed over is added to the VM's kvm-vfio device
- *                  as kvmAttach says, and held until released.
- *                  -> "grant id=ID decision=D reason=R rule=FILE:LINE vmWbinvd=W"
+ *                  as kvmAttach says, and held until released or closed.
+ *                  -> "grant id=ID decision=D reason=R rule=FILE:LINE
+ *                      vmWbinvd=W kvmAttach=add|skip|- group=yes|no"
+ *                  (one line; id=- and group=no for a refusal)
  *   probe DEVICE [coherent|noncoherent]
  *                  Probe(DEVICE[, ioasCoherent=...])
  *                  -> "probe decision=D reason=R rule=FILE:LINE"
- *   list           ListGrants() on this connection -> "list n=N ids=ID,ID"
- *   release ID     detach and close the group, then ReleaseGrant(ID) -> "release ok"
- *   kvm            the simulated KVM's state in the VM memfd
- *                  -> "kvm owner=O attached=N noncoherent-dma=N"
+ *   list           ListGrants() on this connection
+ *                  -> "list n=N ids=ID,ID states=S,S" (ids=- states=- when none)
+ *   release ID     as a VMM lets go: detach the group from the VM, close it,
+ *                  then ReleaseGrant(ID)
+ *                  -> "release state=ended|ending vmWbinvd=allowed|noop"
+ *   release-keep ID
+ *                  ReleaseGrant(ID) while this client keeps the group open
+ *                  and added to its VM (so the grant is ending until "close")
+ *                  -> "release state=ended|ending vmWbinvd=allowed|noop"
+ *   close ID       detach the group of grant ID from the VM and close this
+ *                  client's copy (no call to the daemon)
+ *                  -> "close ok detached=1|0" (0: it was not added, kvmAttach skip)
+ *   kvm            the simulated KVM's state in the VM memfd, as this client's
+ *                  libcoherency wrote it -> "kvm owner=O attached=N noncoherent-dma=N"
  *   quiet          whether the connection is untouched: nothing to read and no
  *                  hang-up since the last reply -> "quiet yes" or "quiet no (...)"
  *   vmfd           -> "vmfd pid=PID fd=FD" (so a test can open /proc/PID/fd/FD
@@ -39,6 +51,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,9 +164,12 @@ static void cmd_grant(const char *arg, const char *ioas) {
                         return fail("kvm-vfio attach", r);
                 }
         }
-        reply("grant id=%s decision=%s reason=%s rule=%s vmWbinvd=%s", coherency_grant_get_id(g) ?: "-",
+        reply("grant id=%s decision=%s reason=%s rule=%s vmWbinvd=%s kvmAttach=%s group=%s",
+              coherency_grant_get_id(g) ?: "-",
               coherency_decision_kind_to_string(coherency_grant_get_decision(g)), coherency_grant_get_reason(g),
-              coherency_grant_get_rule(g) ?: "-", coherency_grant_get_vm_wbinvd(g) ?: "-");
+              coherency_grant_get_rule(g) ?: "-", coherency_grant_get_vm_wbinvd(g) ?: "-",
+              coherency_kvm_attach_to_string(coherency_grant_get_kvm_attach(g)) ?: "-",
+              coherency_grant_get_group_fd(g) >= 0 ? "yes" : "no");
         if (coherency_grant_get_id(g))
                 grants[n_grants++] = g;
         else
@@ -176,38 +192,73 @@ static void cmd_probe(const char *arg, const char *ioas) {
 
 static void cmd_list(void) {
         coherency_grant_list *l = NULL;
-        char ids[1024] = "";
-        size_t len = 0;
+        char ids[1024] = "", states[1024] = "";
+        size_t len = 0, slen = 0;
         int n = coherency_list_grants(client, &l);
 
         if (n < 0)
                 return fail("ListGrants", n);
-        for (int i = 0; i < n && len < sizeof ids - 1; i++) {
-                int w = snprintf(ids + len, sizeof ids - len, "%s%s", i ? "," : "",
-                                 coherency_grant_info_get_id(coherency_grant_list_get(l, (size_t) i)));
+        for (int i = 0; i < n && len < sizeof ids - 1 && slen < sizeof states - 1; i++) {
+                const coherency_grant_info *g = coherency_grant_list_get(l, (size_t) i);
+                const char *state = coherency_grant_info_get_state_string(g);
+                int w = snprintf(ids + len, sizeof ids - len, "%s%s", i ? "," : "", coherency_grant_info_get_id(g));
                 if (w < 0)
                         break;
                 len += (size_t) w;
+                w = snprintf(states + slen, sizeof states - slen, "%s%s", i ? "," : "", state ? state : "?");
+                if (w < 0)
+                        break;
+                slen += (size_t) w;
         }
         coherency_grant_list_free(l);
-        reply("list n=%d ids=%s", n, n ? ids : "-");
+        reply("list n=%d ids=%s states=%s", n, n ? ids : "-", n ? states : "-");
 }
 
-static void cmd_release(const char *id) {
+static coherency_grant **find_grant(const char *id) {
+        for (size_t i = 0; i < n_grants; i++)
+                if (strcmp(coherency_grant_get_id(grants[i]), id) == 0)
+                        return &grants[i];
+        return NULL;
+}
+
+/* Detaches the grant's group from the VM and closes this client's copy: 1 when
+ * it was added (and is now deleted), 0 when it was not (skip), -ENOENT when
+ * this client holds no group for that id. */
+static int close_group(const char *id) {
+        coherency_grant **g = find_grant(id);
+        int r;
+
+        if (!g)
+                return -ENOENT;
+        r = coherency_kvm_vfio_detach(kvm_vfio, *g);
+        coherency_grant_free(*g);
+        *g = grants[--n_grants];
+        return r < 0 ? r : r > 0;
+}
+
+static void cmd_close(const char *id) {
+        int r = close_group(id);
+        if (r == -ENOENT)
+                return reply("error r=%d close: this client holds no group for grant %s", ENOENT, id);
+        if (r < 0)
+                return reply("error r=%d close: kvm-vfio detach: %s", -r, strerror(-r));
+        reply("close ok detached=%d", r);
+}
+
+/* keep: release while this client still holds the group (the grant is then ending). */
+static void cmd_release(const char *id, bool keep) {
+        coherency_grant_state state;
+        bool vm_wbinvd;
         int r;
 
         /* As a VMM lets go: detach, close the group, then release. */
-        for (size_t i = 0; i < n_grants; i++)
-                if (strcmp(coherency_grant_get_id(grants[i]), id) == 0) {
-                        (void) coherency_kvm_vfio_detach(kvm_vfio, grants[i]);
-                        coherency_grant_free(grants[i]);
-                        grants[i] = grants[--n_grants];
-                        break;
-                }
-        r = coherency_release_grant(client, id, NULL, NULL);
+        if (!keep)
+                (void) close_group(id);
+        r = coherency_release_grant(client, id, &state, &vm_wbinvd);
         if (r < 0)
                 return fail("ReleaseGrant", r);
-        reply("release ok");
+        reply("release state=%s vmWbinvd=%s", coherency_grant_state_to_string(state) ?: "?",
+              vm_wbinvd ? "allowed" : "noop");
 }
 
 static void cmd_kvm(void) {
@@ -270,7 +321,11 @@ int main(int argc, char **argv) {
                 else if (strcmp(cmd, "list") == 0)
                         cmd_list();
                 else if (strcmp(cmd, "release") == 0 && a1)
-                        cmd_release(a1);
+                        cmd_release(a1, false);
+                else if (strcmp(cmd, "release-keep") == 0 && a1)
+                        cmd_release(a1, true);
+                else if (strcmp(cmd, "close") == 0 && a1)
+                        cmd_close(a1);
                 else if (strcmp(cmd, "kvm") == 0)
                         cmd_kvm();
                 else if (strcmp(cmd, "quiet") == 0)
