@@ -36,6 +36,7 @@
 
 #include "call.h"
 #include "frame.h"
+#include "grant-record.h"
 #include "json-util.h"
 #include "libcoherency.h"
 
@@ -105,18 +106,9 @@ struct coherency_facts {
         size_t n_devices;
 };
 
+/* The daemon's own grant record and field table (proto/grant-record.h). */
 struct coherency_grant_info {
-        char *id, *device, *file;
-        int iommu_group;
-        coherency_decision_kind decision;
-        char *reason, *rule, *wbinvd, *vm_wbinvd;
-        coherency_kvm_attach kvm_attach;
-        char *state;
-        coherency_grant_state state_kind;
-        char *end;
-        pid_t peer_pid;
-        uid_t peer_uid;
-        uint64_t since;
+        struct coh_grant_record rec;
 };
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -917,72 +909,14 @@ static int parse_error(struct coherency_client *c, const char *method, int r, co
 }
 
 static void grant_info_done(struct coherency_grant_info *g) {
-        free(g->id);
-        free(g->device);
-        free(g->file);
-        free(g->reason);
-        free(g->rule);
-        free(g->wbinvd);
-        free(g->vm_wbinvd);
-        free(g->state);
-        free(g->end);
         *g = (struct coherency_grant_info) {};
 }
 
+/* One entry of a grant list, parsed with the daemon's own field table. */
 static int parse_grant_info(json_object *o, struct coherency_grant_info *ret, const char **bad) {
-        struct coherency_grant_info g = {};
-        char *decision = NULL, *kvm_attach = NULL;
-        int64_t group, pid, uid, since;
-        int r;
-
-        if (!json_object_is_type(o, json_type_object)) {
-                *bad = "grants";
+        if (coh_record_from_json(coh_grant_record_fields, o, COH_FIELD_VMM, &ret->rec, bad) < 0)
                 return -EPROTO;
-        }
-
-        if ((r = get_string(o, "grant", true, &g.id, bad)) < 0 ||
-            (r = get_string(o, "device", false, &g.device, bad)) < 0 ||
-            (r = get_int64(o, "iommuGroup", -1, INT_MAX, -1, &group, bad)) < 0 ||
-            (r = get_string(o, "file", false, &g.file, bad)) < 0 ||
-            (r = get_string(o, "decision", true, &decision, bad)) < 0 ||
-            (r = get_string(o, "reason", false, &g.reason, bad)) < 0 ||
-            (r = get_string(o, "rule", false, &g.rule, bad)) < 0 ||
-            (r = get_string(o, "wbinvd", false, &g.wbinvd, bad)) < 0 ||
-            (r = get_string(o, "vmWbinvd", false, &g.vm_wbinvd, bad)) < 0 ||
-            (r = get_string(o, "kvmAttach", false, &kvm_attach, bad)) < 0 ||
-            (r = get_string(o, "state", false, &g.state, bad)) < 0 ||
-            (r = get_string(o, "end", false, &g.end, bad)) < 0 ||
-            (r = get_int64(o, "peerPid", 0, INT_MAX, 0, &pid, bad)) < 0 ||
-            (r = get_int64(o, "peerUid", 0, UINT32_MAX, UINT32_MAX, &uid, bad)) < 0 ||
-            (r = get_int64(o, "since", 0, INT64_MAX, 0, &since, bad)) < 0)
-                goto fail;
-
-        if (decision_from_string(decision, &g.decision) < 0) {
-                *bad = "decision";
-                r = -EPROTO;
-                goto fail;
-        }
-        if (kvm_attach_from_string(kvm_attach, &g.kvm_attach) < 0) {
-                *bad = "kvmAttach";
-                r = -EPROTO;
-                goto fail;
-        }
-        free(decision);
-        free(kvm_attach);
-
-        g.iommu_group = (int) group;
-        g.state_kind = grant_state_from_string(g.state);
-        g.peer_pid = (pid_t) pid;
-        g.peer_uid = (uid_t) uid;
-        g.since = (uint64_t) since;
-        *ret = g;
         return 0;
-
-fail:
-        free(decision);
-        free(kvm_attach);
-        grant_info_done(&g);
-        return r;
 }
 
 struct coherency_grant_list {
@@ -1835,28 +1769,44 @@ _public_ const coherency_grant_info *coherency_grant_list_get(const coherency_gr
         return l && index < l->n ? l->items + index : NULL;
 }
 
-_public_ const char *coherency_grant_info_get_id(const coherency_grant_info *g) { return g ? g->id : NULL; }
-_public_ const char *coherency_grant_info_get_device(const coherency_grant_info *g) { return g ? g->device : NULL; }
-_public_ int coherency_grant_info_get_iommu_group(const coherency_grant_info *g) { return g ? g->iommu_group : -1; }
-_public_ const char *coherency_grant_info_get_file(const coherency_grant_info *g) { return g ? g->file : NULL; }
-_public_ coherency_decision_kind coherency_grant_info_get_decision(const coherency_grant_info *g) {
-        return g ? g->decision : COHERENCY_DECISION_REFUSED;
+static const char *nonempty(const char *s) {
+        return s && s[0] ? s : NULL;
 }
-_public_ const char *coherency_grant_info_get_reason(const coherency_grant_info *g) { return g ? g->reason : NULL; }
-_public_ const char *coherency_grant_info_get_rule(const coherency_grant_info *g) { return g ? g->rule : NULL; }
-_public_ const char *coherency_grant_info_get_wbinvd(const coherency_grant_info *g) { return g ? g->wbinvd : NULL; }
-_public_ const char *coherency_grant_info_get_vm_wbinvd(const coherency_grant_info *g) { return g ? g->vm_wbinvd : NULL; }
+
+_public_ const char *coherency_grant_info_get_id(const coherency_grant_info *g) { return g ? g->rec.grant : NULL; }
+_public_ const char *coherency_grant_info_get_device(const coherency_grant_info *g) {
+        return g ? nonempty(g->rec.device) : NULL;
+}
+_public_ int coherency_grant_info_get_iommu_group(const coherency_grant_info *g) { return g ? (int) g->rec.iommu_group : -1; }
+_public_ const char *coherency_grant_info_get_file(const coherency_grant_info *g) { return g ? nonempty(g->rec.file) : NULL; }
+_public_ coherency_decision_kind coherency_grant_info_get_decision(const coherency_grant_info *g) {
+        return g ? (coherency_decision_kind) g->rec.decision : COHERENCY_DECISION_REFUSED;
+}
+_public_ const char *coherency_grant_info_get_reason(const coherency_grant_info *g) {
+        return g ? coh_reason_to_string(g->rec.reason) : NULL;
+}
+_public_ const char *coherency_grant_info_get_rule(const coherency_grant_info *g) { return g ? nonempty(g->rec.rule) : NULL; }
+_public_ const char *coherency_grant_info_get_wbinvd(const coherency_grant_info *g) {
+        return g ? coh_wbinvd_to_string(g->rec.wbinvd) : NULL;
+}
+_public_ const char *coherency_grant_info_get_vm_wbinvd(const coherency_grant_info *g) {
+        return g ? coh_vm_wbinvd_to_string(g->rec.vm_wbinvd) : NULL;
+}
 _public_ coherency_kvm_attach coherency_grant_info_get_kvm_attach(const coherency_grant_info *g) {
-        return g ? g->kvm_attach : COHERENCY_KVM_ATTACH_NONE;
+        return g ? (coherency_kvm_attach) g->rec.kvm_attach : COHERENCY_KVM_ATTACH_NONE;
 }
 _public_ coherency_grant_state coherency_grant_info_get_state(const coherency_grant_info *g) {
-        return g ? g->state_kind : COHERENCY_GRANT_STATE_OTHER;
+        return g && g->rec.state >= 0 ? (coherency_grant_state) g->rec.state : COHERENCY_GRANT_STATE_OTHER;
 }
-_public_ const char *coherency_grant_info_get_state_string(const coherency_grant_info *g) { return g ? g->state : NULL; }
-_public_ const char *coherency_grant_info_get_end(const coherency_grant_info *g) { return g ? g->end : NULL; }
-_public_ pid_t coherency_grant_info_get_peer_pid(const coherency_grant_info *g) { return g ? g->peer_pid : 0; }
-_public_ uid_t coherency_grant_info_get_peer_uid(const coherency_grant_info *g) { return g ? g->peer_uid : (uid_t) -1; }
-_public_ uint64_t coherency_grant_info_get_since(const coherency_grant_info *g) { return g ? g->since : 0; }
+_public_ const char *coherency_grant_info_get_state_string(const coherency_grant_info *g) {
+        return g ? coh_grant_state_to_string(g->rec.state) : NULL;
+}
+_public_ const char *coherency_grant_info_get_end(const coherency_grant_info *g) { return g ? nonempty(g->rec.end) : NULL; }
+_public_ pid_t coherency_grant_info_get_peer_pid(const coherency_grant_info *g) { return g ? (pid_t) g->rec.peer_pid : 0; }
+_public_ uid_t coherency_grant_info_get_peer_uid(const coherency_grant_info *g) {
+        return g ? (uid_t) g->rec.peer_uid : (uid_t) -1;
+}
+_public_ uint64_t coherency_grant_info_get_since(const coherency_grant_info *g) { return g ? (uint64_t) g->rec.since : 0; }
 
 /* ---- WatchGrants --------------------------------------------------------------- */
 
@@ -2074,7 +2024,7 @@ _public_ const char *coherency_watch_event_get_kind_string(const coherency_watch
 }
 
 _public_ const char *coherency_watch_event_get_grant(const coherency_watch_event *e) {
-        return e && e->grant ? e->grant->id : NULL;
+        return e && e->grant ? e->grant->rec.grant : NULL;
 }
 
 _public_ const coherency_grant_info *coherency_watch_event_get_grant_info(const coherency_watch_event *e) {

@@ -72,6 +72,14 @@ void coh_fdstore_remove(struct coh_fdstore *s, enum coh_fdstore_kind kind, const
         coh_fdstore_remove_name(s, coh_fdstore_name(name, kind, id));
 }
 
+void coh_fdstore_sync(struct coh_fdstore *s) {
+        if (!s->enabled)
+                return;
+        int r = sd_notify_barrier(0, 1000000);
+        if (r < 0)
+                coh_log(LOG_WARNING, NULL, "Waiting for systemd to handle the file descriptor store: %s", strerror(-r));
+}
+
 static int take_name(struct coh_stored_fd *entries, size_t n, const char *name) {
         for (size_t i = 0; i < n; i++)
                 if (entries[i].fd >= 0 && streq(entries[i].name, name))

@@ -52,6 +52,13 @@ void coh_fdstore_put(struct coh_fdstore *s, enum coh_fdstore_kind kind, const ch
 void coh_fdstore_remove(struct coh_fdstore *s, enum coh_fdstore_kind kind, const char *id);
 void coh_fdstore_remove_name(struct coh_fdstore *s, const char *name);
 
+/*
+ * Waits (at most a second) until systemd has handled every message sent so
+ * far: after coh_fdstore_remove() of a pin, systemd's own copy is closed only
+ * then, and until it is the group cannot be free.
+ */
+void coh_fdstore_sync(struct coh_fdstore *s);
+
 /* Takes the entry of that name out of entries (the caller owns the fd), or -ENOENT. */
 int coh_fdstore_take(struct coh_stored_fd *entries, size_t n, enum coh_fdstore_kind kind, const char *id);
 /* Closes every entry nothing took, removing it from the store too, and frees the names. */

@@ -27,16 +27,6 @@
 #define PROBE_FIRST_MS 10u
 #define PROBE_MAX_MS 1000u
 
-static const char *const state_table[_COH_GRANT_STATE_MAX] = {
-        [COH_GRANT_ACTIVE] = "active",
-        [COH_GRANT_ENDING] = "ending",
-        [COH_GRANT_ENDED] = "ended",
-};
-
-const char *coh_grant_state_to_string(enum coh_grant_state s) {
-        return s >= 0 && s < _COH_GRANT_STATE_MAX ? state_table[s] : NULL;
-}
-
 struct coh_vm *coh_grants_find_vm(struct coh_grants *g, int vm_fd) {
         struct coh_vm *vm;
         LIST_FOREACH(vm, &g->vms, link)
@@ -48,7 +38,7 @@ struct coh_vm *coh_grants_find_vm(struct coh_grants *g, int vm_fd) {
 struct coh_grant *coh_grants_find(struct coh_grants *g, const char *id) {
         struct coh_grant *grant;
         LIST_FOREACH(grant, &g->grants, link)
-                if (strcmp(grant->id, id) == 0)
+                if (strcmp(grant->rec.grant, id) == 0)
                         return grant;
         return NULL;
 }
@@ -56,7 +46,7 @@ struct coh_grant *coh_grants_find(struct coh_grants *g, const char *id) {
 struct coh_grant *coh_grants_find_group(struct coh_grants *g, int group) {
         struct coh_grant *grant;
         LIST_FOREACH(grant, &g->grants, link)
-                if (grant->iommu_group == group)
+                if (grant->rec.iommu_group == group)
                         return grant;
         return NULL;
 }
@@ -123,13 +113,13 @@ void coh_vm_free(struct coh_grants *g, struct coh_vm *vm) {
 static void close_custody(struct coh_grant *g, bool pin_only) {
         struct coh_fdstore *store = g->grants->store;
         if (g->custody.pin_fd >= 0) {
-                coh_fdstore_remove(store, COH_FDSTORE_PIN, g->id);
+                coh_fdstore_remove(store, COH_FDSTORE_PIN, g->rec.grant);
                 g->custody.pin_fd = safe_close(g->custody.pin_fd);
         }
         if (pin_only)
                 return;
         if (g->custody.probe_fd >= 0) {
-                coh_fdstore_remove(store, COH_FDSTORE_PROBE, g->id);
+                coh_fdstore_remove(store, COH_FDSTORE_PROBE, g->rec.grant);
                 g->custody.probe_fd = safe_close(g->custody.probe_fd);
         }
         g->pidfd = safe_close(g->pidfd);
@@ -168,7 +158,7 @@ static void grant_attach(struct coh_grant *grant, struct coh_vm *vm, struct coh_
         grant->owner = owner;
         if (vm) {
                 vm->n_grants++;
-                if (grant->decision == COH_DECISION_GRANTED)
+                if (grant->rec.decision == COH_DECISION_GRANTED)
                         vm->n_granted++;
         }
         if (owner)
@@ -176,7 +166,7 @@ static void grant_attach(struct coh_grant *grant, struct coh_vm *vm, struct coh_
 }
 
 int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm_fd, const struct coh_custody *custody,
-                     const struct coh_grant *tmpl, struct coh_grant **ret) {
+                     const struct coh_grant_record *tmpl, struct coh_grant **ret) {
         _cleanup_close_ int vm_owned = vm_fd;
         struct coh_grant *grant = calloc(1, sizeof *grant);
         int r;
@@ -186,12 +176,12 @@ int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm
                 safe_close(custody->probe_fd);
                 return -ENOMEM;
         }
-        *grant = *tmpl;
+        grant->rec = *tmpl;
         grant->grants = g;
         grant->custody = *custody;
         grant->ev_probe = grant->ev_timeout = NULL;
         grant->pidfd = owner->pidfd >= 0 ? fcntl(owner->pidfd, F_DUPFD_CLOEXEC, 3) : -EBADF;
-        r = grant_id(g, grant->id);
+        r = grant_id(g, grant->rec.grant);
         if (r < 0) {
                 grant_free(grant, false);
                 return r;
@@ -209,18 +199,18 @@ int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm
                 coh_fdstore_put(g->store, COH_FDSTORE_VM, vm_store_id(vm, id), vm->vm_fd);
         }
 
-        grant->state = COH_GRANT_ACTIVE;
-        grant->owner_id = owner->id;
-        grant->peer_pid = owner->peer->pid;
-        grant->peer_uid = owner->peer->uid;
-        snprintf(grant->peer_unit, sizeof grant->peer_unit, "%s", owner->peer->unit ?: "");
-        grant->since_usec = now_usec();
-        grant->pending = true; /* until the reply that hands the file over is queued */
+        grant->rec.state = COH_GRANT_ACTIVE;
+        grant->rec.owner = owner->id;
+        grant->rec.peer_pid = owner->peer->pid;
+        grant->rec.peer_uid = owner->peer->uid;
+        snprintf(grant->rec.peer_unit, sizeof grant->rec.peer_unit, "%s", owner->peer->unit ?: "");
+        grant->rec.since = now_usec();
+        grant->rec.pending = true; /* until the reply that hands the file over is queued */
         LIST_INSERT_HEAD(&g->grants, grant, link);
         if (grant->custody.pin_fd >= 0)
-                coh_fdstore_put(g->store, COH_FDSTORE_PIN, grant->id, grant->custody.pin_fd);
+                coh_fdstore_put(g->store, COH_FDSTORE_PIN, grant->rec.grant, grant->custody.pin_fd);
         if (grant->custody.probe_fd >= 0)
-                coh_fdstore_put(g->store, COH_FDSTORE_PROBE, grant->id, grant->custody.probe_fd);
+                coh_fdstore_put(g->store, COH_FDSTORE_PROBE, grant->rec.grant, grant->custody.probe_fd);
         grant_attach(grant, vm, owner);
         g->n_grants++;
         *ret = grant;
@@ -244,47 +234,54 @@ static const char *end_message(const char *end) {
         return "ended";
 }
 
-static void format_usec(uint64_t usec, char buf[static 32]) {
-        snprintf(buf, 32, "%" PRIu64, usec);
+/* The grant as shown: its record with the VM's WBINVD state filled in. */
+static struct coh_grant_record grant_shown(const struct coh_grant *g) {
+        struct coh_grant_record rec = g->rec;
+        rec.vm_wbinvd = g->vm && g->vm->n_granted > 0;
+        rec.vm = g->vm ? g->vm->id : 0;
+        return rec;
+}
+
+/* A record about the grant: its record's journal fields (grant-record.c) and extra.
+ * Only the end record carries COHERENCYD_END (DESIGN.md §7). */
+static void log_grant(const struct coh_grant *g, bool end, int priority, const char *message_id, const char *message,
+                      const struct coh_journal_field *extra, size_t n_extra) {
+        struct coh_grant_record rec = grant_shown(g);
+        if (!end)
+                rec.end[0] = 0;
+        struct coh_record_journal_field from_record[32];
+        struct coh_journal_field fields[48];
+        size_t n = coh_record_to_journal(coh_grant_record_fields, &rec, from_record, ELEMENTSOF(from_record));
+        for (size_t i = 0; i < n; i++)
+                fields[i] = (struct coh_journal_field) { from_record[i].name, from_record[i].value };
+        for (size_t i = 0; i < n_extra && n < ELEMENTSOF(fields); i++)
+                fields[n++] = extra[i];
+        coh_log_record(priority, message_id, message, fields, n);
 }
 
 /* The end record, the "ended" event, and the grant is gone. */
 static void grant_finish(struct coh_grant *grant, bool probed) {
         struct coh_grants *g = grant->grants;
         uint64_t now = now_usec();
-        char message[512], pid[32], uid[32], group[32], held[32], ending[32];
-        snprintf(pid, sizeof pid, "%d", (int) grant->peer_pid);
-        snprintf(uid, sizeof uid, "%u", (unsigned) grant->peer_uid);
-        snprintf(group, sizeof group, "%d", grant->iommu_group);
-        format_usec(now - grant->since_usec, held);
-        format_usec(now - grant->ending_usec, ending);
+        char message[512], held[32], ending[32];
+        snprintf(held, sizeof held, "%" PRIu64, now - (uint64_t) grant->rec.since);
+        snprintf(ending, sizeof ending, "%" PRIu64, now - (uint64_t) grant->rec.ending_since);
         /* Seconds with milliseconds for a person; the fields carry microseconds. */
-        uint64_t ms = (now - grant->since_usec) / 1000u;
-        snprintf(message, sizeof message, "Grant %s for %s (VM of pid %s) %s; %s after %" PRIu64 ".%03us%s",
-                 grant->id, grant->slot, pid, end_message(grant->end),
+        uint64_t ms = (now - (uint64_t) grant->rec.since) / 1000u;
+        snprintf(message, sizeof message, "Grant %s for %s (VM of pid %" PRId64 ") %s; %s after %" PRIu64 ".%03us%s",
+                 grant->rec.grant, grant->rec.device, grant->rec.peer_pid, end_message(grant->rec.end),
                  probed ? "the group was free again" : "the group was left to the kernel", ms / 1000u,
-                 (unsigned) (ms % 1000u), grant->killed ? "; the VMM was killed (RevokeKill=)" : "");
-        const struct coh_journal_field fields[] = {
-                { "COHERENCYD_END", grant->end },
-                { "COHERENCYD_GRANT", grant->id },
-                { "COHERENCYD_DECISION", coh_decision_to_string(grant->decision) },
-                { "COHERENCYD_SLOT", grant->slot },
-                { "COHERENCYD_IOMMU_GROUP", grant->iommu_group >= 0 ? group : NULL },
-                { "COHERENCYD_RULE", grant->rule },
-                { "COHERENCYD_WBINVD", grant->wbinvd ? "allowed" : "none" },
+                 (unsigned) (ms % 1000u), grant->rec.killed ? "; the VMM was killed (RevokeKill=)" : "");
+        const struct coh_journal_field extra[] = {
                 { "COHERENCYD_HELD_USEC", held },
                 { "COHERENCYD_ENDING_USEC", ending },
-                { "COHERENCYD_KILLED", grant->killed ? "yes" : NULL },
-                { "COHERENCYD_PEER_UID", uid },
-                { "COHERENCYD_PEER_UNIT", grant->peer_unit[0] ? grant->peer_unit : NULL },
-                { "OBJECT_PID", pid },
         };
-        coh_log_record(LOG_INFO, COH_MESSAGE_GRANT_END, message, fields, ELEMENTSOF(fields));
+        log_grant(grant, true, LOG_INFO, COH_MESSAGE_GRANT_END, message, extra, ELEMENTSOF(extra));
 
         LIST_REMOVE(grant, link);
         g->n_grants--;
         g->n_ending--;
-        grant->state = COH_GRANT_ENDED;
+        grant->rec.state = COH_GRANT_ENDED;
         event(g, grant, "ended");
         grant_free(grant, false);
         changed(g);
@@ -305,14 +302,14 @@ static void schedule_probe(struct coh_grant *g) {
 /* 1 when the group was free (the grant is gone), 0 when still held. */
 static int probe(struct coh_grant *g) {
         struct coh_platform *p = g->grants->platform;
-        int r = p->ops->custody_probe_free(p, g->iommu_group, &g->custody);
+        int r = p->ops->custody_probe_free(p, g->rec.iommu_group, &g->custody);
         if (r > 0) {
                 grant_finish(g, true);
                 return 1;
         }
         if (r < 0)
-                coh_log(LOG_WARNING, NULL, "Cannot tell whether the group of grant %s (%s) is free: %s", g->id,
-                        g->slot, strerror(-r));
+                coh_log(LOG_WARNING, NULL, "Cannot tell whether the group of grant %s (%s) is free: %s", g->rec.grant,
+                        g->rec.device, strerror(-r));
         return 0;
 }
 
@@ -325,53 +322,45 @@ static void probe_cb(evutil_socket_t fd, short what, void *userdata) {
 static void held_warning(struct coh_grant *g) {
         struct coh_platform *p = g->grants->platform;
         struct coh_holder holders[16];
-        int n = p->ops->custody_holders(p, g->iommu_group, holders, ELEMENTSOF(holders));
-        char list[512] = "", pid[32], uid[32], group[32], message[768];
+        int n = p->ops->custody_holders(p, g->rec.iommu_group, holders, ELEMENTSOF(holders));
+        char list[512] = "", message[768];
         size_t len = 0;
         for (int i = 0; i < n && len < sizeof list; i++)
                 len += (size_t) snprintf(list + len, sizeof list - len, "%s%s[%d]", i ? ", " : "", holders[i].comm,
                                          (int) holders[i].pid);
-        snprintf(pid, sizeof pid, "%d", (int) g->peer_pid);
-        snprintf(uid, sizeof uid, "%u", (unsigned) g->peer_uid);
-        snprintf(group, sizeof group, "%d", g->iommu_group);
         /* Without CAP_SYS_PTRACE /proc shows only root's descriptors: where it
          * names nobody, say whether the VMM itself is still alive. */
         struct pollfd pfd = { .fd = g->pidfd, .events = POLLIN };
         bool vmm_alive = g->pidfd >= 0 && poll(&pfd, 1, 0) == 0;
-        snprintf(message, sizeof message, "Grant %s for %s (VM of pid %s) ended (%s) but its group is still held%s%s%s",
-                 g->id, g->slot, pid, g->end, n > 0 ? " by " : "", list,
+        snprintf(message, sizeof message,
+                 "Grant %s for %s (VM of pid %" PRId64 ") ended (%s) but its group is still held%s%s%s", g->rec.grant,
+                 g->rec.device, g->rec.peer_pid, g->rec.end, n > 0 ? " by " : "", list,
                  n > 0        ? ""
                  : vmm_alive ? "; the VMM is still running (it, a process it passed the file to, or its VM holds it)"
                              : "; no process /proc shows holds it (a process it passed the file to, or a descriptor in flight)");
-        const struct coh_journal_field fields[] = {
-                { "COHERENCYD_GRANT", g->id },
-                { "COHERENCYD_SLOT", g->slot },
-                { "COHERENCYD_IOMMU_GROUP", g->iommu_group >= 0 ? group : NULL },
+        const struct coh_journal_field extra[] = {
                 { "COHERENCYD_HOLDERS", n > 0 ? list : NULL },
-                { "COHERENCYD_PEER_UID", uid },
-                { "COHERENCYD_PEER_UNIT", g->peer_unit[0] ? g->peer_unit : NULL },
-                { "OBJECT_PID", pid },
         };
-        coh_log_record(LOG_WARNING, COH_MESSAGE_GRANT_HELD, message, fields, ELEMENTSOF(fields));
-        g->warned = true;
+        log_grant(g, false, LOG_WARNING, COH_MESSAGE_GRANT_HELD, message, extra, ELEMENTSOF(extra));
+        g->rec.warned = true;
         event(g->grants, g, "held");
 }
 
 static void kill_peer(struct coh_grant *g) {
         /* Through the pidfd: never a reused pid. */
         if (g->pidfd < 0) {
-                coh_log(LOG_WARNING, NULL, "Cannot kill the VMM of grant %s: its process is not known", g->id);
+                coh_log(LOG_WARNING, NULL, "Cannot kill the VMM of grant %s: its process is not known", g->rec.grant);
                 return;
         }
         if (syscall(SYS_pidfd_send_signal, g->pidfd, SIGKILL, NULL, 0) < 0) {
                 if (errno != ESRCH)
-                        coh_log(LOG_WARNING, NULL, "Cannot kill the VMM of grant %s (pid %d): %m", g->id,
-                                (int) g->peer_pid);
+                        coh_log(LOG_WARNING, NULL, "Cannot kill the VMM of grant %s (pid %d): %m", g->rec.grant,
+                                (int) g->rec.peer_pid);
                 return;
         }
-        g->killed = true;
-        coh_log(LOG_NOTICE, NULL, "Killed the VMM of revoked grant %s (pid %d): it still held %s", g->id,
-                (int) g->peer_pid, g->slot);
+        g->rec.killed = true;
+        coh_log(LOG_NOTICE, NULL, "Killed the VMM of revoked grant %s (pid %d): it still held %s", g->rec.grant,
+                (int) g->rec.peer_pid, g->rec.device);
 }
 
 static void grant_timeout_cb(evutil_socket_t fd, short what, void *userdata) {
@@ -379,7 +368,7 @@ static void grant_timeout_cb(evutil_socket_t fd, short what, void *userdata) {
         if (probe(g) > 0)
                 return;
         held_warning(g);
-        if (g->kill)
+        if (g->rec.kill)
                 kill_peer(g);
 }
 
@@ -393,10 +382,10 @@ void coh_grant_watch(struct coh_grant *g) {
         if (!g->ev_timeout || !g->ev_probe)
                 return; /* no memory: the group is checked again on the next event for it */
         uint64_t t = g->grants->release_timeout_usec;
-        uint64_t elapsed = now_usec() - g->ending_usec;
+        uint64_t elapsed = now_usec() - g->rec.ending_since;
         uint64_t left = elapsed >= t ? 0 : t - elapsed;
         struct timeval tv = { .tv_sec = (time_t) (left / 1000000u), .tv_usec = (suseconds_t) (left % 1000000u) };
-        if (!g->warned)
+        if (!g->rec.warned)
                 event_add(g->ev_timeout, &tv);
         g->probe_ms = PROBE_FIRST_MS;
         schedule_probe(g);
@@ -411,7 +400,7 @@ static void grant_detach(struct coh_grant *g) {
         if (!vm)
                 return;
         vm->n_grants--;
-        if (g->decision == COH_DECISION_GRANTED)
+        if (g->rec.decision == COH_DECISION_GRANTED)
                 vm->n_granted--;
         if (vm->n_grants == 0) /* never keep a VM alive that no grant needs */
                 coh_vm_free(g->grants, vm);
@@ -419,11 +408,11 @@ static void grant_detach(struct coh_grant *g) {
 
 int coh_grant_end(struct coh_grant *g, const char *end, bool kill) {
         const char *what = streq(end, "revoke") ? "revoked" : "ending";
-        if (g->state == COH_GRANT_ENDING) {
+        if (g->rec.state == COH_GRANT_ENDING) {
                 /* A revoke of a grant that already ended: it keeps its end, gains the kill. */
-                if (kill && !g->kill) {
-                        g->kill = true;
-                        if (g->warned)
+                if (kill && !g->rec.kill) {
+                        g->rec.kill = true;
+                        if (g->rec.warned)
                                 kill_peer(g);
                 }
                 event(g->grants, g, what);
@@ -431,11 +420,15 @@ int coh_grant_end(struct coh_grant *g, const char *end, bool kill) {
         }
 
         close_custody(g, true); /* the pin: from now on the group is the kernel's to free */
+        /* systemd closes its stored copy of the pin only once it has read our
+         * FDSTOREREMOVE=1: wait for that, or a VMM that let go first would be
+         * told "ending" (seen in the systemd tier). */
+        coh_fdstore_sync(g->grants->store);
         grant_detach(g);
-        g->state = COH_GRANT_ENDING;
-        g->kill = kill;
-        g->ending_usec = now_usec();
-        snprintf(g->end, sizeof g->end, "%s", end);
+        g->rec.state = COH_GRANT_ENDING;
+        g->rec.kill = kill;
+        g->rec.ending_since = now_usec();
+        snprintf(g->rec.end, sizeof g->rec.end, "%s", end);
         g->grants->n_ending++;
         /* A group already free ends at once: watchers hear "ended" alone. */
         if (probe(g) > 0)
@@ -450,7 +443,7 @@ void coh_grants_end_owned(struct coh_grants *g, struct coh_grant_owner *owner, c
         struct coh_grant *grant, *next;
         for (grant = LIST_FIRST(&g->grants); grant; grant = next) {
                 next = LIST_NEXT(grant, link);
-                if (grant->owner == owner && grant->state == COH_GRANT_ACTIVE)
+                if (grant->owner == owner && grant->rec.state == COH_GRANT_ACTIVE)
                         coh_grant_end(grant, end, false);
         }
 }
@@ -475,7 +468,7 @@ int coh_grants_adopt(struct coh_grants *g, struct coh_grant *grant, struct coh_v
         grant->ev_probe = grant->ev_timeout = NULL;
         LIST_INSERT_HEAD(&g->grants, grant, link);
         g->n_grants++;
-        if (grant->state == COH_GRANT_ENDING) {
+        if (grant->rec.state == COH_GRANT_ENDING) {
                 g->n_ending++;
                 return 0;
         }
@@ -485,42 +478,26 @@ int coh_grants_adopt(struct coh_grants *g, struct coh_grant *grant, struct coh_v
         return 0;
 }
 
-json_object *coh_grant_to_json(const struct coh_grant *g, bool manager) {
+static json_object *holders_json(const struct coh_grant *g) {
         struct coh_platform *p = g->grants->platform;
-        json_object *o = json_object_new_object();
-        coh_json_add(o, "grant", json_object_new_string(g->id));
-        coh_json_add(o, "device", json_object_new_string(g->slot));
-        coh_json_add(o, "iommuGroup", json_object_new_int(g->iommu_group));
-        coh_json_add(o, "file", json_object_new_string(g->file));
-        coh_json_add(o, "decision", json_object_new_string(coh_decision_to_string(g->decision)));
-        coh_json_add(o, "reason", json_object_new_string(coh_reason_to_string(g->reason)));
-        coh_json_add(o, "rule", json_object_new_string(g->rule));
-        coh_json_add(o, "wbinvd", json_object_new_string(g->wbinvd ? "allowed" : "none"));
-        coh_json_add(o, "vmWbinvd", json_object_new_string(coh_vm_wbinvd(g->vm)));
-        coh_json_add(o, "kvmAttach", json_object_new_string(coh_kvm_attach_to_string(g->kvm_attach) ?: "add"));
-        coh_json_add(o, "state", json_object_new_string(coh_grant_state_to_string(g->state)));
-        if (g->end[0])
-                coh_json_add(o, "end", json_object_new_string(g->end));
-        coh_json_add(o, "peerPid", json_object_new_int64(g->peer_pid));
-        coh_json_add(o, "peerUid", json_object_new_int64(g->peer_uid));
-        coh_json_add(o, "since", json_object_new_int64((int64_t) g->since_usec));
-        if (manager) {
-                if (g->peer_unit[0])
-                        coh_json_add(o, "peerUnit", json_object_new_string(g->peer_unit));
-                if (g->state == COH_GRANT_ENDING) {
-                        coh_json_add(o, "endingSince", json_object_new_int64((int64_t) g->ending_usec));
-                        struct coh_holder holders[16];
-                        int n = p->ops->custody_holders(p, g->iommu_group, holders, ELEMENTSOF(holders));
-                        json_object *list = json_object_new_array();
-                        for (int i = 0; i < n; i++) {
-                                json_object *h = json_object_new_object();
-                                coh_json_add(h, "pid", json_object_new_int64(holders[i].pid));
-                                coh_json_add(h, "comm", json_object_new_string(holders[i].comm));
-                                coh_json_append(list, h);
-                        }
-                        coh_json_add(o, "holders", list);
-                }
+        struct coh_holder holders[16];
+        int n = p->ops->custody_holders(p, (int) g->rec.iommu_group, holders, ELEMENTSOF(holders));
+        json_object *list = json_object_new_array();
+        for (int i = 0; i < n; i++) {
+                json_object *h = json_object_new_object();
+                coh_json_add(h, "pid", json_object_new_int64(holders[i].pid));
+                coh_json_add(h, "comm", json_object_new_string(holders[i].comm));
+                coh_json_append(list, h);
         }
+        return list;
+}
+
+json_object *coh_grant_to_json(const struct coh_grant *g, bool manager) {
+        struct coh_grant_record rec = grant_shown(g);
+        json_object *o = json_object_new_object();
+        coh_record_to_json(coh_grant_record_fields, &rec, manager ? COH_FIELD_OPERATOR : COH_FIELD_VMM, o);
+        if (manager && g->rec.state == COH_GRANT_ENDING)
+                coh_json_add(o, "holders", holders_json(g));
         return o;
 }
 
@@ -551,7 +528,7 @@ void coh_grants_shutdown(struct coh_grants *g) {
         struct coh_grant *grant, *next;
         for (grant = LIST_FIRST(&g->grants); grant; grant = next) {
                 next = LIST_NEXT(grant, link);
-                if (grant->state == COH_GRANT_ACTIVE)
+                if (grant->rec.state == COH_GRANT_ACTIVE)
                         coh_grant_end(grant, "shutdown", false);
         }
         /* Nobody will watch them: the kernel frees each group with its last holder. */

@@ -22,6 +22,7 @@
 
 #include "decision.h"
 #include "facts.h"
+#include "grant-record.h"
 #include "platform.h"
 
 struct coh_fdstore;
@@ -48,48 +49,20 @@ struct coh_vm {
         unsigned n_granted;   /* active grants that are "granted": vmWbinvd is "allowed" while > 0 */
 };
 
-enum coh_grant_state {
-        COH_GRANT_ACTIVE,
-        COH_GRANT_ENDING,
-        COH_GRANT_ENDED,  /* only in the "ended" event: the grant is freed right after */
-        _COH_GRANT_STATE_MAX,
-};
-
 struct coh_grant {
         LIST_ENTRY(coh_grant) link;
-        struct coh_grants *grants; /* for its timers' callbacks */
-        char id[24];
-        enum coh_grant_state state;
-        struct coh_vm *vm;        /* while active */
+        struct coh_grants *grants;     /* for its timers' callbacks */
+        struct coh_vm *vm;             /* while active */
         struct coh_grant_owner *owner; /* while active and the connection is open */
-        uint64_t owner_id;        /* the owner's id, kept once ending: its ListGrants shows the grant */
-        struct coh_custody custody; /* pin while active; probe until ended */
-        int pidfd;                /* the VMM's, for a revoke with kill; owned, -EBADF when unknown */
-        /* The VMM as seen when it asked, kept with the grant so that its end
-         * can be logged, and WatchGrants served, when the connection is gone. */
-        pid_t peer_pid;
-        uid_t peer_uid;
-        char peer_unit[256];
-        enum coh_decision decision;
-        enum coh_reason reason;
-        enum coh_mode mode;
-        enum coh_kvm_attach kvm_attach;
-        bool wbinvd;
-        char rule[512];
-        char slot[COH_SLOT_MAX];
-        char file[48];            /* "vfio-group:N" or "vfio-device:SLOT" */
-        int iommu_group;
-        uint64_t since_usec;      /* CLOCK_REALTIME, handed over */
-        bool pending;             /* recorded, the reply with the file not yet queued */
-        /* Ending */
-        char end[16];             /* "release", "revoke", "disconnect", "peer-exit", "interrupted", "" while active */
-        uint64_t ending_usec;     /* CLOCK_REALTIME, when it ended */
-        bool kill;                /* revoked with kill: SIGKILL the VMM once the timeout passes */
-        bool killed;
-        bool warned;              /* the still-held warning was written */
-        unsigned probe_ms;        /* current polling interval (no probe descriptor) */
-        struct event *ev_probe;   /* probe fd readable, or the polling timer */
-        struct event *ev_timeout; /* ReleaseTimeoutSec= */
+        struct coh_custody custody;    /* pin while active; probe until ended */
+        int pidfd;                     /* the VMM's, for a revoke with kill; owned, -EBADF when unknown */
+        /* Everything that is shown, logged and stored (grant-record.h): the
+         * VMM as seen when it asked, so that its end can be logged and
+         * WatchGrants served when the connection is gone. */
+        struct coh_grant_record rec;
+        unsigned probe_ms;             /* current polling interval (no probe descriptor) */
+        struct event *ev_probe;        /* probe fd readable, or the polling timer */
+        struct event *ev_timeout;      /* ReleaseTimeoutSec= */
 };
 
 LIST_HEAD(coh_vm_list, coh_vm);
@@ -117,8 +90,6 @@ struct coh_grants {
         unsigned next_vm_id;
 };
 
-const char *coh_grant_state_to_string(enum coh_grant_state s);
-
 /* The VM that vm_fd is (kcmp), or NULL. */
 struct coh_vm *coh_grants_find_vm(struct coh_grants *g, int vm_fd);
 struct coh_grant *coh_grants_find(struct coh_grants *g, const char *id);
@@ -138,7 +109,7 @@ void coh_grants_init(struct coh_grants *g, struct event_base *base, struct coh_p
  * decision and the device. On failure nothing is left behind.
  */
 int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm_fd, const struct coh_custody *custody,
-                     const struct coh_grant *tmpl, struct coh_grant **ret);
+                     const struct coh_grant_record *tmpl, struct coh_grant **ret);
 
 /*
  * Ends an active grant (closes the pin, and the VM's descriptor with its last

@@ -137,7 +137,7 @@ static int hand_over(struct call_ctx *x, const struct request *req, int *vm_fd, 
                 return method_backend_error(x, r, operation ?: "custody") ?: 0;
         }
 
-        struct coh_grant tmpl = {
+        struct coh_grant_record tmpl = {
                 .decision = req->verdict.decision,
                 .reason = req->verdict.reason,
                 .mode = v->policy.mode,
@@ -146,7 +146,7 @@ static int hand_over(struct call_ctx *x, const struct request *req, int *vm_fd, 
                 .iommu_group = v->facts.iommu_group,
         };
         snprintf(tmpl.rule, sizeof tmpl.rule, "%s", req->rule);
-        snprintf(tmpl.slot, sizeof tmpl.slot, "%s", req->slot);
+        snprintf(tmpl.device, sizeof tmpl.device, "%s", req->slot);
         snprintf(tmpl.file, sizeof tmpl.file, "%s", req->file);
         r = coh_grant_create(ms->grants, &x->conn->owner, TAKE_FD(*vm_fd), &custody, &tmpl, ret_grant);
         if (r < 0) {
@@ -162,7 +162,7 @@ static int reply_grant(struct call_ctx *x, const struct request *req, struct coh
                        int *file_fd) {
         json_object *p = json_object_new_object();
         if (grant)
-                coh_json_add(p, "grant", json_object_new_string(grant->id));
+                coh_json_add(p, "grant", json_object_new_string(grant->rec.grant));
         request_decision_fields(p, req);
         coh_json_add(p, "vmWbinvd", json_object_new_string(vm_wbinvd));
         coh_json_add(p, "facts", request_facts_json(req));
@@ -171,7 +171,7 @@ static int reply_grant(struct call_ctx *x, const struct request *req, struct coh
         coh_json_add(p, "group", json_object_new_int(0));
         int fd = TAKE_FD(*file_fd);
         int r = coh_conn_reply_fds(x->conn, p, &fd, 1);
-        grant->pending = false;
+        grant->rec.pending = false;
         if (x->ms->grants->cb.changed)
                 x->ms->grants->cb.changed(x->ms->grants->cb.userdata);
         return r;
@@ -240,11 +240,11 @@ static int method_release_grant(struct call_ctx *x) {
         if (r != 0)
                 return r;
         struct coh_grant *g = coh_grants_find(x->ms->grants, p.grant);
-        if (!g || g->owner != &x->conn->owner || g->state != COH_GRANT_ACTIVE)
+        if (!g || g->owner != &x->conn->owner || g->rec.state != COH_GRANT_ACTIVE)
                 return method_reply_errno(x, -ENOENT, p.grant);
         /* The VM may go with its last grant: what is left of it is told now. */
         struct coh_vm *vm = g->vm;
-        bool last = vm->n_grants == 1, granted = g->decision == COH_DECISION_GRANTED;
+        bool last = vm->n_grants == 1, granted = g->rec.decision == COH_DECISION_GRANTED;
         const char *vm_wbinvd = last || (granted && vm->n_granted == 1) ? "noop" : coh_vm_wbinvd(vm);
         int ended = coh_grant_end(g, "release", false); /* g is gone when ended */
         json_object *reply = json_object_new_object();
@@ -261,7 +261,7 @@ static int method_list_grants(struct call_ctx *x) {
         struct coh_grant *g;
         /* Its own grants, active and ending. */
         LIST_FOREACH(g, &x->ms->grants->grants, link)
-                if (g->owner_id == x->conn->owner.id)
+                if ((uint64_t) g->rec.owner == x->conn->owner.id)
                         coh_json_append(list, coh_grant_to_json(g, false));
         json_object *p = json_object_new_object();
         coh_json_add(p, "grants", list);
@@ -278,7 +278,7 @@ static int method_watch_grants(struct call_ctx *x) {
         json_object *list = json_object_new_array();
         struct coh_grant *g;
         LIST_FOREACH(g, &x->ms->grants->grants, link)
-                if (g->peer_pid == x->conn->peer.pid && g->peer_uid == x->conn->peer.uid)
+                if (g->rec.peer_pid == x->conn->peer.pid && g->rec.peer_uid == x->conn->peer.uid)
                         coh_json_append(list, coh_grant_to_json(g, false));
         json_object *p = json_object_new_object();
         coh_json_add(p, "event", json_object_new_string("grants"));

@@ -50,7 +50,7 @@ static int method_revoke_grant(struct call_ctx *x) {
         /* Without RevokeKill= the daemon has given up CAP_KILL. */
         if (kill && !cfg->revoke_kill)
                 return method_reply_errno(x, -ECANCELED, NULL);
-        coh_log(LOG_NOTICE, NULL, "Grant %s for %s revoked by uid %u%s%s%s", g->id, g->slot, (unsigned) peer->uid,
+        coh_log(LOG_NOTICE, NULL, "Grant %s for %s revoked by uid %u%s%s%s", g->rec.grant, g->rec.device, (unsigned) peer->uid,
                 peer->unit ? " (" : "", peer->unit ?: "", peer->unit ? ")" : "");
         (void) coh_grant_end(g, "revoke", kill);
         return method_reply(x, json_object_new_object());

@@ -67,19 +67,19 @@ void coh_methods_grant_event(struct coh_methods *ms, const struct coh_grant *g, 
         coh_json_add(w, "event", json_object_new_string(event));
         coh_json_append(list, coh_grant_to_json(g, false));
         coh_json_add(w, "grants", list);
-        methods_broadcast(ms, w, g->peer_pid);
+        methods_broadcast(ms, w, g->rec.peer_pid);
 
         json_object *ev = json_object_new_object();
         coh_json_add(ev, "event", json_object_new_string(event));
-        coh_json_add(ev, "grant", json_object_new_string(g->id));
-        coh_json_add(ev, "decision", json_object_new_string(coh_decision_to_string(g->decision)));
-        coh_json_add(ev, "state", json_object_new_string(coh_grant_state_to_string(g->state)));
-        if (g->end[0])
-                coh_json_add(ev, "end", json_object_new_string(g->end));
+        coh_json_add(ev, "grant", json_object_new_string(g->rec.grant));
+        coh_json_add(ev, "decision", json_object_new_string(coh_decision_to_string(g->rec.decision)));
+        coh_json_add(ev, "state", json_object_new_string(coh_grant_state_to_string(g->rec.state)));
+        if (g->rec.end[0])
+                coh_json_add(ev, "end", json_object_new_string(g->rec.end));
         coh_json_add(ev, "vmWbinvd", json_object_new_string(coh_vm_wbinvd(g->vm)));
-        coh_json_add(ev, "device", json_object_new_string(g->slot));
-        coh_json_add(ev, "peerPid", json_object_new_int64(g->peer_pid));
-        coh_json_add(ev, "peerUid", json_object_new_int64(g->peer_uid));
+        coh_json_add(ev, "device", json_object_new_string(g->rec.device));
+        coh_json_add(ev, "peerPid", json_object_new_int64(g->rec.peer_pid));
+        coh_json_add(ev, "peerUid", json_object_new_int64(g->rec.peer_uid));
         methods_broadcast(ms, ev, 0);
 }
 

@@ -191,7 +191,7 @@ void request_log_decision(struct call_ctx *x, const struct request *req, const s
                 { "COHERENCYD_MODE", coh_mode_to_string(v->policy.mode) },
                 { "COHERENCYD_ACCESS", coh_access_to_string(v->policy.access) },
                 { "COHERENCYD_RULE", req->rule },
-                { "COHERENCYD_GRANT", grant ? grant->id : NULL },
+                { "COHERENCYD_GRANT", grant ? grant->rec.grant : NULL },
                 { "COHERENCYD_SLOT", req->slot },
                 { "COHERENCYD_DECIDING_SLOT", strcmp(v->facts.slot, req->slot) != 0 ? v->facts.slot : NULL },
                 { "COHERENCYD_IOMMU_GROUP", v->facts.iommu_group >= 0 ? group : NULL },
@@ -212,7 +212,7 @@ void request_log_decision(struct call_ctx *x, const struct request *req, const s
         json_object *ev = json_object_new_object();
         coh_json_add(ev, "event", json_object_new_string("decision"));
         if (grant)
-                coh_json_add(ev, "grant", json_object_new_string(grant->id));
+                coh_json_add(ev, "grant", json_object_new_string(grant->rec.grant));
         request_decision_fields(ev, req);
         coh_json_add(ev, "vmWbinvd", json_object_new_string(vm_wbinvd));
         coh_json_add(ev, "device", json_object_new_string(req->slot));

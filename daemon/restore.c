@@ -16,6 +16,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "manager.h"
+#include "grant-record.h"
 #include "util.h"
 
 static char *hex_encode(const char *data, size_t len) {
@@ -77,31 +78,10 @@ static json_object *state_json(struct coh_manager *m, bool shutdown) {
                 coh_json_append(conns, o);
         }
         LIST_FOREACH(g, &m->grants.grants, link) {
+                struct coh_grant_record rec = g->rec;
+                rec.vm = g->vm ? g->vm->id : 0;
                 json_object *o = json_object_new_object();
-                coh_json_add(o, "id", json_object_new_string(g->id));
-                coh_json_add(o, "state", json_object_new_int(g->state));
-                if (g->vm)
-                        coh_json_add(o, "vm", json_object_new_int64(g->vm->id));
-                coh_json_add(o, "conn", json_object_new_int64((int64_t) g->owner_id));
-                coh_json_add(o, "pending", json_object_new_boolean(g->pending));
-                coh_json_add(o, "decision", json_object_new_int(g->decision));
-                coh_json_add(o, "reason", json_object_new_int(g->reason));
-                coh_json_add(o, "mode", json_object_new_int(g->mode));
-                coh_json_add(o, "kvmAttach", json_object_new_int(g->kvm_attach));
-                coh_json_add(o, "wbinvd", json_object_new_boolean(g->wbinvd));
-                coh_json_add(o, "rule", json_object_new_string(g->rule));
-                coh_json_add(o, "slot", json_object_new_string(g->slot));
-                coh_json_add(o, "file", json_object_new_string(g->file));
-                coh_json_add(o, "iommuGroup", json_object_new_int(g->iommu_group));
-                coh_json_add(o, "since", json_object_new_int64((int64_t) g->since_usec));
-                coh_json_add(o, "peerPid", json_object_new_int64(g->peer_pid));
-                coh_json_add(o, "peerUid", json_object_new_int64(g->peer_uid));
-                coh_json_add(o, "peerUnit", json_object_new_string(g->peer_unit));
-                coh_json_add(o, "end", json_object_new_string(g->end));
-                coh_json_add(o, "ending", json_object_new_int64((int64_t) g->ending_usec));
-                coh_json_add(o, "kill", json_object_new_boolean(g->kill));
-                coh_json_add(o, "warned", json_object_new_boolean(g->warned));
-                coh_json_add(o, "killed", json_object_new_boolean(g->killed));
+                coh_record_to_json(coh_grant_record_fields, &rec, COH_FIELD_STORE, o);
                 coh_json_append(grants, o);
         }
         coh_json_add(root, "vms", vms);
@@ -175,85 +155,38 @@ static void adopt_conns(struct coh_manager *m, json_object *list, struct coh_sto
 }
 
 /* One grant record; false when it is malformed (then it is dropped, and its descriptors closed). */
-static bool grant_from_json(json_object *o, struct coh_grant *g, int64_t *ret_vm, int64_t *ret_conn, bool *ret_pending) {
-        const char *id, *rule, *slot, *file, *unit, *end;
-        int64_t state, decision, reason, mode, attach, group, since, ending, peer_pid, peer_uid;
-        bool wbinvd, kill, warned, killed;
-
-        if (coh_json_get_string(o, "id", &id) < 0 || strlen(id) >= sizeof g->id ||
-            coh_json_get_int64(o, "state", 0, COH_GRANT_ENDING, &state) < 0 ||
-            coh_json_get_bool(o, "pending", ret_pending) < 0 ||
-            coh_json_get_int64(o, "decision", 0, _COH_DECISION_MAX - 1, &decision) < 0 ||
-            coh_json_get_int64(o, "reason", 0, _COH_REASON_MAX - 1, &reason) < 0 ||
-            coh_json_get_int64(o, "mode", 0, _COH_MODE_MAX - 1, &mode) < 0 ||
-            coh_json_get_int64(o, "kvmAttach", 0, _COH_KVM_ATTACH_MAX - 1, &attach) < 0 ||
-            coh_json_get_bool(o, "wbinvd", &wbinvd) < 0 || coh_json_get_string(o, "rule", &rule) < 0 ||
-            coh_json_get_string(o, "slot", &slot) < 0 || coh_json_get_string(o, "file", &file) < 0 ||
-            coh_json_get_int64(o, "iommuGroup", -1, INT32_MAX, &group) < 0 ||
-            coh_json_get_int64(o, "since", 0, INT64_MAX, &since) < 0 ||
-            coh_json_get_int64(o, "peerPid", 0, INT32_MAX, &peer_pid) < 0 ||
-            coh_json_get_int64(o, "peerUid", 0, UINT32_MAX, &peer_uid) < 0 ||
-            coh_json_get_string(o, "peerUnit", &unit) < 0 || coh_json_get_string(o, "end", &end) < 0 ||
-            coh_json_get_int64(o, "ending", 0, INT64_MAX, &ending) < 0 || coh_json_get_bool(o, "kill", &kill) < 0 ||
-            coh_json_get_bool(o, "warned", &warned) < 0 || coh_json_get_bool(o, "killed", &killed) < 0)
+static bool grant_from_json(json_object *o, struct coh_grant *g) {
+        const char *bad;
+        if (coh_record_from_json(coh_grant_record_fields, o, COH_FIELD_STORE, &g->rec, &bad) < 0) {
+                coh_log(LOG_WARNING, NULL, "A stored grant has a bad '%s'; it is dropped", bad);
                 return false;
-        *ret_vm = *ret_conn = -1;
-        (void) coh_json_get_int64(o, "vm", 0, UINT32_MAX, ret_vm);
-        (void) coh_json_get_int64(o, "conn", 0, INT64_MAX, ret_conn);
-        snprintf(g->id, sizeof g->id, "%s", id);
-        g->state = (enum coh_grant_state) state;
-        g->decision = (enum coh_decision) decision;
-        g->reason = (enum coh_reason) reason;
-        g->mode = (enum coh_mode) mode;
-        g->kvm_attach = (enum coh_kvm_attach) attach;
-        g->wbinvd = wbinvd;
-        snprintf(g->rule, sizeof g->rule, "%s", rule);
-        snprintf(g->slot, sizeof g->slot, "%s", slot);
-        snprintf(g->file, sizeof g->file, "%s", file);
-        g->iommu_group = (int) group;
-        g->since_usec = (uint64_t) since;
-        g->peer_pid = (pid_t) peer_pid;
-        g->peer_uid = (uid_t) peer_uid;
-        snprintf(g->peer_unit, sizeof g->peer_unit, "%s", unit);
-        snprintf(g->end, sizeof g->end, "%s", end);
-        g->ending_usec = (uint64_t) ending;
-        g->kill = kill;
-        g->warned = warned;
-        g->killed = killed;
-        return true;
+        }
+        /* What a newer instance stored and this one does not know is not adopted. */
+        return g->rec.state == COH_GRANT_ACTIVE || g->rec.state == COH_GRANT_ENDING;
 }
 
-/*
- * Active grants come back with their pin, VM and connection; ending ones
- * with their probe, and are watched again. A grant recorded as pending (the
- * daemon stopped between handing over and answering) and one whose
- * connection systemd dropped from the store (it does so when the peer hangs
- * up) end here, so that their end is logged like any other.
- */
 static void adopt_grants(struct coh_manager *m, json_object *list, struct coh_stored_fd *e, size_t n,
                          unsigned *ret_pending, unsigned *ret_orphaned) {
         for (size_t i = 0; list && i < json_object_array_length(list); i++) {
                 json_object *o = json_object_array_get_idx(list, i);
                 struct coh_grant *g = calloc(1, sizeof *g);
-                int64_t vm_id, conn_id;
-                bool pending;
-
                 if (!g)
                         continue;
                 g->pidfd = -EBADF;
-                if (!grant_from_json(o, g, &vm_id, &conn_id, &pending)) {
+                if (!grant_from_json(o, g)) {
                         free(g);
                         continue;
                 }
-                g->custody.pin_fd = coh_fdstore_take(e, n, COH_FDSTORE_PIN, g->id);
-                g->custody.probe_fd = coh_fdstore_take(e, n, COH_FDSTORE_PROBE, g->id);
-                bool active = g->state == COH_GRANT_ACTIVE;
+                int64_t vm_id = g->rec.vm, conn_id = g->rec.owner;
+                bool pending = g->rec.pending;
+                g->custody.pin_fd = coh_fdstore_take(e, n, COH_FDSTORE_PIN, g->rec.grant);
+                g->custody.probe_fd = coh_fdstore_take(e, n, COH_FDSTORE_PROBE, g->rec.grant);
+                bool active = g->rec.state == COH_GRANT_ACTIVE;
                 struct coh_vm *vm = active && vm_id >= 0 ? coh_grants_find_vm_id(&m->grants, (unsigned) vm_id) : NULL;
                 struct coh_conn *c = active && conn_id >= 0 ? coh_server_find_conn(&m->server, (uint64_t) conn_id) : NULL;
-                g->owner_id = conn_id >= 0 ? (uint64_t) conn_id : 0;
                 (void) coh_grants_adopt(&m->grants, g, vm, c ? &c->owner : NULL);
                 if (active && pending) {
-                        g->pending = true;
+                        g->rec.pending = true;
                         if (c)
                                 c->interrupted = true;
                         (*ret_pending)++;
@@ -263,10 +196,10 @@ static void adopt_grants(struct coh_manager *m, json_object *list, struct coh_st
         struct coh_grant *g, *next;
         for (g = LIST_FIRST(&m->grants.grants); g; g = next) {
                 next = LIST_NEXT(g, link);
-                if (g->state == COH_GRANT_ENDING)
+                if (g->rec.state == COH_GRANT_ENDING)
                         coh_grant_watch(g);
-                else if (g->pending) {
-                        g->pending = false;
+                else if (g->rec.pending) {
+                        g->rec.pending = false;
                         coh_grant_end(g, "interrupted", false);
                 } else if (!g->owner || !g->vm)
                         coh_grant_end(g, "disconnect", false);

@@ -14,8 +14,12 @@
 #include "sandbox.h"
 #include "util.h"
 
-/* Drops every capability but CAP_KILL when keep_kill, from the bounding set
- * too. Opening /dev/vfio/N (0600 root) needs none: the daemon is its owner. */
+/* Drops every capability but CAP_KILL when keep_kill: effective, permitted
+ * and inheritable, and from the bounding set where the daemon may (that needs
+ * CAP_SETPCAP, which the unit does not give: there CapabilityBoundingSet=
+ * already holds CAP_KILL alone, and with no_new_privs and no execve nothing
+ * can come back). Opening /dev/vfio/N (0600 root) needs none: the daemon is
+ * its owner. */
 static int drop_capabilities(bool keep_kill) {
         for (unsigned long cap = 0; cap <= 63; cap++) {
                 if (keep_kill && cap == CAP_KILL)

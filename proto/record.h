@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Records described once by a field table, from which every form of them is
+ * made: the JSON of replies and events, the journal's fields, the fd-store
+ * record, and what a client parses back. Which forms a field appears in is
+ * its flags.
+ */
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "words.h"
+
+enum coh_field_type {
+        COH_FIELD_STRING, /* char[size] */
+        COH_FIELD_INT,    /* int64_t */
+        COH_FIELD_BOOL,   /* bool */
+        COH_FIELD_WORD,   /* int, spelled by words (words.h); JSON and journal carry the word */
+};
+
+enum {
+        COH_FIELD_VMM = 1u << 0,      /* replies and events to the VMM itself */
+        COH_FIELD_OPERATOR = 1u << 1, /* Manager replies and Monitor events */
+        COH_FIELD_STORE = 1u << 2,    /* the fd-store record */
+        COH_FIELD_OPTIONAL = 1u << 3, /* left out while empty ("", 0, or a value without a word) */
+        COH_FIELD_LENIENT = 1u << 4,  /* parsing: an unknown word reads as -1, not as an error */
+};
+#define COH_FIELD_WIRE (COH_FIELD_VMM | COH_FIELD_OPERATOR)
+#define COH_FIELD_ALL (COH_FIELD_WIRE | COH_FIELD_STORE)
+
+struct coh_field {
+        const char *json;    /* "device" */
+        const char *journal; /* "COHERENCYD_SLOT", or NULL */
+        enum coh_field_type type;
+        size_t offset;
+        size_t size;         /* COH_FIELD_STRING: the array's size */
+        const struct coh_words *words;
+        unsigned flags;
+};
+
+#define COH_FIELDS_END { NULL, NULL, 0, 0, 0, NULL, 0 }
+
+/* The fields with any of `which` flags into o (coh_json_add: a failure marks o). */
+void coh_record_to_json(const struct coh_field *table, const void *rec, unsigned which, json_object *o);
+
+/*
+ * Fills rec from o: every field with any of `which` flags that is not
+ * optional must be there with its type; strings longer than their array are
+ * an error. Returns 0, or -EBADMSG with *ret_bad naming the field.
+ */
+int coh_record_from_json(const struct coh_field *table, json_object *o, unsigned which, void *rec,
+                         const char **ret_bad);
+
+/* A journal field made from a record: name, and value in buf (or a string of the record). */
+struct coh_record_journal_field {
+        const char *name;
+        const char *value; /* NULL: left out */
+        char buf[24];
+};
+
+/* The fields that have a journal name, in table order; returns how many (at most max). */
+size_t coh_record_to_journal(const struct coh_field *table, const void *rec, struct coh_record_journal_field *out,
+                             size_t max);
