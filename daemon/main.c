@@ -13,14 +13,8 @@
 #include "util.h"
 
 struct options {
-        const char *socket_path;
-        const char *platform;
-        const char *config_dir;
-        const char *vendor_dir;
+        struct coh_manager_options manager;
         bool check_policy;
-        bool debug;
-        bool no_sandbox;
-        bool fdstore;
 };
 
 static void help(void) {
@@ -42,6 +36,7 @@ static void help(void) {
                "  --help, --version\n");
 }
 
+/* One case per option, read straight down: longer than a screen, no deeper than one switch. */
 static int parse_args(int argc, char **argv, struct options *o) {
         enum { ARG_SOCKET = 0x100, ARG_PLATFORM, ARG_CONFIG, ARG_VENDOR, ARG_CHECK, ARG_DEBUG, ARG_NO_SANDBOX, ARG_VERSION, ARG_FDSTORE };
         static const struct option longopts[] = {
@@ -60,39 +55,43 @@ static int parse_args(int argc, char **argv, struct options *o) {
         bool vendor_set = false;
         int c;
 
+        struct coh_manager_options *m = &o->manager;
         *o = (struct options) {
-                .platform = "linux",
-                .config_dir = COH_SYSCONF_DIR,
-                .vendor_dir = COH_VENDOR_POLICY_DIR,
+                .manager = {
+                        .platform = "linux",
+                        .config_dir = COH_SYSCONF_DIR,
+                        .vendor_dir = COH_VENDOR_POLICY_DIR,
+                        .sandbox = true,
+                },
         };
         while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
                 switch (c) {
                 case ARG_SOCKET:
-                        o->socket_path = optarg;
+                        m->socket_path = optarg;
                         break;
                 case ARG_PLATFORM:
-                        o->platform = optarg;
+                        m->platform = optarg;
                         break;
                 case ARG_CONFIG:
-                        o->config_dir = optarg;
+                        m->config_dir = optarg;
                         if (!vendor_set)
-                                o->vendor_dir = NULL; /* a private config is the whole policy */
+                                m->vendor_dir = NULL; /* a private config is the whole policy */
                         break;
                 case ARG_VENDOR:
-                        o->vendor_dir = optarg;
+                        m->vendor_dir = optarg;
                         vendor_set = true;
                         break;
                 case ARG_CHECK:
                         o->check_policy = true;
                         break;
                 case ARG_DEBUG:
-                        o->debug = true;
+                        m->debug = true;
                         break;
                 case ARG_NO_SANDBOX:
-                        o->no_sandbox = true;
+                        m->sandbox = false;
                         break;
                 case ARG_FDSTORE:
-                        o->fdstore = true;
+                        m->fdstore = true;
                         break;
                 case 'h':
                         help();
@@ -111,18 +110,9 @@ static int parse_args(int argc, char **argv, struct options *o) {
         return 1;
 }
 
-static int run(const struct options *o) {
+static int run(const struct coh_manager_options *o) {
         _cleanup_(coh_manager_freep) struct coh_manager *m = NULL;
-        const struct coh_manager_options mo = {
-                .socket_path = o->socket_path,
-                .platform = o->platform,
-                .config_dir = o->config_dir,
-                .vendor_dir = o->vendor_dir,
-                .debug = o->debug,
-                .sandbox = !o->no_sandbox,
-                .fdstore = o->fdstore,
-        };
-        int r = coh_manager_new(&mo, &m);
+        int r = coh_manager_new(o, &m);
         if (r >= 0)
                 r = coh_manager_startup(m);
         if (r >= 0)
@@ -133,7 +123,7 @@ static int run(const struct options *o) {
 static int check_policy(const struct options *o) {
         struct coh_policy *p;
         struct coh_policy_error err;
-        int r = coh_policy_load(o->config_dir, o->vendor_dir, &p, &err);
+        int r = coh_policy_load(o->manager.config_dir, o->manager.vendor_dir, &p, &err);
         if (r < 0) {
                 if (err.line > 0)
                         fprintf(stderr, "%s:%u: %s\n", err.file, err.line, err.message);
@@ -156,5 +146,5 @@ int main(int argc, char **argv) {
                 return r < 0 ? 2 : EXIT_SUCCESS;
         if (o.check_policy)
                 return check_policy(&o);
-        return run(&o);
+        return run(&o.manager);
 }

@@ -358,10 +358,33 @@ static int classify_anon(struct coh_platform *p, int fd, struct coh_fd_info *ret
         return 0;
 }
 
+/* Files that are no kernel object we know: what to call them in an error. */
+static void classify_plain(const struct stat *st, struct coh_fd_info *ret) {
+        switch (st->st_mode & S_IFMT) {
+        case S_IFIFO:
+                set_other(ret, "a pipe");
+                break;
+        case S_IFSOCK:
+                set_other(ret, "a socket");
+                break;
+        case S_IFREG:
+                set_other(ret, "a regular file");
+                break;
+        case S_IFDIR:
+                set_other(ret, "a directory");
+                break;
+        case S_IFBLK:
+                set_other(ret, "a block device %u:%u", major(st->st_rdev), minor(st->st_rdev));
+                break;
+        default:
+                set_other(ret, "a file of unknown type");
+        }
+}
+
 static int linux_classify(struct coh_platform *p, int fd, struct coh_fd_info *ret) {
         struct statfs sfs;
         struct stat st;
-        int flags, r;
+        int flags, r = 0;
 
         set_other(ret, "a file");
 
@@ -377,38 +400,14 @@ static int linux_classify(struct coh_platform *p, int fd, struct coh_fd_info *re
 
         if (fstat(fd, &st) < 0)
                 return -errno;
-
         if (S_ISCHR(st.st_mode))
                 r = classify_chardev(p, fd, st.st_rdev, ret);
-        else {
-                if (fstatfs(fd, &sfs) < 0)
-                        return -errno;
-                if ((uint32_t) sfs.f_type == (uint32_t) ANON_INODE_FS_MAGIC)
-                        r = classify_anon(p, fd, ret);
-                else {
-                        switch (st.st_mode & S_IFMT) {
-                        case S_IFIFO:
-                                set_other(ret, "a pipe");
-                                break;
-                        case S_IFSOCK:
-                                set_other(ret, "a socket");
-                                break;
-                        case S_IFREG:
-                                set_other(ret, "a regular file");
-                                break;
-                        case S_IFDIR:
-                                set_other(ret, "a directory");
-                                break;
-                        case S_IFBLK:
-                                set_other(ret, "a block device %u:%u",
-                                          major(st.st_rdev), minor(st.st_rdev));
-                                break;
-                        default:
-                                set_other(ret, "a file of unknown type");
-                        }
-                        r = 0;
-                }
-        }
+        else if (fstatfs(fd, &sfs) < 0)
+                return -errno;
+        else if ((uint32_t) sfs.f_type == (uint32_t) ANON_INODE_FS_MAGIC)
+                r = classify_anon(p, fd, ret);
+        else
+                classify_plain(&st, ret);
         if (r < 0)
                 return r;
         if (ret->kind != COH_FD_OTHER)
@@ -730,78 +729,91 @@ static void read_comm(int proc_fd, const char *pid, char *buf, size_t len) {
  * the group too but are not the node: they do not show (the VMM holding
  * them usually still has the group fd itself).
  */
-static int linux_custody_holders(struct coh_platform *p, int iommu_group, struct coh_holder *ret, size_t n) {
-        char node[48];
+/* What one scan looks for, and how much it has looked at. */
+struct holders_scan {
+        char node[48];          /* "/dev/vfio/N" */
         struct stat group_st;
         bool have_rdev;
-        unsigned procs = 0, fds = 0;
+        unsigned procs, fds;
+};
+
+/* Whether process pid (a /proc entry) has a descriptor of the group's node. */
+static bool process_holds(int proc_fd, const char *pid, struct holders_scan *scan) {
+        char path[300];
+        snprintf(path, sizeof path, "%s/fd", pid);
+        int dfd = openat(proc_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return false; /* gone, or not ours to look at */
+        DIR *fdir = fdopendir(dfd);
+        if (!fdir) {
+                (void) close(dfd);
+                return false;
+        }
+        bool holds = false;
+        struct dirent *fe;
+        while (!holds && scan->fds < HOLDERS_MAX_FDS && (fe = readdir(fdir))) {
+                char target[64];
+                struct stat st;
+                if (fe->d_name[0] == '.')
+                        continue;
+                scan->fds++;
+                ssize_t len = readlinkat(dfd, fe->d_name, target, sizeof target - 1);
+                if (len < 0)
+                        continue;
+                target[len] = '\0';
+                /* The link reads as the path in the reader's mount namespace
+                 * (the daemon's private /dev may differ): the device number
+                 * decides, the path where stat cannot. */
+                if (scan->have_rdev)
+                        holds = target[0] == '/' && fstatat(dfd, fe->d_name, &st, 0) == 0 && S_ISCHR(st.st_mode) &&
+                                st.st_rdev == scan->group_st.st_rdev;
+                else
+                        holds = strcmp(target, scan->node) == 0;
+        }
+        closedir(fdir);
+        return holds;
+}
+
+static bool is_pid(const char *name) {
+        return name[0] >= '1' && name[0] <= '9' && strlen(name) <= 10 && strspn(name, "0123456789") == strlen(name);
+}
+
+/*
+ * Processes with a descriptor of the group's node, as /proc shows them to
+ * us: a process of another user only with CAP_SYS_PTRACE (proc's fd
+ * directories need ptrace read access), which the sandboxed daemon does not
+ * keep, so this finds root's processes and those of the daemon's own uid.
+ * Device fds taken from the group and KVM's reference after FILE_ADD hold
+ * the group too but are not the node: they do not show (the VMM holding
+ * them usually still has the group fd itself).
+ */
+static int linux_custody_holders(struct coh_platform *p, int iommu_group, struct coh_holder *ret, size_t n) {
+        struct holders_scan scan = {};
         size_t found = 0;
         struct dirent *de;
-        DIR *proc;
-        int proc_fd;
 
         if (iommu_group < 0 || n == 0)
                 return 0;
-        snprintf(node, sizeof node, "/dev/vfio/%d", iommu_group);
-        have_rdev = stat(node, &group_st) == 0 && S_ISCHR(group_st.st_mode);
+        snprintf(scan.node, sizeof scan.node, "/dev/vfio/%d", iommu_group);
+        scan.have_rdev = stat(scan.node, &scan.group_st) == 0 && S_ISCHR(scan.group_st.st_mode);
 
-        proc_fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int proc_fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (proc_fd < 0)
                 return -errno;
-        proc = fdopendir(proc_fd);
+        DIR *proc = fdopendir(proc_fd);
         if (!proc) {
                 (void) close(proc_fd);
                 return -errno;
         }
-        while (found < n && procs < HOLDERS_MAX_PROCS && fds < HOLDERS_MAX_FDS && (de = readdir(proc))) {
-                char path[sizeof de->d_name + 8];
-                struct dirent *fe;
-                bool holds = false;
-                DIR *fdir;
-                int dfd;
-
-                if (de->d_name[0] < '1' || de->d_name[0] > '9' || strlen(de->d_name) > 10 ||
-                    strspn(de->d_name, "0123456789") != strlen(de->d_name))
+        while (found < n && scan.procs < HOLDERS_MAX_PROCS && scan.fds < HOLDERS_MAX_FDS && (de = readdir(proc))) {
+                if (!is_pid(de->d_name))
                         continue;
-                procs++;
-                snprintf(path, sizeof path, "%s/fd", de->d_name);
-                dfd = openat(proc_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                if (dfd < 0)
-                        continue;       /* gone, or not ours to look at */
-                fdir = fdopendir(dfd);
-                if (!fdir) {
-                        (void) close(dfd);
+                scan.procs++;
+                if (!process_holds(proc_fd, de->d_name, &scan))
                         continue;
-                }
-                while (!holds && fds < HOLDERS_MAX_FDS && (fe = readdir(fdir))) {
-                        char target[64];
-                        struct stat st;
-                        ssize_t len;
-
-                        if (fe->d_name[0] == '.')
-                                continue;
-                        fds++;
-                        len = readlinkat(dfd, fe->d_name, target, sizeof target - 1);
-                        if (len < 0)
-                                continue;
-                        target[len] = '\0';
-                        /* The link reads as the path in the reader's mount
-                         * namespace (the daemon's private /dev may differ):
-                         * the device number decides, the path where stat
-                         * cannot. */
-                        if (have_rdev) {
-                                if (strncmp(target, "/", 1) == 0 && fstatat(dfd, fe->d_name, &st, 0) == 0 &&
-                                    S_ISCHR(st.st_mode) && st.st_rdev == group_st.st_rdev)
-                                        holds = true;
-                        } else if (strcmp(target, node) == 0)
-                                holds = true;
-                }
-                closedir(fdir);
-                if (holds) {
-                        ret[found].pid = (pid_t) strtol(de->d_name, NULL, 10);
-                        read_comm(proc_fd, de->d_name, ret[found].comm, sizeof ret[found].comm);
-                        found++;
-                }
+                ret[found].pid = (pid_t) strtol(de->d_name, NULL, 10);
+                read_comm(proc_fd, de->d_name, ret[found].comm, sizeof ret[found].comm);
+                found++;
         }
         closedir(proc);
         return (int) found;

@@ -163,6 +163,40 @@ fail:
         return r;
 }
 
+/*
+ * Every descriptor in mh's control messages into fds (closing what does not
+ * fit): collected before anything is judged, so that each one that made it
+ * into our table is closed on every error path. Returns false when the
+ * control data is bad (MSG_CTRUNC, not SCM_RIGHTS, too many).
+ */
+static bool collect_fds(struct msghdr *mh, int fds[static COH_MESSAGE_FDS_MAX], size_t *ret_n) {
+        bool good = !(mh->msg_flags & MSG_CTRUNC);
+        size_t n_fds = 0;
+
+        for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(mh); cmsg; cmsg = CMSG_NXTHDR(mh, cmsg)) {
+                if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) {
+                        good = false;
+                        continue;
+                }
+                size_t k = cmsg->cmsg_len > CMSG_LEN(0) ? (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int) : 0;
+                for (size_t i = 0; i < k; i++) {
+                        int fd;
+
+                        memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
+                        /* Cannot happen with our control buffer, but a privileged
+                         * daemon should not abort or leak if the kernel disagrees. */
+                        if (n_fds >= COH_MESSAGE_FDS_MAX) {
+                                (void) close(fd);
+                                good = false;
+                                continue;
+                        }
+                        fds[n_fds++] = fd;
+                }
+        }
+        *ret_n = n_fds;
+        return good;
+}
+
 ssize_t coh_frame_recv(struct coh_frame *f, int sock) {
         /* Exactly COH_MESSAGE_FDS_MAX: one more and the kernel reports MSG_CTRUNC. */
         union {
@@ -178,8 +212,6 @@ ssize_t coh_frame_recv(struct coh_frame *f, int sock) {
                 .msg_control = &control,
                 .msg_controllen = sizeof(control),
         };
-        struct cmsghdr *cmsg;
-        bool bad_control;
         ssize_t n;
         int r;
 
@@ -208,36 +240,7 @@ ssize_t coh_frame_recv(struct coh_frame *f, int sock) {
         n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n < 0)
                 return -errno;
-
-        /*
-         * Collect every descriptor before judging anything, so that each one
-         * that made it into our table is closed on every error path.
-         */
-        bad_control = mh.msg_flags & MSG_CTRUNC;
-        for (cmsg = CMSG_FIRSTHDR(&mh); cmsg; cmsg = CMSG_NXTHDR(&mh, cmsg)) {
-                size_t k;
-
-                if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) {
-                        bad_control = true;
-                        continue;
-                }
-                k = cmsg->cmsg_len > CMSG_LEN(0) ? (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int) : 0;
-                for (size_t i = 0; i < k; i++) {
-                        int fd;
-
-                        memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
-                        /* Cannot happen with this control buffer, but a privileged
-                         * daemon should not abort or leak if the kernel disagrees. */
-                        if (n_fds >= COH_MESSAGE_FDS_MAX) {
-                                (void) close(fd);
-                                bad_control = true;
-                                continue;
-                        }
-                        fds[n_fds++] = fd;
-                }
-        }
-
-        if (bad_control) {
+        if (!collect_fds(&mh, fds, &n_fds)) {
                 close_fds(fds, n_fds);
                 return -EPROTO;
         }

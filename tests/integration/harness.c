@@ -1273,7 +1273,7 @@ void vmm_start(struct harness *h, uid_t uid, gid_t gid, size_t n_conns, struct v
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control,
                              .msg_controllen = sizeof control };
         wait_readable(sp[0], now_ms() + HARNESS_TIMEOUT_MS, "a VMM process's connections");
-        struct cmsghdr *cmsg;
+        struct cmsghdr *cmsg = NULL;
         if (recvmsg(sp[0], &mh, MSG_CMSG_CLOEXEC) != 1 || !(cmsg = CMSG_FIRSTHDR(&mh)) ||
             cmsg->cmsg_len != CMSG_LEN(sizeof(int) * n_conns))
                 fail_msg("the VMM process (uid %u) could not connect to %s", (unsigned) uid, h->socket);
