@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "libcoherency.h"
+#include "sim-objects.h"
 
 #define TARGETS_MAX 8
 #define ROUNDS_MAX 101
@@ -71,13 +72,9 @@ static struct target targets[TARGETS_MAX];
 static size_t n_targets;
 
 static int sim_object(const char *what) {
-        char name[128];
-        int fd;
-
-        snprintf(name, sizeof(name), "coherencyd-sim:%s", what);
-        fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        int fd = coh_sim_object(what);
         if (fd < 0)
-                fprintf(stderr, "bench-requests: memfd_create(%s): %m\n", name);
+                fprintf(stderr, "bench-requests: memfd_create(%s): %s\n", what, strerror(-fd));
         return fd;
 }
 

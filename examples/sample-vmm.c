@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "libcoherency.h"
+#include "sim-objects.h"
 
 #define HELD_MAX 16
 
@@ -54,15 +55,11 @@ struct vmm {
         unsigned unexpected;            /* outcomes that differ from what demo/config gives */
 };
 
-/* A simulated kernel object: "kvm-vm", "vfio-container:coherent", ... */
+/* A simulated kernel object: "kvm-vm", "vfio-container:coherent", ... (sim-objects.h) */
 static int sim_object(const char *what) {
-        char name[128];
-        int fd;
-
-        snprintf(name, sizeof(name), "coherencyd-sim:%s", what);
-        fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        int fd = coh_sim_object(what);
         if (fd < 0)
-                fprintf(stderr, "sample-vmm: memfd_create(%s): %m\n", name);
+                fprintf(stderr, "sample-vmm: memfd_create(%s): %s\n", what, strerror(-fd));
         return fd;
 }
 

@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "sim-objects.h"
 
 #define JOURNAL_TRIES 100 /* flush-and-read rounds before a missing record fails the test */
 #define SCM_FDS_MAX 253   /* the kernel's SCM_MAX_FD: the most one sendmsg() can carry */
@@ -871,16 +872,15 @@ void peer_done(struct peer *p) {
 /* ---- simulated kernel objects ------------------------------------------ */
 
 int sim_object(const char *format, ...) {
-        char object[128], name[160];
+        char object[128];
         va_list ap;
 
         va_start(ap, format);
         vsnprintf(object, sizeof object, format, ap);
         va_end(ap);
-        snprintf(name, sizeof name, "coherencyd-sim:%s", object);
-        int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        int fd = coh_sim_object(object);
         if (fd < 0)
-                fail_msg("memfd_create(%s): %s", name, strerror(errno));
+                fail_msg("memfd_create(%s%s): %s", COH_SIM_PREFIX, object, strerror(-fd));
         return fd;
 }
 
@@ -931,17 +931,9 @@ unsigned sim_vm_count_lines(int vm, const char *prefix) {
 }
 
 long sim_vm_noncoherent_dma(int vm) {
-        char buf[8192];
-        const char *p;
-
-        sim_vm_state(vm, buf, sizeof buf);
-        if (strncmp(buf, "noncoherent-dma=", 16) == 0)
-                p = buf + 16;
-        else if ((p = strstr(buf, "\nnoncoherent-dma=")))
-                p += 17;
-        else
-                return -1;
-        return strtol(p, NULL, 10);
+        struct coh_sim_vm_state st;
+        assert_int_equal(coh_sim_vm_read(vm, &st), 0);
+        return st.noncoherent_dma;
 }
 
 /* ---- journal ------------------------------------------------------------ */

@@ -7,7 +7,7 @@ if(TARGET coherencyd AND TARGET coherency AND TARGET coherencyctl)
   find_package(Threads REQUIRED)
   add_library(coh_integration_harness STATIC ${CMAKE_CURRENT_LIST_DIR}/harness.c)
   target_include_directories(coh_integration_harness PUBLIC ${CMAKE_CURRENT_LIST_DIR})
-  target_link_libraries(coh_integration_harness PUBLIC coh_proto PkgConfig::JSONC Threads::Threads ${CMOCKA_LIBRARY})
+  target_link_libraries(coh_integration_harness PUBLIC coh_proto coh_sim_client PkgConfig::JSONC Threads::Threads ${CMOCKA_LIBRARY})
 
   # coh_integration_test(NAME): tests/integration/NAME.c, run as root under with-journald,
   # told where the daemon, coherencyctl and the source tree (demo/) are.

@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "libcoherency.h"
+#include "sim-objects.h"
 
 #define MAX_OBJECTS 64
 #define MAX_GRANTS 64
@@ -88,11 +89,9 @@ static void fail(const char *what, int r) {
 }
 
 static int sim_object(const char *what) {
-        char name[128];
-        snprintf(name, sizeof name, "coherencyd-sim:%s", what);
-        int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        int fd = coh_sim_object(what);
         if (fd < 0)
-                return -errno;
+                return fd;
         if (n_objects < MAX_OBJECTS)
                 objects[n_objects++] = fd; /* the VMM keeps its files open, as a real one does */
         return fd;
@@ -262,25 +261,14 @@ static void cmd_release(const char *id, bool keep) {
 }
 
 static void cmd_kvm(void) {
-        char buf[8192], *line, *save = NULL;
-        const char *owner = "none";
-        long noncoherent = 0;
-        unsigned attached = 0;
-
+        struct coh_sim_vm_state st;
         if (vm < 0)
                 return reply("kvm owner=none attached=0 noncoherent-dma=0");
-        ssize_t n = pread(vm, buf, sizeof buf - 1, 0);
-        if (n < 0)
-                return fail("pread", -errno);
-        buf[n] = 0;
-        for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
-                if (strncmp(line, "noncoherent-dma=", 16) == 0)
-                        noncoherent = strtol(line + 16, NULL, 10);
-                else if (strncmp(line, "attached=", 9) == 0)
-                        attached++;
-                else if (strncmp(line, "kvm-vfio=", 9) == 0)
-                        owner = line + 9;
-        reply("kvm owner=%s attached=%u noncoherent-dma=%ld", owner, attached, noncoherent);
+        int r = coh_sim_vm_read(vm, &st);
+        if (r < 0)
+                return fail("pread", r);
+        reply("kvm owner=%s attached=%u noncoherent-dma=%ld", st.owner[0] ? st.owner : "none", st.attached,
+              st.noncoherent_dma < 0 ? 0 : st.noncoherent_dma);
 }
 
 static void cmd_quiet(void) {

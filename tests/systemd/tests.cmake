@@ -5,7 +5,7 @@
 
 if(TARGET coherency)
   add_executable(coh-test-client ${CMAKE_CURRENT_LIST_DIR}/coh-test-client.c)
-  target_link_libraries(coh-test-client PRIVATE coherency)
+  target_link_libraries(coh-test-client PRIVATE coherency coh_sim_client)
   set_target_properties(coh-test-client PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests/systemd)
 endif()
 

@@ -836,7 +836,8 @@ static int grant_and_attach(struct ctx *x, struct vmm *v, const char *name, char
         check(x, r == 1, label, "%s (%s)", r == 1 ? "handed over" : strerror(-r), v->text);
         if (r != 1)
                 return -1;
-        snprintf(id, len, "%s", v->text);
+        if (snprintf(id, len, "%s", v->text) >= (int) len)
+                return -1; /* not a grant id: those are 18 characters */
         snprintf(label, sizeof label, "%s.busy", name);
         r = group_open(x);
         check(x, r == -EBUSY, label, "the driver's open of %s: %s (want EBUSY: the VMM holds it)", x->node,
