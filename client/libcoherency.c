@@ -36,6 +36,7 @@
 
 #include "call.h"
 #include "frame.h"
+#include "decision-record.h"
 #include "grant-record.h"
 #include "json-util.h"
 #include "libcoherency.h"
@@ -91,16 +92,13 @@ struct coherency_client {
         char *backend_operation;
 };
 
+/* The daemon's own device record and field table (proto/decision-record.h). */
 struct coherency_device {
-        char *slot, *vendor, *device, *class_, *driver, *iommu;
-        int iommu_group;
-        char *access, *access_rule, *no_snoop, *no_snoop_rule, *mode, *mode_rule;
-        bool iommu_enforces, ioas_coherent;
-        char *decision, *reason;
+        struct coh_device_record rec;
 };
 
 struct coherency_facts {
-        char *file;
+        char file[48];
         struct coherency_device device;         /* the deciding device */
         struct coherency_device *devices;       /* each device of the group */
         size_t n_devices;
@@ -674,128 +672,24 @@ static int get_int64(json_object *o, const char *key, int64_t min, int64_t max, 
         return 0;
 }
 
-static int decision_from_string(const char *s, coherency_decision_kind *ret) {
-        if (!s)
-                return -EPROTO;
-        if (strcmp(s, "not-needed") == 0)
-                *ret = COHERENCY_DECISION_NOT_NEEDED;
-        else if (strcmp(s, "granted") == 0)
-                *ret = COHERENCY_DECISION_GRANTED;
-        else if (strcmp(s, "refused") == 0)
-                *ret = COHERENCY_DECISION_REFUSED;
-        else
-                /* A caller switching on the decision must never see one we made up. */
-                return -EPROTO;
-        return 0;
-}
-
-static int kvm_attach_from_string(const char *s, coherency_kvm_attach *ret) {
-        if (!s || !s[0])
-                *ret = COHERENCY_KVM_ATTACH_NONE;
-        else if (strcmp(s, "add") == 0)
-                *ret = COHERENCY_KVM_ATTACH_ADD;
-        else if (strcmp(s, "skip") == 0)
-                *ret = COHERENCY_KVM_ATTACH_SKIP;
-        else
-                return -EPROTO;
-        return 0;
-}
-
 static coherency_grant_state grant_state_from_string(const char *s) {
-        if (!s)
-                return COHERENCY_GRANT_STATE_OTHER;
-        if (strcmp(s, "active") == 0)
-                return COHERENCY_GRANT_ACTIVE;
-        if (strcmp(s, "ending") == 0)
-                return COHERENCY_GRANT_ENDING;
-        if (strcmp(s, "ended") == 0)
-                return COHERENCY_GRANT_ENDED;
-        return COHERENCY_GRANT_STATE_OTHER;
-}
-
-static void device_done(struct coherency_device *d) {
-        free(d->slot);
-        free(d->vendor);
-        free(d->device);
-        free(d->class_);
-        free(d->driver);
-        free(d->iommu);
-        free(d->access);
-        free(d->access_rule);
-        free(d->no_snoop);
-        free(d->no_snoop_rule);
-        free(d->mode);
-        free(d->mode_rule);
-        free(d->decision);
-        free(d->reason);
-        *d = (struct coherency_device) {};
+        int i = coh_grant_state_from_string(s);
+        return i < 0 ? COHERENCY_GRANT_STATE_OTHER : (coherency_grant_state) i;
 }
 
 static void facts_done(struct coherency_facts *f) {
-        free(f->file);
-        device_done(&f->device);
-        for (size_t i = 0; i < f->n_devices; i++)
-                device_done(f->devices + i);
         free(f->devices);
         *f = (struct coherency_facts) {};
 }
 
-/* DeviceFacts, and the Facts object, which is the same for the deciding device minus the policy fields. */
-static int parse_device(json_object *o, struct coherency_device *ret, const char **bad) {
-        struct coherency_device d = {};
-        int64_t group;
-        int r;
-
-        if (!json_object_is_type(o, json_type_object)) {
-                *bad = "facts";
-                return -EPROTO;
-        }
-
-        if ((r = get_string(o, "slot", false, &d.slot, bad)) < 0 ||
-            (r = get_string(o, "vendor", false, &d.vendor, bad)) < 0 ||
-            (r = get_string(o, "device", false, &d.device, bad)) < 0 ||
-            (r = get_string(o, "class", false, &d.class_, bad)) < 0 ||
-            (r = get_string(o, "driver", false, &d.driver, bad)) < 0 ||
-            (r = get_string(o, "iommu", false, &d.iommu, bad)) < 0 ||
-            (r = get_int64(o, "iommuGroup", -1, INT_MAX, -1, &group, bad)) < 0 ||
-            (r = get_string(o, "access", false, &d.access, bad)) < 0 ||
-            (r = get_string(o, "accessRule", false, &d.access_rule, bad)) < 0 ||
-            (r = get_string(o, "noSnoop", false, &d.no_snoop, bad)) < 0 ||
-            (r = get_string(o, "noSnoopRule", false, &d.no_snoop_rule, bad)) < 0 ||
-            (r = get_string(o, "mode", false, &d.mode, bad)) < 0 ||
-            (r = get_string(o, "modeRule", false, &d.mode_rule, bad)) < 0 ||
-            (r = get_bool(o, "iommuEnforces", &d.iommu_enforces, bad)) < 0 ||
-            (r = get_bool(o, "ioasCoherent", &d.ioas_coherent, bad)) < 0 ||
-            (r = get_string(o, "decision", false, &d.decision, bad)) < 0 ||
-            (r = get_string(o, "reason", false, &d.reason, bad)) < 0) {
-                device_done(&d);
-                return r;
-        }
-        d.iommu_group = (int) group;
-
-        *ret = d;
-        return 0;
-}
-
-/* Fills the deciding device's missing fields from its entry in devices. */
-static int fill_from(char **dst, const char *src) {
-        if (*dst || !src)
-                return 0;
-        *dst = strdup(src);
-        return *dst ? 0 : -ENOMEM;
-}
-
 static int parse_facts(json_object *o, struct coherency_facts *f, const char **bad) {
-        json_object *devices;
+        json_object *devices, *file;
         size_t n;
-        int r;
 
-        r = parse_device(o, &f->device, bad);
-        if (r < 0)
-                return r;
-        r = get_string(o, "file", false, &f->file, bad);
-        if (r < 0)
-                return r;
+        if (coh_record_from_json(coh_device_record_fields, o, COH_DEVICE_FORM_BRIEF, &f->device.rec, bad) < 0)
+                return -EPROTO;
+        if (json_object_object_get_ex(o, "file", &file) && json_object_is_type(file, json_type_string))
+                strcpy_truncate(f->file, sizeof f->file, json_object_get_string(file));
 
         if (!json_object_object_get_ex(o, "devices", &devices) || !devices)
                 return 0;
@@ -803,43 +697,28 @@ static int parse_facts(json_object *o, struct coherency_facts *f, const char **b
                 *bad = "facts.devices";
                 return -EPROTO;
         }
-
         n = json_object_array_length(devices);
         if (n == 0)
                 return 0;
         f->devices = calloc(n, sizeof(struct coherency_device));
         if (!f->devices)
                 return -ENOMEM;
-
         for (size_t i = 0; i < n; i++) {
                 struct coherency_device *d = f->devices + i;
-
-                r = parse_device(json_object_array_get_idx(devices, i), d, bad);
-                if (r < 0) {
-                        *bad = "facts.devices";
-                        return r;
-                }
+                if (coh_record_from_json(coh_device_record_fields, json_object_array_get_idx(devices, i),
+                                         COH_DEVICE_FORM_FULL, &d->rec, bad) < 0)
+                        return -EPROTO;
                 f->n_devices = i + 1;
-
                 /* Facts names the deciding device but not the policy values and
                  * rules behind its settings; its entry in devices does. */
-                if (d->slot && f->device.slot && strcmp(d->slot, f->device.slot) == 0)
-                        if ((r = fill_from(&f->device.access, d->access)) < 0 ||
-                            (r = fill_from(&f->device.access_rule, d->access_rule)) < 0 ||
-                            (r = fill_from(&f->device.no_snoop_rule, d->no_snoop_rule)) < 0 ||
-                            (r = fill_from(&f->device.mode, d->mode)) < 0 ||
-                            (r = fill_from(&f->device.mode_rule, d->mode_rule)) < 0 ||
-                            (r = fill_from(&f->device.decision, d->decision)) < 0 ||
-                            (r = fill_from(&f->device.reason, d->reason)) < 0)
-                                return r;
+                if (strcmp(d->rec.slot, f->device.rec.slot) == 0)
+                        f->device = *d;
         }
         return 0;
 }
 
 struct decision_common {
-        coherency_decision_kind decision;
-        char *reason, *rule, *mode, *wbinvd;
-        coherency_kvm_attach kvm_attach;
+        struct coh_decision_record rec;  /* proto/decision-record.h */
         struct coherency_facts facts;
 };
 
@@ -849,56 +728,27 @@ struct coherency_decision {
 
 struct coherency_grant {
         struct decision_common d;
-        char *id;
         char *device;
-        char *vm_wbinvd;
         int group_fd;
 };
 
 static void decision_common_done(struct decision_common *d) {
-        free(d->reason);
-        free(d->rule);
-        free(d->mode);
-        free(d->wbinvd);
         facts_done(&d->facts);
 }
 
-static int parse_decision_common(json_object *p, struct decision_common *d, const char **bad) {
-        char *decision = NULL, *kvm_attach = NULL;
+/* form: COH_DECISION_FORM_PROBE (Probe, Explain) or _GRANT (RequestGrant). */
+static int parse_decision_common(json_object *p, unsigned form, struct decision_common *d, const char **bad) {
         json_object *facts;
-        int r;
 
-        if ((r = get_string(p, "decision", true, &decision, bad)) < 0 ||
-            (r = get_string(p, "reason", true, &d->reason, bad)) < 0 ||
-            (r = get_string(p, "rule", false, &d->rule, bad)) < 0 ||
-            (r = get_string(p, "mode", false, &d->mode, bad)) < 0 ||
-            (r = get_string(p, "wbinvd", false, &d->wbinvd, bad)) < 0 ||
-            (r = get_string(p, "kvmAttach", false, &kvm_attach, bad)) < 0)
-                goto finish;
-
-        if (decision_from_string(decision, &d->decision) < 0) {
-                *bad = "decision";
-                r = -EPROTO;
-                goto finish;
-        }
-        if (kvm_attach_from_string(kvm_attach, &d->kvm_attach) < 0) {
-                *bad = "kvmAttach";
-                r = -EPROTO;
-                goto finish;
-        }
+        d->rec.kvm_attach = COHERENCY_KVM_ATTACH_NONE;
+        if (coh_record_from_json(coh_decision_record_fields, p, form, &d->rec, bad) < 0)
+                return -EPROTO;
         /* A refusal hands nothing over, whatever else the reply says. */
-        if (d->decision == COHERENCY_DECISION_REFUSED)
-                d->kvm_attach = COHERENCY_KVM_ATTACH_NONE;
-
+        if (d->rec.decision == COH_DECISION_REFUSED)
+                d->rec.kvm_attach = COHERENCY_KVM_ATTACH_NONE;
         if (json_object_object_get_ex(p, "facts", &facts) && facts)
-                r = parse_facts(facts, &d->facts, bad);
-        else
-                r = 0;
-
-finish:
-        free(decision);
-        free(kvm_attach);
-        return r;
+                return parse_facts(facts, &d->facts, bad);
+        return 0;
 }
 
 /* The error a parse failure is to the caller: -ENOMEM, or the reply was not what the protocol says. */
@@ -914,7 +764,7 @@ static void grant_info_done(struct coherency_grant_info *g) {
 
 /* One entry of a grant list, parsed with the daemon's own field table. */
 static int parse_grant_info(json_object *o, struct coherency_grant_info *ret, const char **bad) {
-        if (coh_record_from_json(coh_grant_record_fields, o, COH_FIELD_VMM, &ret->rec, bad) < 0)
+        if (coh_record_from_json(coh_grant_record_fields, o, COH_GRANT_FORM_VMM, &ret->rec, bad) < 0)
                 return -EPROTO;
         return 0;
 }
@@ -1353,7 +1203,7 @@ _public_ int64_t coherency_info_get_max_connections(const coherency_info *i) {
 
 /* ---- facts ------------------------------------------------------------------ */
 
-_public_ const char *coherency_facts_get_file(const coherency_facts *f) { return f ? f->file : NULL; }
+_public_ const char *coherency_facts_get_file(const coherency_facts *f) { return f && f->file[0] ? f->file : NULL; }
 _public_ const coherency_device *coherency_facts_get_device(const coherency_facts *f) { return f ? &f->device : NULL; }
 _public_ size_t coherency_facts_get_n_devices(const coherency_facts *f) { return f ? f->n_devices : 0; }
 
@@ -1361,23 +1211,41 @@ _public_ const coherency_device *coherency_facts_get_device_by_index(const coher
         return f && index < f->n_devices ? f->devices + index : NULL;
 }
 
-_public_ const char *coherency_device_get_slot(const coherency_device *d) { return d ? d->slot : NULL; }
-_public_ const char *coherency_device_get_vendor(const coherency_device *d) { return d ? d->vendor : NULL; }
-_public_ const char *coherency_device_get_device(const coherency_device *d) { return d ? d->device : NULL; }
-_public_ const char *coherency_device_get_class(const coherency_device *d) { return d ? d->class_ : NULL; }
-_public_ const char *coherency_device_get_driver(const coherency_device *d) { return d ? d->driver : NULL; }
-_public_ const char *coherency_device_get_iommu(const coherency_device *d) { return d ? d->iommu : NULL; }
-_public_ int coherency_device_get_iommu_group(const coherency_device *d) { return d ? d->iommu_group : -1; }
-_public_ const char *coherency_device_get_access(const coherency_device *d) { return d ? d->access : NULL; }
-_public_ const char *coherency_device_get_access_rule(const coherency_device *d) { return d ? d->access_rule : NULL; }
-_public_ const char *coherency_device_get_no_snoop(const coherency_device *d) { return d ? d->no_snoop : NULL; }
-_public_ const char *coherency_device_get_no_snoop_rule(const coherency_device *d) { return d ? d->no_snoop_rule : NULL; }
-_public_ const char *coherency_device_get_mode(const coherency_device *d) { return d ? d->mode : NULL; }
-_public_ const char *coherency_device_get_mode_rule(const coherency_device *d) { return d ? d->mode_rule : NULL; }
-_public_ bool coherency_device_get_iommu_enforces(const coherency_device *d) { return d && d->iommu_enforces; }
-_public_ bool coherency_device_get_ioas_coherent(const coherency_device *d) { return d && d->ioas_coherent; }
-_public_ const char *coherency_device_get_decision(const coherency_device *d) { return d ? d->decision : NULL; }
-_public_ const char *coherency_device_get_reason(const coherency_device *d) { return d ? d->reason : NULL; }
+static const char *str_or_null(const char *s) {
+        return s[0] ? s : NULL;
+}
+
+_public_ const char *coherency_device_get_slot(const coherency_device *d) { return d ? str_or_null(d->rec.slot) : NULL; }
+_public_ const char *coherency_device_get_vendor(const coherency_device *d) { return d ? str_or_null(d->rec.vendor) : NULL; }
+_public_ const char *coherency_device_get_device(const coherency_device *d) { return d ? str_or_null(d->rec.device) : NULL; }
+_public_ const char *coherency_device_get_class(const coherency_device *d) { return d ? str_or_null(d->rec.class_) : NULL; }
+_public_ const char *coherency_device_get_driver(const coherency_device *d) { return d ? str_or_null(d->rec.driver) : NULL; }
+_public_ const char *coherency_device_get_iommu(const coherency_device *d) { return d ? str_or_null(d->rec.iommu) : NULL; }
+_public_ int coherency_device_get_iommu_group(const coherency_device *d) { return d ? (int) d->rec.iommu_group : -1; }
+_public_ const char *coherency_device_get_access(const coherency_device *d) {
+        return d ? coh_access_to_string(d->rec.access) : NULL;
+}
+_public_ const char *coherency_device_get_access_rule(const coherency_device *d) {
+        return d ? str_or_null(d->rec.access_rule) : NULL;
+}
+_public_ const char *coherency_device_get_no_snoop(const coherency_device *d) {
+        return d ? coh_nosnoop_to_string(d->rec.nosnoop) : NULL;
+}
+_public_ const char *coherency_device_get_no_snoop_rule(const coherency_device *d) {
+        return d ? str_or_null(d->rec.nosnoop_rule) : NULL;
+}
+_public_ const char *coherency_device_get_mode(const coherency_device *d) { return d ? coh_mode_to_string(d->rec.mode) : NULL; }
+_public_ const char *coherency_device_get_mode_rule(const coherency_device *d) {
+        return d ? str_or_null(d->rec.mode_rule) : NULL;
+}
+_public_ bool coherency_device_get_iommu_enforces(const coherency_device *d) { return d && d->rec.iommu_enforces; }
+_public_ bool coherency_device_get_ioas_coherent(const coherency_device *d) { return d && d->rec.ioas_coherent; }
+_public_ const char *coherency_device_get_decision(const coherency_device *d) {
+        return d ? coh_decision_to_string(d->rec.decision) : NULL;
+}
+_public_ const char *coherency_device_get_reason(const coherency_device *d) {
+        return d ? coh_reason_to_string(d->rec.reason) : NULL;
+}
 
 /* ---- Probe ------------------------------------------------------------------- */
 
@@ -1436,7 +1304,7 @@ static int probe_receive(coherency_client *c, bool blocking, coherency_decision 
                 coh_reply_done(&reply);
                 return client_error(c, -ENOMEM, "%s: %m", method_probe);
         }
-        r = parse_decision_common(reply.parameters, &d->d, &bad);
+        r = parse_decision_common(reply.parameters, COH_DECISION_FORM_PROBE, &d->d, &bad);
         coh_reply_done(&reply);
         if (r < 0) {
                 coherency_decision_free(d);
@@ -1465,14 +1333,20 @@ _public_ int coherency_probe(coherency_client *c, const char *device, int iommu_
 }
 
 _public_ coherency_decision_kind coherency_decision_get_decision(const coherency_decision *d) {
-        return d ? d->d.decision : COHERENCY_DECISION_REFUSED;
+        return d ? (coherency_decision_kind) d->d.rec.decision : COHERENCY_DECISION_REFUSED;
 }
-_public_ const char *coherency_decision_get_reason(const coherency_decision *d) { return d ? d->d.reason : NULL; }
-_public_ const char *coherency_decision_get_rule(const coherency_decision *d) { return d ? d->d.rule : NULL; }
-_public_ const char *coherency_decision_get_mode(const coherency_decision *d) { return d ? d->d.mode : NULL; }
-_public_ const char *coherency_decision_get_wbinvd(const coherency_decision *d) { return d ? d->d.wbinvd : NULL; }
+_public_ const char *coherency_decision_get_reason(const coherency_decision *d) {
+        return d ? coh_reason_to_string(d->d.rec.reason) : NULL;
+}
+_public_ const char *coherency_decision_get_rule(const coherency_decision *d) { return d ? d->d.rec.rule : NULL; }
+_public_ const char *coherency_decision_get_mode(const coherency_decision *d) {
+        return d ? coh_mode_to_string(d->d.rec.mode) : NULL;
+}
+_public_ const char *coherency_decision_get_wbinvd(const coherency_decision *d) {
+        return d ? coh_wbinvd_to_string(d->d.rec.wbinvd) : NULL;
+}
 _public_ coherency_kvm_attach coherency_decision_get_kvm_attach(const coherency_decision *d) {
-        return d ? d->d.kvm_attach : COHERENCY_KVM_ATTACH_NONE;
+        return d ? (coherency_kvm_attach) d->d.rec.kvm_attach : COHERENCY_KVM_ATTACH_NONE;
 }
 _public_ const coherency_facts *coherency_decision_get_facts(const coherency_decision *d) {
         return d ? &d->d.facts : NULL;
@@ -1484,9 +1358,7 @@ _public_ coherency_grant *coherency_grant_free(coherency_grant *g) {
         if (!g)
                 return NULL;
         decision_common_done(&g->d);
-        free(g->id);
         free(g->device);
-        free(g->vm_wbinvd);
         if (g->group_fd >= 0)
                 (void) close(g->group_fd);
         free(g);
@@ -1554,11 +1426,7 @@ static int request_grant_receive(coherency_client *c, bool blocking, coherency_g
         g->device = c->device;
         c->device = NULL;
 
-        r = parse_decision_common(reply.parameters, &g->d, &bad);
-        if (r >= 0)
-                r = get_string(reply.parameters, "grant", false, &g->id, &bad);
-        if (r >= 0)
-                r = get_string(reply.parameters, "vmWbinvd", false, &g->vm_wbinvd, &bad);
+        r = parse_decision_common(reply.parameters, COH_DECISION_FORM_GRANT, &g->d, &bad);
         if (r >= 0)
                 r = get_int64(reply.parameters, "group", 0, COH_MESSAGE_FDS_MAX - 1, -1, &index, &bad);
         if (r < 0) {
@@ -1609,18 +1477,24 @@ _public_ int coherency_request_grant(coherency_client *c, int vm_fd, const char 
         return request_grant_receive(c, true, ret);
 }
 
-_public_ const char *coherency_grant_get_id(const coherency_grant *g) { return g ? g->id : NULL; }
+_public_ const char *coherency_grant_get_id(const coherency_grant *g) { return g ? str_or_null(g->d.rec.grant) : NULL; }
 _public_ const char *coherency_grant_get_device(const coherency_grant *g) { return g ? g->device : NULL; }
 _public_ coherency_decision_kind coherency_grant_get_decision(const coherency_grant *g) {
-        return g ? g->d.decision : COHERENCY_DECISION_REFUSED;
+        return g ? (coherency_decision_kind) g->d.rec.decision : COHERENCY_DECISION_REFUSED;
 }
-_public_ const char *coherency_grant_get_reason(const coherency_grant *g) { return g ? g->d.reason : NULL; }
-_public_ const char *coherency_grant_get_rule(const coherency_grant *g) { return g ? g->d.rule : NULL; }
-_public_ const char *coherency_grant_get_mode(const coherency_grant *g) { return g ? g->d.mode : NULL; }
-_public_ const char *coherency_grant_get_wbinvd(const coherency_grant *g) { return g ? g->d.wbinvd : NULL; }
-_public_ const char *coherency_grant_get_vm_wbinvd(const coherency_grant *g) { return g ? g->vm_wbinvd : NULL; }
+_public_ const char *coherency_grant_get_reason(const coherency_grant *g) {
+        return g ? coh_reason_to_string(g->d.rec.reason) : NULL;
+}
+_public_ const char *coherency_grant_get_rule(const coherency_grant *g) { return g ? g->d.rec.rule : NULL; }
+_public_ const char *coherency_grant_get_mode(const coherency_grant *g) { return g ? coh_mode_to_string(g->d.rec.mode) : NULL; }
+_public_ const char *coherency_grant_get_wbinvd(const coherency_grant *g) {
+        return g ? coh_wbinvd_to_string(g->d.rec.wbinvd) : NULL;
+}
+_public_ const char *coherency_grant_get_vm_wbinvd(const coherency_grant *g) {
+        return g ? coh_vm_wbinvd_to_string(g->d.rec.vm_wbinvd) : NULL;
+}
 _public_ coherency_kvm_attach coherency_grant_get_kvm_attach(const coherency_grant *g) {
-        return g ? g->d.kvm_attach : COHERENCY_KVM_ATTACH_NONE;
+        return g ? (coherency_kvm_attach) g->d.rec.kvm_attach : COHERENCY_KVM_ATTACH_NONE;
 }
 _public_ const coherency_facts *coherency_grant_get_facts(const coherency_grant *g) { return g ? &g->d.facts : NULL; }
 
@@ -1769,23 +1643,19 @@ _public_ const coherency_grant_info *coherency_grant_list_get(const coherency_gr
         return l && index < l->n ? l->items + index : NULL;
 }
 
-static const char *nonempty(const char *s) {
-        return s && s[0] ? s : NULL;
-}
-
 _public_ const char *coherency_grant_info_get_id(const coherency_grant_info *g) { return g ? g->rec.grant : NULL; }
 _public_ const char *coherency_grant_info_get_device(const coherency_grant_info *g) {
-        return g ? nonempty(g->rec.device) : NULL;
+        return g ? str_or_null(g->rec.device) : NULL;
 }
 _public_ int coherency_grant_info_get_iommu_group(const coherency_grant_info *g) { return g ? (int) g->rec.iommu_group : -1; }
-_public_ const char *coherency_grant_info_get_file(const coherency_grant_info *g) { return g ? nonempty(g->rec.file) : NULL; }
+_public_ const char *coherency_grant_info_get_file(const coherency_grant_info *g) { return g ? str_or_null(g->rec.file) : NULL; }
 _public_ coherency_decision_kind coherency_grant_info_get_decision(const coherency_grant_info *g) {
         return g ? (coherency_decision_kind) g->rec.decision : COHERENCY_DECISION_REFUSED;
 }
 _public_ const char *coherency_grant_info_get_reason(const coherency_grant_info *g) {
         return g ? coh_reason_to_string(g->rec.reason) : NULL;
 }
-_public_ const char *coherency_grant_info_get_rule(const coherency_grant_info *g) { return g ? nonempty(g->rec.rule) : NULL; }
+_public_ const char *coherency_grant_info_get_rule(const coherency_grant_info *g) { return g ? str_or_null(g->rec.rule) : NULL; }
 _public_ const char *coherency_grant_info_get_wbinvd(const coherency_grant_info *g) {
         return g ? coh_wbinvd_to_string(g->rec.wbinvd) : NULL;
 }
@@ -1801,7 +1671,7 @@ _public_ coherency_grant_state coherency_grant_info_get_state(const coherency_gr
 _public_ const char *coherency_grant_info_get_state_string(const coherency_grant_info *g) {
         return g ? coh_grant_state_to_string(g->rec.state) : NULL;
 }
-_public_ const char *coherency_grant_info_get_end(const coherency_grant_info *g) { return g ? nonempty(g->rec.end) : NULL; }
+_public_ const char *coherency_grant_info_get_end(const coherency_grant_info *g) { return g ? str_or_null(g->rec.end) : NULL; }
 _public_ pid_t coherency_grant_info_get_peer_pid(const coherency_grant_info *g) { return g ? (pid_t) g->rec.peer_pid : 0; }
 _public_ uid_t coherency_grant_info_get_peer_uid(const coherency_grant_info *g) {
         return g ? (uid_t) g->rec.peer_uid : (uid_t) -1;

@@ -495,7 +495,7 @@ static json_object *holders_json(const struct coh_grant *g) {
 json_object *coh_grant_to_json(const struct coh_grant *g, bool manager) {
         struct coh_grant_record rec = grant_shown(g);
         json_object *o = json_object_new_object();
-        coh_record_to_json(coh_grant_record_fields, &rec, manager ? COH_FIELD_OPERATOR : COH_FIELD_VMM, o);
+        coh_record_to_json(coh_grant_record_fields, &rec, manager ? COH_GRANT_FORM_OPERATOR : COH_GRANT_FORM_VMM, o);
         if (manager && g->rec.state == COH_GRANT_ENDING)
                 coh_json_add(o, "holders", holders_json(g));
         return o;

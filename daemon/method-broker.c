@@ -63,13 +63,6 @@ static int method_get_info(struct call_ctx *x) {
         return method_reply(x, p);
 }
 
-static int reply_decision(struct call_ctx *x, const struct request *req) {
-        json_object *p = json_object_new_object();
-        request_decision_fields(p, req);
-        coh_json_add(p, "facts", request_facts_json(req));
-        return method_reply(x, p);
-}
-
 struct probe_params {
         const char *device;
         int iommu;
@@ -102,7 +95,7 @@ static int method_probe(struct call_ctx *x) {
                 r = request_decide(x, &x->conn->peer, p.iommu >= 0 ? &ioas : NULL, p.ioas_coherent,
                                    p.ioas_coherent >= 0 ? "ioasCoherent" : "iommu", &req);
         if (r > 0)
-                r = reply_decision(x, &req);
+                r = request_reply(x, &req);
         request_done(&req);
         coh_params_done(probe_params, &p);
         return r;
@@ -158,13 +151,10 @@ static int hand_over(struct call_ctx *x, const struct request *req, int *vm_fd, 
 }
 
 /* The reply, with the group when one is handed over. */
-static int reply_grant(struct call_ctx *x, const struct request *req, struct coh_grant *grant, const char *vm_wbinvd,
-                       int *file_fd) {
+static int reply_grant(struct call_ctx *x, const struct request *req, const struct coh_decision_record *rec,
+                       struct coh_grant *grant, int *file_fd) {
         json_object *p = json_object_new_object();
-        if (grant)
-                coh_json_add(p, "grant", json_object_new_string(grant->rec.grant));
-        request_decision_fields(p, req);
-        coh_json_add(p, "vmWbinvd", json_object_new_string(vm_wbinvd));
+        coh_record_to_json(coh_decision_record_fields, rec, COH_DECISION_FORM_GRANT, p);
         coh_json_add(p, "facts", request_facts_json(req));
         if (*file_fd < 0)
                 return method_reply(x, p);
@@ -215,10 +205,18 @@ static int method_request_grant(struct call_ctx *x) {
         if (r > 0 && req.verdict.decision != COH_DECISION_REFUSED)
                 r = hand_over(x, &req, &p.vm, p.iommu, &ioas, &grant, &file_fd);
         if (r > 0) {
+                const struct coh_peer *peer = &x->conn->peer;
+                struct coh_decision_record rec = request_record(&req);
                 /* Without a grant the VM descriptor is still ours: the VM may hold other grants. */
-                const char *vm_wbinvd = coh_vm_wbinvd(grant ? grant->vm : coh_grants_find_vm(x->ms->grants, p.vm));
-                request_log_decision(x, &req, grant, vm_wbinvd);
-                r = reply_grant(x, &req, grant, vm_wbinvd, &file_fd);
+                const struct coh_vm *vm = grant ? grant->vm : coh_grants_find_vm(x->ms->grants, p.vm);
+                rec.vm_wbinvd = vm && vm->n_granted > 0;
+                rec.peer_pid = peer->pid;
+                rec.peer_uid = peer->uid;
+                snprintf(rec.peer_unit, sizeof rec.peer_unit, "%s", peer->unit ?: "");
+                if (grant)
+                        snprintf(rec.grant, sizeof rec.grant, "%s", grant->rec.grant);
+                request_log_decision(x, &req, &rec);
+                r = reply_grant(x, &req, &rec, grant, &file_fd);
         }
         request_done(&req);
         coh_params_done(request_grant_params, &p);

@@ -84,12 +84,8 @@ static int method_explain(struct call_ctx *x) {
         r = request_read_device(x, p.device, &req);
         if (r > 0)
                 r = request_decide(x, &peer, NULL, -1, "device", &req);
-        if (r > 0) {
-                json_object *reply = json_object_new_object();
-                request_decision_fields(reply, &req);
-                coh_json_add(reply, "facts", request_facts_json(&req));
-                r = method_reply(x, reply);
-        }
+        if (r > 0)
+                r = request_reply(x, &req);
         request_done(&req);
         return r;
 }

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "call.h"
+#include "decision-record.h"
 #include "decision.h"
 #include "facts.h"
 #include "methods.h"
@@ -96,10 +97,11 @@ int request_decide(struct call_ctx *x, const struct coh_peer *peer, const struct
                    const char *ioas_parameter, struct request *req);
 /* The IOAS from the iommu descriptor: 1, or 0 after replying InvalidFileDescriptor. */
 int request_ioas(struct call_ctx *x, int iommu_fd, struct coh_fd_info *ret);
-/* decision, reason, rule, mode, wbinvd, kvmAttach into p. */
-void request_decision_fields(json_object *p, const struct request *req);
+/* The decision as a record (decision-record.h): the reply's fields; the
+ * caller adds the grant, the VM's state and the peer. */
+struct coh_decision_record request_record(const struct request *req);
 json_object *request_facts_json(const struct request *req);
-/* The decision record (journal) and event (Monitor). grant may be NULL. */
-struct coh_grant;
-void request_log_decision(struct call_ctx *x, const struct request *req, const struct coh_grant *grant,
-                          const char *vm_wbinvd);
+/* The reply of Probe and Manager.Explain: the decision and its facts. */
+int request_reply(struct call_ctx *x, const struct request *req);
+/* The decision record (journal) and event (Monitor). */
+void request_log_decision(struct call_ctx *x, const struct request *req, const struct coh_decision_record *rec);

@@ -5,6 +5,7 @@
  * fields and the decision record.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "log.h"
 #include "methods-internal.h"
 #include "server.h"
+#include "decision-record.h"
 #include "util.h"
 
 #define VFIO_DRIVER "vfio-pci"
@@ -24,45 +26,43 @@ void request_done(struct request *r) {
         free(r->devices);
 }
 
-static json_object *device_facts_json(const struct device_verdict *v, bool full) {
+static struct coh_device_record device_record(const struct device_verdict *v) {
         const struct coh_device_facts *f = &v->facts;
-        char buf[512];
+        struct coh_device_record d = {
+                .iommu_group = f->iommu_group,
+                .access = v->policy.access,
+                .nosnoop = v->policy.nosnoop,
+                .mode = v->policy.mode,
+                .iommu_enforces = f->iommu_enforces,
+                .ioas_coherent = v->ioas_coherent,
+                .decision = v->verdict.decision,
+                .reason = v->verdict.reason,
+        };
+        snprintf(d.slot, sizeof d.slot, "%s", f->slot);
+        snprintf(d.vendor, sizeof d.vendor, "%s", f->vendor);
+        snprintf(d.device, sizeof d.device, "%s", f->device);
+        snprintf(d.class_, sizeof d.class_, "%s", f->class);
+        snprintf(d.driver, sizeof d.driver, "%s", f->driver);
+        snprintf(d.iommu, sizeof d.iommu, "%s", f->iommu);
+        coh_origin_format(&v->policy.access_origin, d.access_rule, sizeof d.access_rule);
+        coh_origin_format(&v->policy.nosnoop_origin, d.nosnoop_rule, sizeof d.nosnoop_rule);
+        coh_origin_format(&v->policy.mode_origin, d.mode_rule, sizeof d.mode_rule);
+        return d;
+}
+
+static json_object *device_facts_json(const struct device_verdict *v, unsigned form) {
+        struct coh_device_record d = device_record(v);
         json_object *o = json_object_new_object();
-        coh_json_add(o, "slot", json_object_new_string(f->slot));
-        coh_json_add(o, "vendor", json_object_new_string(f->vendor));
-        coh_json_add(o, "device", json_object_new_string(f->device));
-        coh_json_add(o, "class", json_object_new_string(f->class));
-        coh_json_add(o, "driver", json_object_new_string(f->driver));
-        coh_json_add(o, "iommu", json_object_new_string(f->iommu));
-        coh_json_add(o, "iommuGroup", json_object_new_int(f->iommu_group));
-        if (full) {
-                coh_json_add(o, "access", json_object_new_string(coh_access_to_string(v->policy.access)));
-                coh_json_add(o, "accessRule", json_object_new_string(
-                        coh_origin_format(&v->policy.access_origin, buf, sizeof buf)));
-        }
-        coh_json_add(o, "noSnoop", json_object_new_string(coh_nosnoop_to_string(v->policy.nosnoop)));
-        if (full) {
-                coh_json_add(o, "noSnoopRule", json_object_new_string(
-                        coh_origin_format(&v->policy.nosnoop_origin, buf, sizeof buf)));
-                coh_json_add(o, "mode", json_object_new_string(coh_mode_to_string(v->policy.mode)));
-                coh_json_add(o, "modeRule", json_object_new_string(
-                        coh_origin_format(&v->policy.mode_origin, buf, sizeof buf)));
-        }
-        coh_json_add(o, "iommuEnforces", json_object_new_boolean(f->iommu_enforces));
-        coh_json_add(o, "ioasCoherent", json_object_new_boolean(v->ioas_coherent));
-        if (full) {
-                coh_json_add(o, "decision", json_object_new_string(coh_decision_to_string(v->verdict.decision)));
-                coh_json_add(o, "reason", json_object_new_string(coh_reason_to_string(v->verdict.reason)));
-        }
+        coh_record_to_json(coh_device_record_fields, &d, form, o);
         return o;
 }
 
 json_object *request_facts_json(const struct request *req) {
-        json_object *o = device_facts_json(&req->devices[req->deciding], false);
+        json_object *o = device_facts_json(&req->devices[req->deciding], COH_DEVICE_FORM_BRIEF);
         coh_json_add(o, "file", json_object_new_string(req->file));
         json_object *devices = json_object_new_array();
         for (size_t i = 0; i < req->n_devices; i++)
-                coh_json_append(devices, device_facts_json(&req->devices[i], true));
+                coh_json_append(devices, device_facts_json(&req->devices[i], COH_DEVICE_FORM_FULL));
         coh_json_add(o, "devices", devices);
         return o;
 }
@@ -152,16 +152,25 @@ int request_ioas(struct call_ctx *x, int iommu_fd, struct coh_fd_info *ret) {
         return 1;
 }
 
-void request_decision_fields(json_object *p, const struct request *req) {
-        const struct device_verdict *v = &req->devices[req->deciding];
-        const char *attach = coh_kvm_attach_to_string(req->verdict.kvm_attach);
-        coh_json_add(p, "decision", json_object_new_string(coh_decision_to_string(req->verdict.decision)));
-        coh_json_add(p, "reason", json_object_new_string(coh_reason_to_string(req->verdict.reason)));
-        coh_json_add(p, "rule", json_object_new_string(req->rule));
-        coh_json_add(p, "mode", json_object_new_string(coh_mode_to_string(v->policy.mode)));
-        coh_json_add(p, "wbinvd", json_object_new_string(req->verdict.wbinvd ? "allowed" : "none"));
-        if (attach)
-                coh_json_add(p, "kvmAttach", json_object_new_string(attach));
+struct coh_decision_record request_record(const struct request *req) {
+        struct coh_decision_record d = {
+                .decision = req->verdict.decision,
+                .reason = req->verdict.reason,
+                .mode = req->devices[req->deciding].policy.mode,
+                .wbinvd = req->verdict.wbinvd,
+                .kvm_attach = req->verdict.kvm_attach,
+        };
+        snprintf(d.rule, sizeof d.rule, "%s", req->rule);
+        snprintf(d.device, sizeof d.device, "%s", req->slot);
+        return d;
+}
+
+int request_reply(struct call_ctx *x, const struct request *req) {
+        struct coh_decision_record rec = request_record(req);
+        json_object *p = json_object_new_object();
+        coh_record_to_json(coh_decision_record_fields, &rec, COH_DECISION_FORM_PROBE, p);
+        coh_json_add(p, "facts", request_facts_json(req));
+        return method_reply(x, p);
 }
 
 static const char *decision_message_id(enum coh_decision d) {
@@ -170,54 +179,31 @@ static const char *decision_message_id(enum coh_decision d) {
                                            : COH_MESSAGE_NOT_NEEDED;
 }
 
-void request_log_decision(struct call_ctx *x, const struct request *req, const struct coh_grant *grant,
-                          const char *vm_wbinvd) {
+void request_log_decision(struct call_ctx *x, const struct request *req, const struct coh_decision_record *rec) {
         const struct device_verdict *v = &req->devices[req->deciding];
-        const struct coh_peer *peer = &x->conn->peer;
-        char message[768], pid[32], uid[32], group[32];
-        const char *decision = coh_decision_to_string(req->verdict.decision);
-        const char *reason = coh_reason_to_string(req->verdict.reason);
-        const char *attach = coh_kvm_attach_to_string(req->verdict.kvm_attach);
+        struct coh_device_record device = device_record(v);
+        struct coh_record_journal_field from_decision[16], from_device[24];
+        struct coh_journal_field fields[40];
+        char message[768];
+        size_t n = 0;
 
-        snprintf(pid, sizeof pid, "%d", (int) peer->pid);
-        snprintf(uid, sizeof uid, "%u", (unsigned) peer->uid);
-        snprintf(group, sizeof group, "%d", v->facts.iommu_group);
-        snprintf(message, sizeof message, "%s %s (IOMMU group %s) to the VMM of pid %s (uid %s): %s, %s by %s; WBINVD %s, VM WBINVD %s",
-                 req->verdict.decision == COH_DECISION_REFUSED ? "Refused" : "Handed over", req->slot, group, pid, uid,
-                 decision, reason, req->rule, req->verdict.wbinvd ? "allowed once added" : "unaffected", vm_wbinvd);
-        const struct coh_journal_field fields[] = {
-                { "COHERENCYD_DECISION", decision },
-                { "COHERENCYD_REASON", reason },
-                { "COHERENCYD_MODE", coh_mode_to_string(v->policy.mode) },
-                { "COHERENCYD_ACCESS", coh_access_to_string(v->policy.access) },
-                { "COHERENCYD_RULE", req->rule },
-                { "COHERENCYD_GRANT", grant ? grant->rec.grant : NULL },
-                { "COHERENCYD_SLOT", req->slot },
-                { "COHERENCYD_DECIDING_SLOT", strcmp(v->facts.slot, req->slot) != 0 ? v->facts.slot : NULL },
-                { "COHERENCYD_IOMMU_GROUP", v->facts.iommu_group >= 0 ? group : NULL },
-                { "COHERENCYD_IOMMU", v->facts.iommu[0] ? v->facts.iommu : NULL },
-                { "COHERENCYD_NOSNOOP", coh_nosnoop_to_string(v->policy.nosnoop) },
-                { "COHERENCYD_IOMMU_ENFORCES", v->facts.iommu_enforces ? "yes" : "no" },
-                { "COHERENCYD_IOAS_COHERENT", v->ioas_coherent ? "yes" : "no" },
-                { "COHERENCYD_WBINVD", req->verdict.wbinvd ? "allowed" : "none" },
-                { "COHERENCYD_VM_WBINVD", vm_wbinvd },
-                { "COHERENCYD_KVM_ATTACH", attach },
-                { "COHERENCYD_PEER_UID", uid },
-                { "COHERENCYD_PEER_UNIT", peer->unit },
-                { "OBJECT_PID", pid },
-        };
-        coh_log_record(req->verdict.decision == COH_DECISION_REFUSED ? LOG_NOTICE : LOG_INFO,
-                       decision_message_id(req->verdict.decision), message, fields, ELEMENTSOF(fields));
+        snprintf(message, sizeof message,
+                 "%s %s (IOMMU group %d) to the VMM of pid %" PRId64 " (uid %" PRId64 "): %s, %s by %s; WBINVD %s, VM WBINVD %s",
+                 rec->decision == COH_DECISION_REFUSED ? "Refused" : "Handed over", rec->device, v->facts.iommu_group,
+                 rec->peer_pid, rec->peer_uid, coh_decision_to_string(rec->decision), coh_reason_to_string(rec->reason),
+                 rec->rule, rec->wbinvd ? "allowed once added" : "unaffected", coh_vm_wbinvd_to_string(rec->vm_wbinvd));
+        /* The decision's fields (decision-record.c), then the deciding device's. */
+        size_t a = coh_record_to_journal(coh_decision_record_fields, rec, from_decision, ELEMENTSOF(from_decision));
+        size_t b = coh_record_to_journal(coh_device_record_fields, &device, from_device, ELEMENTSOF(from_device));
+        for (size_t i = 0; i < a; i++)
+                fields[n++] = (struct coh_journal_field) { from_decision[i].name, from_decision[i].value };
+        for (size_t i = 0; i < b; i++)
+                fields[n++] = (struct coh_journal_field) { from_device[i].name, from_device[i].value };
+        coh_log_record(rec->decision == COH_DECISION_REFUSED ? LOG_NOTICE : LOG_INFO,
+                       decision_message_id(rec->decision), message, fields, n);
 
         json_object *ev = json_object_new_object();
         coh_json_add(ev, "event", json_object_new_string("decision"));
-        if (grant)
-                coh_json_add(ev, "grant", json_object_new_string(grant->rec.grant));
-        request_decision_fields(ev, req);
-        coh_json_add(ev, "vmWbinvd", json_object_new_string(vm_wbinvd));
-        coh_json_add(ev, "device", json_object_new_string(req->slot));
-        coh_json_add(ev, "peerPid", json_object_new_int64(peer->pid));
-        coh_json_add(ev, "peerUid", json_object_new_int64(peer->uid));
+        coh_record_to_json(coh_decision_record_fields, rec, COH_DECISION_FORM_EVENT, ev);
         methods_broadcast(x->ms, ev, 0);
 }
-

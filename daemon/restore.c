@@ -81,7 +81,7 @@ static json_object *state_json(struct coh_manager *m, bool shutdown) {
                 struct coh_grant_record rec = g->rec;
                 rec.vm = g->vm ? g->vm->id : 0;
                 json_object *o = json_object_new_object();
-                coh_record_to_json(coh_grant_record_fields, &rec, COH_FIELD_STORE, o);
+                coh_record_to_json(coh_grant_record_fields, &rec, COH_GRANT_FORM_STORE, o);
                 coh_json_append(grants, o);
         }
         coh_json_add(root, "vms", vms);
@@ -157,7 +157,7 @@ static void adopt_conns(struct coh_manager *m, json_object *list, struct coh_sto
 /* One grant record; false when it is malformed (then it is dropped, and its descriptors closed). */
 static bool grant_from_json(json_object *o, struct coh_grant *g) {
         const char *bad;
-        if (coh_record_from_json(coh_grant_record_fields, o, COH_FIELD_STORE, &g->rec, &bad) < 0) {
+        if (coh_record_from_json(coh_grant_record_fields, o, COH_GRANT_FORM_STORE, &g->rec, &bad) < 0) {
                 coh_log(LOG_WARNING, NULL, "A stored grant has a bad '%s'; it is dropped", bad);
                 return false;
         }

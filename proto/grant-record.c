@@ -14,9 +14,10 @@
         { json, journal, COH_FIELD_WORD, offsetof(struct coh_grant_record, member), 0, &words, flags }
 
 enum {
-        ALL = COH_FIELD_ALL,
-        OP = COH_FIELD_OPERATOR | COH_FIELD_STORE,
-        STORE = COH_FIELD_STORE,
+        WIRE = COH_GRANT_FORM_VMM | COH_GRANT_FORM_OPERATOR,
+        ALL = WIRE | COH_GRANT_FORM_STORE,
+        OP = COH_GRANT_FORM_OPERATOR | COH_GRANT_FORM_STORE,
+        STORE = COH_GRANT_FORM_STORE,
         OPT = COH_FIELD_OPTIONAL,
         LENIENT = COH_FIELD_LENIENT,
 };
@@ -31,7 +32,7 @@ const struct coh_field coh_grant_record_fields[] = {
         W("mode", "COHERENCYD_MODE", mode, coh_mode_wordset, ALL | LENIENT),
         S("rule", "COHERENCYD_RULE", rule, ALL),
         W("wbinvd", "COHERENCYD_WBINVD", wbinvd, coh_wbinvd_wordset, ALL),
-        W("vmWbinvd", "COHERENCYD_VM_WBINVD", vm_wbinvd, coh_vm_wbinvd_wordset, COH_FIELD_WIRE),
+        W("vmWbinvd", "COHERENCYD_VM_WBINVD", vm_wbinvd, coh_vm_wbinvd_wordset, WIRE),
         W("kvmAttach", "COHERENCYD_KVM_ATTACH", kvm_attach, coh_kvm_attach_wordset, ALL | OPT),
         W("state", NULL, state, coh_grant_state_wordset, ALL | LENIENT),
         S("end", "COHERENCYD_END", end, ALL | OPT),
@@ -45,6 +46,6 @@ const struct coh_field coh_grant_record_fields[] = {
         B("pending", NULL, pending, STORE),
         B("kill", NULL, kill, STORE),
         B("warned", NULL, warned, STORE),
-        B("killed", "COHERENCYD_KILLED", killed, STORE),
+        B("killed", "COHERENCYD_KILLED", killed, STORE | OPT),
         COH_FIELDS_END,
 };

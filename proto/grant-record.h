@@ -41,4 +41,11 @@ struct coh_grant_record {
         bool killed;
 };
 
+/* Its forms (record.h). */
+enum {
+        COH_GRANT_FORM_VMM = 1u << 0,      /* Broker.ListGrants, WatchGrants: the VMM's own grants */
+        COH_GRANT_FORM_OPERATOR = 1u << 1, /* Manager.ListGrants, Monitor */
+        COH_GRANT_FORM_STORE = 1u << 2,    /* the fd-store record */
+};
+
 extern const struct coh_field coh_grant_record_fields[];

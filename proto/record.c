@@ -35,7 +35,7 @@ static bool field_empty(const struct coh_field *f, const void *rec) {
 
 void coh_record_to_json(const struct coh_field *table, const void *rec, unsigned which, json_object *o) {
         for (const struct coh_field *f = table; f->json; f++) {
-                if (!(f->flags & which) || ((f->flags & COH_FIELD_OPTIONAL) && field_empty(f, rec)))
+                if (!(f->flags & which & COH_FIELD_FORMS) || ((f->flags & COH_FIELD_OPTIONAL) && field_empty(f, rec)))
                         continue;
                 json_object *v;
                 switch (f->type) {
@@ -93,7 +93,7 @@ int coh_record_from_json(const struct coh_field *table, json_object *o, unsigned
         }
         for (const struct coh_field *f = table; f->json; f++) {
                 json_object *v;
-                if (!(f->flags & which))
+                if (!(f->flags & which & COH_FIELD_FORMS))
                         continue;
                 if (!json_object_object_get_ex(o, f->json, &v) || !v) {
                         if (f->flags & COH_FIELD_OPTIONAL)
@@ -123,7 +123,9 @@ size_t coh_record_to_journal(const struct coh_field *table, const void *rec, str
                         j->value = (f->flags & COH_FIELD_OPTIONAL) && field_empty(f, rec) ? NULL : j->buf;
                         break;
                 case COH_FIELD_BOOL:
-                        j->value = *(const bool *) CFIELD(rec, f) ? "yes" : NULL;
+                        j->value = *(const bool *) CFIELD(rec, f)           ? "yes"
+                                   : (f->flags & COH_FIELD_OPTIONAL) ? NULL
+                                                                       : "no";
                         break;
                 default:
                         j->value = field_word(f, rec);

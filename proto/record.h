@@ -22,15 +22,16 @@ enum coh_field_type {
         COH_FIELD_WORD,   /* int, spelled by words (words.h); JSON and journal carry the word */
 };
 
+/*
+ * A field's flags: the low byte names the forms it appears in, which each
+ * record defines for itself (a grant's VMM, operator and store forms, say);
+ * the bits above say how.
+ */
+#define COH_FIELD_FORMS 0xffu
 enum {
-        COH_FIELD_VMM = 1u << 0,      /* replies and events to the VMM itself */
-        COH_FIELD_OPERATOR = 1u << 1, /* Manager replies and Monitor events */
-        COH_FIELD_STORE = 1u << 2,    /* the fd-store record */
-        COH_FIELD_OPTIONAL = 1u << 3, /* left out while empty ("", 0, or a value without a word) */
-        COH_FIELD_LENIENT = 1u << 4,  /* parsing: an unknown word reads as -1, not as an error */
+        COH_FIELD_OPTIONAL = 1u << 8, /* left out while empty ("", 0, false, or a value without a word) */
+        COH_FIELD_LENIENT = 1u << 9,  /* parsing: an unknown word reads as -1, not as an error */
 };
-#define COH_FIELD_WIRE (COH_FIELD_VMM | COH_FIELD_OPERATOR)
-#define COH_FIELD_ALL (COH_FIELD_WIRE | COH_FIELD_STORE)
 
 struct coh_field {
         const char *json;    /* "device" */
@@ -44,11 +45,11 @@ struct coh_field {
 
 #define COH_FIELDS_END { NULL, NULL, 0, 0, 0, NULL, 0 }
 
-/* The fields with any of `which` flags into o (coh_json_add: a failure marks o). */
+/* The fields in any of the forms `which` into o (coh_json_add: a failure marks o). */
 void coh_record_to_json(const struct coh_field *table, const void *rec, unsigned which, json_object *o);
 
 /*
- * Fills rec from o: every field with any of `which` flags that is not
+ * Fills rec from o: every field in any of the forms `which` that is not
  * optional must be there with its type; strings longer than their array are
  * an error. Returns 0, or -EBADMSG with *ret_bad naming the field.
  */
@@ -62,6 +63,7 @@ struct coh_record_journal_field {
         char buf[24];
 };
 
-/* The fields that have a journal name, in table order; returns how many (at most max). */
+/* The fields that have a journal name, in table order; returns how many (at most max).
+ * A bool reads "yes" or "no" ("no" is left out of an optional one). */
 size_t coh_record_to_journal(const struct coh_field *table, const void *rec, struct coh_record_journal_field *out,
                              size_t max);

@@ -106,6 +106,8 @@ const char *const coh_wbinvd_words[2] = { "none", "allowed" };
 const char *const coh_vm_wbinvd_words[2] = { "noop", "allowed" };
 
 const struct coh_words coh_mode_wordset = { coh_mode_words, _COH_MODE_MAX };
+const struct coh_words coh_access_wordset = { access_table, _COH_ACCESS_MAX };
+const struct coh_words coh_nosnoop_wordset = { nosnoop_table, _COH_NOSNOOP_MAX };
 const struct coh_words coh_decision_wordset = { coh_decision_words, _COH_DECISION_MAX };
 const struct coh_words coh_reason_wordset = { coh_reason_words, _COH_REASON_MAX };
 const struct coh_words coh_kvm_attach_wordset = { coh_kvm_attach_words, _COH_KVM_ATTACH_MAX };

@@ -93,7 +93,7 @@ struct coh_words {
         const char *const *words;
         int n;
 };
-extern const struct coh_words coh_mode_wordset, coh_decision_wordset, coh_reason_wordset, coh_kvm_attach_wordset,
+extern const struct coh_words coh_mode_wordset, coh_access_wordset, coh_nosnoop_wordset, coh_decision_wordset, coh_reason_wordset, coh_kvm_attach_wordset,
         coh_grant_state_wordset, coh_wbinvd_wordset, coh_vm_wbinvd_wordset;
 /* NULL for a value without a word; -1 for a word not in the table. */
 const char *coh_words_to_string(const struct coh_words *w, int i);
