@@ -251,18 +251,22 @@ static int method_release_grant(struct call_ctx *x) {
         return method_reply(x, reply);
 }
 
+/* A connection's own grants, active and ending. */
+static bool owned_by(const struct coh_grant *g, const struct coh_conn *c) {
+        return (uint64_t) g->rec.owner == c->owner.id;
+}
+
+/* The calling process's grants, whichever of its connections holds them. */
+static bool of_process(const struct coh_grant *g, const struct coh_conn *c) {
+        return g->rec.peer_pid == c->peer.pid && g->rec.peer_uid == c->peer.uid;
+}
+
 static int method_list_grants(struct call_ctx *x) {
         int r = method_no_params(x);
         if (r != 0)
                 return r;
-        json_object *list = json_object_new_array();
-        struct coh_grant *g;
-        /* Its own grants, active and ending. */
-        LIST_FOREACH(g, &x->ms->grants->grants, link)
-                if ((uint64_t) g->rec.owner == x->conn->owner.id)
-                        coh_json_append(list, coh_grant_to_json(g, false));
         json_object *p = json_object_new_object();
-        coh_json_add(p, "grants", list);
+        coh_json_add(p, "grants", methods_grants_json(x, owned_by, false));
         return method_reply(x, p);
 }
 
@@ -272,15 +276,9 @@ static int method_watch_grants(struct call_ctx *x) {
                 return r;
         if (!x->call.more)
                 return method_error(x, SERVICE "ExpectedMore", NULL, NULL);
-        /* The calling process's grants, whichever of its connections holds them. */
-        json_object *list = json_object_new_array();
-        struct coh_grant *g;
-        LIST_FOREACH(g, &x->ms->grants->grants, link)
-                if (g->rec.peer_pid == x->conn->peer.pid && g->rec.peer_uid == x->conn->peer.uid)
-                        coh_json_append(list, coh_grant_to_json(g, false));
         json_object *p = json_object_new_object();
         coh_json_add(p, "event", json_object_new_string("grants"));
-        coh_json_add(p, "grants", list);
+        coh_json_add(p, "grants", methods_grants_json(x, of_process, false));
         x->conn->watch = true;
         return coh_conn_reply(x->conn, p, true);
 }

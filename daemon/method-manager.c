@@ -16,12 +16,8 @@ static int method_list_grants(struct call_ctx *x) {
         int r = method_no_params(x);
         if (r != 0)
                 return r;
-        json_object *list = json_object_new_array();
-        struct coh_grant *g;
-        LIST_FOREACH(g, &x->ms->grants->grants, link)
-                coh_json_append(list, coh_grant_to_json(g, true));
         json_object *p = json_object_new_object();
-        coh_json_add(p, "grants", list);
+        coh_json_add(p, "grants", methods_grants_json(x, NULL, true));
         return method_reply(x, p);
 }
 

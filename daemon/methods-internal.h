@@ -64,6 +64,10 @@ int method_backend_error(struct call_ctx *x, int error, const char *operation);
 int method_params(struct call_ctx *x, const struct coh_param *table, void *ret);
 /* The same for a method without parameters. */
 int method_no_params(struct call_ctx *x);
+/* Every grant that match (NULL: all) says is the caller's, as replies show them. */
+struct coh_grant;
+json_object *methods_grants_json(struct call_ctx *x, bool (*match)(const struct coh_grant *g, const struct coh_conn *c),
+                                 bool manager);
 /* A stream's event to every connection that subscribed: Monitor (watcher_pid 0) or the VMM's WatchGrants. */
 void methods_broadcast(struct coh_methods *ms, json_object *ev, pid_t watcher_pid);
 

@@ -61,6 +61,16 @@ void methods_broadcast(struct coh_methods *ms, json_object *ev, pid_t watcher_pi
         json_object_put(ev);
 }
 
+json_object *methods_grants_json(struct call_ctx *x, bool (*match)(const struct coh_grant *g, const struct coh_conn *c),
+                                 bool manager) {
+        json_object *list = json_object_new_array();
+        struct coh_grant *g;
+        LIST_FOREACH(g, &x->ms->grants->grants, link)
+                if (!match || match(g, x->conn))
+                        coh_json_append(list, coh_grant_to_json(g, manager));
+        return list;
+}
+
 void coh_methods_grant_event(struct coh_methods *ms, const struct coh_grant *g, const char *event) {
         /* The VMM's own stream: the grant as ListGrants shows it. */
         json_object *w = json_object_new_object(), *list = json_object_new_array();
