@@ -181,6 +181,12 @@ int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm
         grant->custody = *custody;
         grant->ev_probe = grant->ev_timeout = NULL;
         grant->pidfd = owner->pidfd >= 0 ? fcntl(owner->pidfd, F_DUPFD_CLOEXEC, 3) : -EBADF;
+        if (owner->pidfd >= 0 && grant->pidfd < 0) {
+                /* No grant without its VMM's pidfd: RevokeKill= could not end it. */
+                r = -errno;
+                grant_free(grant, false);
+                return r;
+        }
         r = grant_id(g, grant->rec.grant);
         if (r < 0) {
                 grant_free(grant, false);
@@ -352,10 +358,13 @@ static void kill_peer(struct coh_grant *g) {
                 coh_log(LOG_WARNING, NULL, "Cannot kill the VMM of grant %s: its process is not known", g->rec.grant);
                 return;
         }
-        if (syscall(SYS_pidfd_send_signal, g->pidfd, SIGKILL, NULL, 0) < 0) {
-                if (errno != ESRCH)
-                        coh_log(LOG_WARNING, NULL, "Cannot kill the VMM of grant %s (pid %d): %m", g->rec.grant,
-                                (int) g->rec.peer_pid);
+        /* The platform's: with privilege separation the helper sends it (CAP_KILL is its alone). */
+        struct coh_platform *p = g->grants->platform;
+        int r = p->ops->kill_peer(p, g->pidfd);
+        if (r < 0) {
+                if (r != -ESRCH)
+                        coh_log(LOG_WARNING, NULL, "Cannot kill the VMM of grant %s (pid %d): %s", g->rec.grant,
+                                (int) g->rec.peer_pid, strerror(-r));
                 return;
         }
         g->rec.killed = true;

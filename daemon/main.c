@@ -31,7 +31,8 @@ static void help(void) {
                "  --fd-store            keep grants across restarts in systemd's file\n"
                "                        descriptor store (needs FileDescriptorStoreMax=)\n"
                "  --check-policy        validate the policy and exit\n"
-               "  --no-sandbox          do not drop capabilities or install the seccomp filter\n"
+               "  --no-sandbox          both processes keep their user and capabilities, with\n"
+               "                        no seccomp filter (debugging; see PROCESSES in coherencyd(8))\n"
                "  --debug               log debug records\n"
                "  --help, --version\n");
 }

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "manager.h"
+#include "priv.h"
 #include "sandbox.h"
 #include "util.h"
 
@@ -53,12 +54,14 @@ static void log_policy_loaded(struct coh_manager *m, const char *how) {
 /* What the lower modules take from the policy; they keep no pointer to it. */
 static void apply_policy(struct coh_manager *m) {
         const struct coh_broker_config *cfg = coh_policy_broker(m->policy);
-        m->server.limits = (struct coh_server_limits) {
+        coh_server_set_limits(&m->server, &(struct coh_server_limits) {
                 .max_connections = cfg->max_connections,
+                .reserved_admin_connections = cfg->reserved_admin_connections,
                 .max_connections_per_user = cfg->max_connections_per_user,
+                .message_timeout_usec = cfg->message_timeout_usec,
                 .has_admin_group = cfg->has_admin_group,
                 .admin_gid = cfg->admin_gid,
-        };
+        });
         m->grants.release_timeout_usec = cfg->release_timeout_usec;
 }
 
@@ -107,6 +110,9 @@ static void state_changed(void *userdata) {
 
 static void grant_event(const struct coh_grant *g, const char *event, void *userdata) {
         struct coh_manager *m = userdata;
+        /* A grant ending closes descriptors (its pin, then its group and its VM's):
+         * an accept paused on EMFILE may go on. */
+        coh_server_resume_accept(&m->server);
         coh_methods_grant_event(&m->methods, g, event);
 }
 
@@ -183,26 +189,62 @@ static int add_loop_events(struct coh_manager *m) {
 
 /* ---- new, startup, run, free ------------------------------------------------ */
 
+/*
+ * The platform, split (priv.h): the privileged helper is forked here, before
+ * the journal, the loop or anything of a client exists, with the inner
+ * platform and nothing else; this process keeps the facade. It keeps
+ * CAP_KILL only for RevokeKill= as it is now: a capability dropped cannot
+ * come back, so a reload that turns RevokeKill= on later cannot kill.
+ */
+static int platform_new(struct coh_manager *m) {
+        struct coh_platform *inner;
+        char errbuf[512] = "";
+        pid_t helper;
+        int r = coh_platform_new(m->options.platform, &inner, errbuf, sizeof errbuf);
+        if (r >= 0) {
+                unsigned flags = (m->options.sandbox ? COH_PRIV_SANDBOX : 0) |
+                                 (coh_policy_broker(m->policy)->revoke_kill ? COH_PRIV_KILL_ALLOWED : 0);
+                r = coh_priv_fork(inner, flags, &m->helper_fd, &helper, errbuf, sizeof errbuf);
+                if (r < 0)
+                        coh_platform_free(inner);
+        }
+        if (r < 0) {
+                fprintf(stderr, "coherencyd: %s\n", errbuf[0] ? errbuf : strerror(-r));
+                return r;
+        }
+        return coh_platform_priv_new(inner, m->helper_fd, helper, &m->platform);
+}
+
+/* The helper's socket is readable only when the helper has gone (every
+ * reply is read as it comes): custody is impossible now, so this instance
+ * ends, with a failure, and systemd starts a new one with its grants from
+ * the fd store. */
+static void on_helper_gone(evutil_socket_t fd, short what, void *userdata) {
+        struct coh_manager *m = userdata;
+        coh_log(LOG_ERR, NULL, "The privileged helper has exited; stopping");
+        m->helper_lost = true;
+        (void) sd_notify(0, "STOPPING=1");
+        event_base_loopexit(m->base, NULL);
+}
+
 int coh_manager_new(const struct coh_manager_options *o, struct coh_manager **ret) {
         _cleanup_(coh_manager_freep) struct coh_manager *m = calloc(1, sizeof *m);
         struct coh_policy_error err;
-        char errbuf[512] = "";
         int r;
 
         if (!m)
                 return -ENOMEM;
         m->options = *o;
+        m->helper_fd = -EBADF;
         coh_fdstore_init(&m->store);
         r = coh_policy_load(o->config_dir, o->vendor_dir, &m->policy, &err);
         if (r < 0) {
                 log_policy_error(&err, true);
                 return r;
         }
-        r = coh_platform_new(o->platform, &m->platform, errbuf, sizeof errbuf);
-        if (r < 0) {
-                fprintf(stderr, "coherencyd: %s\n", errbuf[0] ? errbuf : strerror(-r));
+        r = platform_new(m);
+        if (r < 0)
                 return r;
-        }
         m->base = event_base_new();
         if (!m->base)
                 return -ENOMEM;
@@ -299,15 +341,17 @@ int coh_manager_startup(struct coh_manager *m) {
                 }
         }
         if (m->options.sandbox) {
-                /* CAP_KILL only for RevokeKill=: a capability dropped now cannot come
-                 * back, so a reload that turns RevokeKill= on later cannot kill. */
-                r = coh_sandbox_enter_flags(coh_policy_broker(m->policy)->revoke_kill ? COH_SANDBOX_KEEP_KILL : 0,
-                                            errbuf, sizeof errbuf);
+                /* Bound and listening, nothing of a client read yet: from here on
+                 * an unprivileged user without any capability (sandbox.h). */
+                r = coh_sandbox_enter(COH_SANDBOX_PARSER, 0, errbuf, sizeof errbuf);
                 if (r < 0) {
                         fprintf(stderr, "coherencyd: sandbox: %s\n", errbuf);
                         return r;
                 }
         }
+        m->ev_helper = event_new(m->base, m->helper_fd, EV_READ, on_helper_gone, m);
+        if (!m->ev_helper || event_add(m->ev_helper, NULL) < 0)
+                return -ENOMEM;
         log_policy_loaded(m, "loaded");
         coh_log(LOG_INFO, COH_MESSAGE_STARTED, "coherencyd %s started on the %s platform", COH_VERSION,
                 m->platform->ops->name);
@@ -321,6 +365,9 @@ int coh_manager_startup(struct coh_manager *m) {
 
 int coh_manager_run(struct coh_manager *m) {
         int r = event_base_dispatch(m->base) < 0 ? -EIO : 0;
+
+        coh_methods_flush_refusals();        if (m->helper_lost)
+                r = -ECHILD;
 
         coh_server_stop_listening(&m->server);
         if (m->store.enabled && m->grants.n_grants + m->server.n_conns > 0) {
@@ -347,7 +394,8 @@ struct coh_manager *coh_manager_free(struct coh_manager *m) {
                 return NULL;
         coh_fdstore_release_rest(&m->store, m->stored, m->n_stored);
         free(m->stored);
-        struct event *events[] = { m->ev_idle, m->ev_status, m->ev_watchdog, m->sig_hup, m->sig_term, m->sig_int };
+        struct event *events[] = { m->ev_idle, m->ev_status, m->ev_watchdog, m->sig_hup, m->sig_term, m->sig_int,
+                                   m->ev_helper };
         for (size_t i = 0; i < ELEMENTSOF(events); i++)
                 if (events[i])
                         event_free(events[i]);

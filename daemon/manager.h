@@ -46,13 +46,17 @@ struct coh_manager {
         struct event *sig_hup, *sig_term, *sig_int;
         struct event *ev_watchdog, *ev_idle;
         struct event *ev_status; /* STATUS= once per loop iteration, however much changed */
+        int helper_fd;              /* the platform's socket to the privileged helper (priv.h), borrowed */
+        struct event *ev_helper;    /* ...readable when the helper has gone */
+        bool helper_lost;
         struct coh_stored_fd *stored; /* what systemd handed back, until restored */
         size_t n_stored;
 };
 
-/* Loads the policy (logging why it does not parse) and makes every object; nothing listens yet. */
+/* Loads the policy (logging why it does not parse), forks the privileged helper (priv.h) and
+ * makes every object; nothing listens yet. */
 int coh_manager_new(const struct coh_manager_options *o, struct coh_manager **ret);
-/* Listens (or takes systemd's sockets), enters the sandbox, adopts the fd store, READY=1. */
+/* Listens (or takes systemd's sockets), drops privileges (sandbox.h), adopts the fd store, READY=1. */
 int coh_manager_startup(struct coh_manager *m);
 /* Runs the loop until SIGTERM, SIGINT or idle exit; then keeps grants in the
  * fd store, or ends them. */

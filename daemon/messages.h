@@ -6,6 +6,7 @@
 #define COH_MESSAGE_DECISION        "56ea55cacbf54bfaabb686c19008136e" /* granted */
 #define COH_MESSAGE_NOT_NEEDED      "bab301a5d09446a69a069bd75de15ec6"
 #define COH_MESSAGE_REFUSED         "8a2fa1eb57f147e6884355e57189c6d3"
+#define COH_MESSAGE_REFUSED_FOLDED  "9d5a6eea0174432681bdb0777a2e9c5c" /* "N more refused for uid U" */
 #define COH_MESSAGE_GRANT_HELD      "a5dfa02b1f644ef7a2e36f5238dc98b3" /* still held past ReleaseTimeoutSec= */
 #define COH_MESSAGE_GRANT_END       "a31aadc285ac474dad65dd69506a7eb8"
 #define COH_MESSAGE_POLICY_LOADED   "95a6494f9b424cbfa5febfbd7573915a"

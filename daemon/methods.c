@@ -49,13 +49,34 @@ int method_no_params(struct call_ctx *x) {
         return method_params(x, none, NULL);
 }
 
+/*
+ * How far a stream's reader (Monitor, WatchGrants) may fall behind: queued
+ * events beyond this end its stream with LimitExceeded (limit
+ * "StreamBacklog") and free the queue, so a subscriber that stops reading
+ * costs the daemon at most this much (plus one event and the socket's buffer,
+ * which is the kernel's) rather than a reply's 16 MiB.
+ */
+#define STREAM_BACKLOG_MAX (1024u * 1024u)
+
+static void stream_fell_behind(struct coh_conn *c) {
+        coh_log(LOG_NOTICE, NULL, "%s stream of pid %d (uid %u) ended: its reader fell %zu bytes behind",
+                c->monitor ? "Monitor" : "WatchGrants", (int) c->peer.pid, (unsigned) c->peer.uid, coh_conn_queued(c));
+        json_object *p = json_object_new_object();
+        coh_json_add(p, "limit", json_object_new_string("StreamBacklog"));
+        coh_conn_abort(c, BROKER "LimitExceeded", p);
+}
+
 void methods_broadcast(struct coh_methods *ms, json_object *ev, pid_t watcher_pid) {
         struct coh_conn *c, *next;
         for (c = LIST_FIRST(&ms->server->conns); c; c = next) {
                 next = LIST_NEXT(c, link);
                 if (c->closing)
                         continue;
-                if ((watcher_pid == 0 && c->monitor) || (watcher_pid > 0 && c->watch && c->peer.pid == watcher_pid))
+                if (!((watcher_pid == 0 && c->monitor) || (watcher_pid > 0 && c->watch && c->peer.pid == watcher_pid)))
+                        continue;
+                if (coh_conn_queued(c) > STREAM_BACKLOG_MAX)
+                        stream_fell_behind(c); /* closes it later, from the loop: the walk goes on */
+                else
                         coh_conn_reply(c, json_object_get(ev), true);
         }
         json_object_put(ev);

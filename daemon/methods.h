@@ -35,6 +35,9 @@ struct coh_methods {
  */
 int coh_methods_dispatch(struct coh_methods *ms, struct coh_conn *c, struct coh_message *m);
 
+/* Writes the summaries of refusals folded so far (at a stop: they would be lost). */
+void coh_methods_flush_refusals(void);
+
 /* Tells the grant's VMM (WatchGrants) and Monitor streams that it changed:
  * "revoked", "ending", "held" or "ended". */
 void coh_methods_grant_event(struct coh_methods *ms, const struct coh_grant *g, const char *event);

@@ -723,8 +723,8 @@ static void read_comm(int proc_fd, const char *pid, char *buf, size_t len) {
 /*
  * Processes with a descriptor of the group's node, as /proc shows them to
  * us: a process of another user only with CAP_SYS_PTRACE (proc's fd
- * directories need ptrace read access), which the sandboxed daemon does not
- * keep, so this finds root's processes and those of the daemon's own uid.
+ * directories need ptrace read access), which the privileged helper does not
+ * keep (sandbox.h), so this finds root's processes, the helper being uid 0.
  * Device fds taken from the group and KVM's reference after FILE_ADD hold
  * the group too but are not the node: they do not show (the VMM holding
  * them usually still has the group fd itself).
@@ -781,8 +781,8 @@ static bool is_pid(const char *name) {
 /*
  * Processes with a descriptor of the group's node, as /proc shows them to
  * us: a process of another user only with CAP_SYS_PTRACE (proc's fd
- * directories need ptrace read access), which the sandboxed daemon does not
- * keep, so this finds root's processes and those of the daemon's own uid.
+ * directories need ptrace read access), which the privileged helper does not
+ * keep (sandbox.h), so this finds root's processes, the helper being uid 0.
  * Device fds taken from the group and KVM's reference after FILE_ADD hold
  * the group too but are not the node: they do not show (the VMM holding
  * them usually still has the group fd itself).
@@ -832,6 +832,7 @@ static const struct coh_platform_ops linux_ops = {
         .custody_begin = linux_custody_begin,
         .custody_probe_free = linux_custody_probe_free,
         .custody_holders = linux_custody_holders,
+        .kill_peer = coh_kill_pidfd,
         .free = linux_free,
 };
 

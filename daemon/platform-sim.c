@@ -219,6 +219,7 @@ static const struct coh_platform_ops sim_ops = {
         .custody_begin = sim_custody_begin,
         .custody_probe_free = sim_custody_probe_free,
         .custody_holders = sim_custody_holders,
+        .kill_peer = coh_kill_pidfd,
         .free = sim_free,
 };
 

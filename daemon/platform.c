@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
 #include <linux/kcmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -51,4 +52,12 @@ int coh_same_file(int a, int b) {
         if (r < 0)
                 return -errno;
         return r == 0;
+}
+
+int coh_kill_pidfd(struct coh_platform *p, int pidfd) {
+        if (pidfd < 0)
+                return -EBADF;
+        if (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0)
+                return -errno;
+        return 0;
 }

@@ -14,6 +14,9 @@
  *   one end of a socketpair: busy until every copy of it is closed. The
  *   client side (libcoherency's simulated KVM) records in the VM memfd what
  *   it added, so a test can read what "KVM" did.
+ * "priv" (platform-priv.c, priv.h): what the daemon really runs. Either of
+ *   the above, split: classify and ioas_coherent in the unprivileged main
+ *   process, custody and kill_peer in the privileged helper it forked.
  */
 
 #include <stdbool.h>
@@ -97,6 +100,12 @@ struct coh_platform_ops {
         int (*custody_probe_free)(struct coh_platform *p, int iommu_group, const struct coh_custody *c);
         /* The processes that hold the group's file, as /proc shows them (linux); up to n. Returns the count. */
         int (*custody_holders)(struct coh_platform *p, int iommu_group, struct coh_holder *ret, size_t n);
+        /*
+         * SIGKILL to a VMM through its pidfd (RevokeKill=), never a reused
+         * pid. 0 or -errno (-ESRCH: it had exited). linux and sim: here, with
+         * coh_kill_pidfd(); priv: by the helper, which alone may keep CAP_KILL.
+         */
+        int (*kill_peer)(struct coh_platform *p, int pidfd);
         void (*free)(struct coh_platform *p);
 };
 
@@ -114,6 +123,9 @@ int coh_platform_linux_new(struct coh_platform **ret, char *errbuf, size_t errle
 int coh_platform_sim_new(const char *dir, struct coh_platform **ret, char *errbuf, size_t errlen);
 
 const char *coh_fd_kind_to_string(enum coh_fd_kind k);
+
+/* pidfd_send_signal(pidfd, SIGKILL): the kill_peer of the in-process platforms. */
+int coh_kill_pidfd(struct coh_platform *p, int pidfd);
 
 /* Whether two descriptors are the same open file (kcmp KCMP_FILE): 1, 0, or -errno. */
 int coh_same_file(int a, int b);

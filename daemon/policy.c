@@ -151,10 +151,13 @@ static const struct broker_key {
         { .name = "Access", .kind = BROKER_ACCESS },
         { .name = "AdminGroup", .kind = BROKER_ADMIN_GROUP },
         UNSIGNED_KEY("MaxConnections", max_connections, 1, 65536),
+        UNSIGNED_KEY("ReservedAdminConnections", reserved_admin_connections, 0, 65536),
+        SECONDS_KEY("MessageTimeoutSec", message_timeout_usec, 1, 3600),
         UNSIGNED_KEY("MaxConnectionsPerUser", max_connections_per_user, 1, 65536),
         UNSIGNED_KEY("MaxGrantsPerConnection", max_grants_per_connection, 1, 65536),
         UNSIGNED_KEY("IdleExitSec", idle_exit_sec, 0, 86400),
         SECONDS_KEY("ReleaseTimeoutSec", release_timeout_usec, 1, 86400),
+        SECONDS_KEY("RefusalLogIntervalSec", refusal_log_interval_usec, 0, 3600),
         BOOLEAN_KEY("RevokeKill", revoke_kill),
 #undef UNSIGNED_KEY
 #undef SECONDS_KEY
@@ -188,8 +191,11 @@ static const struct coh_broker_config broker_defaults = {
         .mode = COH_MODE_AUTOMATIC,
         .access = COH_ACCESS_DENY,  /* the daemon hands out devices: only to whom the site says */
         .release_timeout_usec = 30 * USEC_PER_SEC,
+        .refusal_log_interval_usec = 10 * USEC_PER_SEC,
         .revoke_kill = false,
         .max_connections = 256,
+        .reserved_admin_connections = 8,
+        .message_timeout_usec = 30 * USEC_PER_SEC,
         .max_connections_per_user = 32,
         .max_grants_per_connection = 64,
         .idle_exit_sec = 0,
@@ -1142,11 +1148,16 @@ static json_object *broker_to_json(const struct coh_policy *p) {
             (b->has_admin_group ? json_add(o, "adminGroup", json_object_new_int64(b->admin_gid))
                                 : json_object_object_add(o, "adminGroup", NULL)) < 0 ||
             json_add(o, "maxConnections", json_object_new_int64(b->max_connections)) < 0 ||
+            json_add(o, "reservedAdminConnections", json_object_new_int64(b->reserved_admin_connections)) < 0 ||
+            json_add(o, "messageTimeoutSec", json_object_new_int64((int64_t) (b->message_timeout_usec /
+                                                                              USEC_PER_SEC))) < 0 ||
             json_add(o, "maxConnectionsPerUser", json_object_new_int64(b->max_connections_per_user)) < 0 ||
             json_add(o, "maxGrantsPerConnection", json_object_new_int64(b->max_grants_per_connection)) < 0 ||
             json_add(o, "idleExitSec", json_object_new_int64(b->idle_exit_sec)) < 0 ||
             json_add(o, "releaseTimeoutSec", json_object_new_int64((int64_t) (b->release_timeout_usec /
                                                                               USEC_PER_SEC))) < 0 ||
+            json_add(o, "refusalLogIntervalSec",
+                     json_object_new_int64((int64_t) (b->refusal_log_interval_usec / USEC_PER_SEC))) < 0 ||
             json_add(o, "revokeKill", json_object_new_boolean(b->revoke_kill)) < 0) {
                 json_object_put(o);
                 return NULL;

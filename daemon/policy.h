@@ -52,10 +52,13 @@ struct coh_broker_config {
         enum coh_access access;               /* Access=, default deny */
         struct coh_origin access_origin;
         uint64_t release_timeout_usec;        /* ReleaseTimeoutSec=, default 30 s: the still-held warning */
+        uint64_t refusal_log_interval_usec;   /* RefusalLogIntervalSec=, default 10 s; 0: every refusal in full */
         bool revoke_kill;                     /* RevokeKill=, default no */
         bool has_admin_group;
         gid_t admin_gid;
         unsigned max_connections;             /* MaxConnections=, default 256 */
+        unsigned reserved_admin_connections;  /* ReservedAdminConnections=, default 8: root and AdminGroup= beyond it */
+        uint64_t message_timeout_usec;        /* MessageTimeoutSec=, default 30 s: a call begun must be whole by then */
         unsigned max_connections_per_user;    /* MaxConnectionsPerUser=, default 32 */
         unsigned max_grants_per_connection;   /* MaxGrantsPerConnection=, default 64 */
         unsigned idle_exit_sec;               /* IdleExitSec=, default 0 = never */

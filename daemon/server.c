@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -34,21 +35,59 @@
 #endif
 
 /* Reading pauses once replies pile up past OUTPUT_PAUSE, so a client that
- * does not read holds at most that plus one reply; only Monitor streams grow
- * beyond, and one that stops reading is dropped at OUTPUT_MAX. */
+ * does not read holds at most that plus one reply; only streams (Monitor,
+ * WatchGrants) grow beyond, and methods.c ends one whose reader falls behind
+ * by its bound (coh_conn_abort), long before OUTPUT_MAX. */
 #define OUTPUT_PAUSE (64u * 1024u)
 #define OUTPUT_MAX COH_REPLY_MAX
 #define READS_PER_EVENT 16          /* fairness between clients */
 #define GROUPS_START 64 /* SO_PEERGROUPS is retried with what the kernel asks for */
 
+/*
+ * The descriptor budget (coh_server_set_limits): a connection holds two, its
+ * socket and its peer's pidfd. The daemon's own take about a dozen at start
+ * (stdio, the listener, the journal, the event loop's, the state memfd), and a
+ * few more come and go: sysfs files while a call reads them, and the socket
+ * and pidfd of a connection being refused. Grants' descriptors are bounded by
+ * the devices, not here: running out through them pauses accepting until they
+ * come back (coh_server_resume_accept).
+ */
+#define CONN_FDS 2u
+#define OWN_FDS 32u
+
 static void conn_read_cb(evutil_socket_t fd, short what, void *userdata);
 static void conn_write_cb(evutil_socket_t fd, short what, void *userdata);
 static void conn_pidfd_cb(evutil_socket_t fd, short what, void *userdata);
+static void conn_timer_cb(evutil_socket_t fd, short what, void *userdata);
 
 void coh_server_init(struct coh_server *s, struct event_base *base, struct coh_fdstore *store,
                      const struct coh_server_callbacks *cb) {
+        struct rlimit rl;
         *s = (struct coh_server) { .base = base, .store = store, .cb = *cb };
         LIST_INIT(&s->conns);
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+                s->fd_limit = rl.rlim_cur > ULONG_MAX ? ULONG_MAX : (unsigned long) rl.rlim_cur;
+}
+
+void coh_server_set_limits(struct coh_server *s, const struct coh_server_limits *l) {
+        s->limits = *l;
+        if (s->fd_limit == 0)
+                return;
+        unsigned long room = s->fd_limit > OWN_FDS ? (s->fd_limit - OWN_FDS) / CONN_FDS : 0;
+        if ((unsigned long) l->max_connections + l->reserved_admin_connections <= room)
+                return;
+        /* The operator's slots first (up to half of the room, at least one), then everybody's. */
+        unsigned long half = room / 2 > 0 ? room / 2 : 1;
+        unsigned reserved = l->reserved_admin_connections < half ? l->reserved_admin_connections : (unsigned) half;
+        unsigned max = room > reserved ? (unsigned) (room - reserved) : 1;
+        if (max > l->max_connections)
+                max = l->max_connections;
+        s->limits.max_connections = max;
+        s->limits.reserved_admin_connections = reserved;
+        coh_log(LOG_WARNING, NULL,
+                "RLIMIT_NOFILE %lu holds %lu connection(s) beside the daemon's own descriptors: "
+                "MaxConnections=%u lowered to %u, ReservedAdminConnections=%u to %u (raise LimitNOFILE=)",
+                s->fd_limit, room, l->max_connections, max, l->reserved_admin_connections, reserved);
 }
 
 static void changed(struct coh_server *s) {
@@ -124,6 +163,12 @@ static int conn_identify(struct coh_conn *c) {
         c->peer.n_groups = len / sizeof(gid_t);
 
         int pidfd = peer_pidfd(c->fd, cred.pid);
+        /* Out of descriptors, or the peer already gone: a connection whose
+         * VMM's exit we could not see is refused, not half-served. (A peer
+         * in another pid namespace on a kernel without SO_PEERPIDFD shows pid
+         * 0: that one is served, untracked, as before.) */
+        if (pidfd == -EMFILE || pidfd == -ENFILE || pidfd == -ENOMEM || (pidfd == -ESRCH && cred.pid > 0))
+                return pidfd;
         if (pidfd >= 0) {
                 c->pidfd = pidfd;
                 /* The unit comes from /proc/PID/cgroup; it is trusted only if
@@ -151,6 +196,8 @@ static void conn_free(struct coh_conn *c) {
                 event_free(c->ev_write);
         if (c->ev_pidfd)
                 event_free(c->ev_pidfd);
+        if (c->ev_timer)
+                event_free(c->ev_timer);
         coh_frame_done(&c->in);
         coh_outbuf_done(&c->out);
         if (c->pidfd >= 0)
@@ -162,7 +209,7 @@ static void conn_free(struct coh_conn *c) {
         free(c);
 }
 
-static void resume_accept(struct coh_server *s) {
+void coh_server_resume_accept(struct coh_server *s) {
         if (!s->accept_paused)
                 return;
         s->accept_paused = false;
@@ -184,8 +231,42 @@ void coh_conn_close(struct coh_conn *c, const char *end) {
         LIST_REMOVE(c, link);
         s->n_conns--;
         conn_free(c);
-        resume_accept(s);
+        coh_server_resume_accept(s);
         changed(s);
+}
+
+size_t coh_conn_queued(const struct coh_conn *c) {
+        return c->out.len - c->out.off;
+}
+
+static void timer_add(struct coh_conn *c, uint64_t usec) {
+        struct timeval tv = { .tv_sec = (time_t) (usec / 1000000), .tv_usec = (suseconds_t) (usec % 1000000) };
+        event_add(c->ev_timer, &tv);
+}
+
+void coh_conn_abort(struct coh_conn *c, const char *error, json_object *parameters) {
+        char *json = NULL;
+        if (coh_json_failed(parameters))
+                json_object_put(parameters);
+        else
+                json = coh_error_format(error, parameters); /* takes parameters */
+        coh_outbuf_discard(&c->out);
+        /* Without a limit: the queue was just emptied, and this is its last message. */
+        if (json)
+                (void) coh_outbuf_append(&c->out, json, SIZE_MAX);
+        free(json);
+        c->closing = true;
+        c->timing = false;
+        event_del(c->ev_read);
+        event_del(c->ev_timer);
+        int r = coh_outbuf_flush(&c->out, c->fd);
+        if (r == -EAGAIN) {
+                event_add(c->ev_write, NULL);
+                /* Its reader fell behind: as long as for a call begun to take
+                 * what is left, then it is closed anyway. */
+                timer_add(c, c->server->limits.message_timeout_usec);
+        } else
+                timer_add(c, 0); /* from the loop: the caller may be walking the connections */
 }
 
 /* Queues bytes (and descriptors for their first byte: taken in every case)
@@ -258,13 +339,14 @@ int coh_conn_error(struct coh_conn *c, const char *error, json_object *parameter
         return conn_send(c, coh_error_format(error, parameters), NULL, 0);
 }
 
-/* Returns false when the connection was closed. */
-static bool conn_process(struct coh_conn *c) {
+/* Returns false when the connection was closed; *taken counts the messages handled. */
+static bool conn_process(struct coh_conn *c, unsigned *taken) {
         for (;;) {
                 struct coh_message m;
                 int r = coh_frame_next(&c->in, &m);
                 if (r == 0)
                         return true;
+                (*taken)++;
                 if (r < 0) {
                         coh_log_debug("connection %" PRIu64 ": bad framing: %s", c->id, strerror(-r));
                         coh_conn_close(c, "disconnect");
@@ -279,23 +361,50 @@ static bool conn_process(struct coh_conn *c) {
         }
 }
 
+/*
+ * A call begun must be whole within MessageTimeoutSec= of the read that began
+ * it: a peer that sends part of one and stops would otherwise hold its slot
+ * (and the descriptors it sent with it) for ever. One timer per connection,
+ * running only while a message is partial; `fresh` says a new one began.
+ */
+static void conn_time_message(struct coh_conn *c, bool fresh) {
+        if (c->closing)
+                return; /* the timer bounds the flush now */
+        if (!coh_frame_partial(&c->in)) {
+                if (c->timing)
+                        event_del(c->ev_timer);
+                c->timing = false;
+                return;
+        }
+        if (c->timing && !fresh)
+                return;
+        c->timing = true;
+        timer_add(c, c->server->limits.message_timeout_usec);
+}
+
 static void conn_read_cb(evutil_socket_t fd, short what, void *userdata) {
         struct coh_conn *c = userdata;
+        struct coh_server *s = c->server;
         for (int i = 0; i < READS_PER_EVENT; i++) {
+                bool was_partial = coh_frame_partial(&c->in);
+                unsigned taken = 0;
                 ssize_t n = coh_frame_recv(&c->in, c->fd);
                 if (n == -EAGAIN || n == -EINTR)
-                        return;
+                        break;
                 if (n <= 0) {
                         if (n < 0)
                                 coh_log_debug("connection %" PRIu64 ": %s", c->id, strerror((int) -n));
                         coh_conn_close(c, "disconnect");
                         return;
                 }
-                if (!conn_process(c))
+                if (!conn_process(c, &taken))
                         return;
+                conn_time_message(c, !was_partial || taken > 0);
                 if (!event_pending(c->ev_read, EV_READ, NULL))
-                        return; /* paused: output backlog */
+                        break; /* paused: output backlog */
         }
+        /* Calls handled closed or took their descriptors. */
+        coh_server_resume_accept(s);
 }
 
 static void conn_write_cb(evutil_socket_t fd, short what, void *userdata) {
@@ -313,12 +422,33 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *userdata) {
                 return;
         }
         event_add(c->ev_read, NULL);
+        /* Descriptors that went out with replies are closed now. */
+        coh_server_resume_accept(c->server);
 }
 
 static void conn_pidfd_cb(evutil_socket_t fd, short what, void *userdata) {
         /* The VMM process is gone while its connection is still open (another
          * process shares the socket): its grants end with it. */
         coh_conn_close(userdata, "peer-exit");
+}
+
+static void conn_timer_cb(evutil_socket_t fd, short what, void *userdata) {
+        struct coh_conn *c = userdata;
+        if (c->closing) {
+                coh_conn_close(c, "disconnect"); /* ended (coh_conn_abort), flushed or not */
+                return;
+        }
+        c->timing = false;
+        if (!coh_frame_partial(&c->in))
+                return;
+        if (!event_pending(c->ev_read, EV_READ, NULL)) {
+                /* We stopped reading (its replies pile up): the rest may be waiting in the socket. */
+                conn_time_message(c, true);
+                return;
+        }
+        coh_log(LOG_NOTICE, NULL, "Connection of pid %d (uid %u) closed: a call begun %" PRIu64 "s ago is not whole",
+                (int) c->peer.pid, (unsigned) c->peer.uid, c->server->limits.message_timeout_usec / 1000000);
+        coh_conn_close(c, "disconnect");
 }
 
 static void reject(int fd, const char *limit) {
@@ -333,6 +463,21 @@ static void reject(int fd, const char *limit) {
         }
         coh_log(LOG_NOTICE, COH_MESSAGE_REQUEST_ERROR, "Connection refused: %s reached", limit);
         close(fd);
+}
+
+/*
+ * The limit a new connection would exceed, or NULL. Root and AdminGroup=
+ * members may go ReservedAdminConnections= past MaxConnections=, so that
+ * however many connections others open, from however many uids, the operator
+ * can still connect to list and revoke.
+ */
+static const char *limit_reached(struct coh_server *s, const struct coh_conn *c) {
+        unsigned cap = s->limits.max_connections + (coh_conn_is_admin(c) ? s->limits.reserved_admin_connections : 0);
+        if (s->n_conns >= cap)
+                return "MaxConnections";
+        if (c->peer.uid != 0 && conns_of_uid(s, c->peer.uid) >= s->limits.max_connections_per_user)
+                return "MaxConnectionsPerUser";
+        return NULL;
 }
 
 /*
@@ -358,13 +503,9 @@ static struct coh_conn *conn_new(struct coh_server *s, int fd, uint64_t id, bool
                 return NULL;
         }
         c->owner = (struct coh_grant_owner) { .id = id, .peer = &c->peer, .pidfd = c->pidfd };
-        /* Limits apply to new connections; adopted ones were admitted already. */
-        const char *limit = NULL;
-        if (!adopted && s->n_conns >= s->limits.max_connections)
-                limit = "MaxConnections";
-        else if (!adopted && c->peer.uid != 0 &&
-                 conns_of_uid(s, c->peer.uid) >= s->limits.max_connections_per_user)
-                limit = "MaxConnectionsPerUser";
+        /* Limits apply to new connections; adopted ones were admitted already,
+         * and count (they are in s->conns). */
+        const char *limit = adopted ? NULL : limit_reached(s, c);
         if (limit) {
                 c->fd = -EBADF;
                 reject(fd, limit);
@@ -374,15 +515,22 @@ static struct coh_conn *conn_new(struct coh_server *s, int fd, uint64_t id, bool
 
         c->ev_read = event_new(s->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
         c->ev_write = event_new(s->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+        c->ev_timer = evtimer_new(s->base, conn_timer_cb, c);
         if (c->pidfd >= 0)
                 c->ev_pidfd = event_new(s->base, c->pidfd, EV_READ, conn_pidfd_cb, c);
-        if (!c->ev_read || !c->ev_write || (c->pidfd >= 0 && !c->ev_pidfd)) {
+        if (!c->ev_read || !c->ev_write || !c->ev_timer || (c->pidfd >= 0 && !c->ev_pidfd)) {
                 conn_free(c);
                 return NULL;
         }
         event_add(c->ev_read, NULL);
         if (c->ev_pidfd)
                 event_add(c->ev_pidfd, NULL);
+        if (adopted) {
+                /* The previous instance may hand over part of a call (restore.c
+                 * feeds it in after this): its time starts again now. */
+                c->timing = true;
+                timer_add(c, s->limits.message_timeout_usec);
+        }
         LIST_INSERT_HEAD(&s->conns, c, link);
         s->n_conns++;
         if (id >= s->next_conn_id)
@@ -396,14 +544,19 @@ static void listen_cb(evutil_socket_t lfd, short what, void *userdata) {
         int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
                 if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                        /* Pause instead of spinning on a listener we cannot serve. */
-                        coh_log(LOG_WARNING, NULL, "accept: %s; pausing until a connection closes", strerror(errno));
+                        /* Pause instead of spinning on a listener we cannot serve; tried
+                         * again whenever descriptors may have come back, said once. */
+                        if (!s->accept_warned)
+                                coh_log(LOG_WARNING, NULL, "accept: %s; pausing until descriptors come back",
+                                        strerror(errno));
+                        s->accept_warned = true;
                         s->accept_paused = true;
                         for (size_t i = 0; i < s->n_listen; i++)
                                 event_del(s->ev_listen[i]);
                 }
                 return;
         }
+        s->accept_warned = false;
         struct coh_conn *c = conn_new(s, fd, s->next_conn_id + 1, false);
         if (!c)
                 return;

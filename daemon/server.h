@@ -2,11 +2,12 @@
 #pragma once
 
 /*
- * Connections: accepting (with per-uid and total limits, pausing on EMFILE),
- * the peer's identity taken at connect time, reading calls with their
- * descriptors, and writing replies without blocking. What a call means is
- * not this module's business: each complete message goes to the callback
- * the owner gave (OpenBSD's p_cb), and so does each close.
+ * Connections: accepting (with per-uid and total limits, slots kept for the
+ * operator, pausing on EMFILE), the peer's identity taken at connect time,
+ * reading calls with their descriptors (a call begun must be whole within
+ * MessageTimeoutSec=), and writing replies without blocking. What a call
+ * means is not this module's business: each complete message goes to the
+ * callback the owner gave (OpenBSD's p_cb), and so does each close.
  */
 
 #include <json-c/json.h>
@@ -30,6 +31,7 @@ struct coh_conn {
         uint64_t id;
         int fd;
         struct event *ev_read, *ev_write, *ev_pidfd;
+        struct event *ev_timer; /* a call begun and not whole (MessageTimeoutSec=), or closing: the flush's bound */
         struct coh_frame in;
         struct coh_outbuf out;
 
@@ -43,6 +45,7 @@ struct coh_conn {
         bool monitor;     /* a Manager.Monitor stream is open */
         bool watch;       /* a Broker.WatchGrants stream is open */
         bool closing;     /* close once the output is flushed */
+        bool timing;      /* ev_timer runs for the message being read */
         bool interrupted; /* adopted with a call the previous instance did not finish */
         bool oneway;      /* the call being handled wants no reply, not even an error */
 };
@@ -64,8 +67,10 @@ struct coh_server_callbacks {
 
 /* The limits in force, from the policy (set on start and reload). */
 struct coh_server_limits {
-        unsigned max_connections;
+        unsigned max_connections;            /* everybody but root and AdminGroup= members */
+        unsigned reserved_admin_connections; /* root and AdminGroup= members: this many more */
         unsigned max_connections_per_user;
+        uint64_t message_timeout_usec;       /* a call begun must be whole within this */
         bool has_admin_group;
         gid_t admin_gid;
 };
@@ -74,18 +79,34 @@ struct coh_server {
         struct event_base *base;
         struct coh_fdstore *store;
         struct coh_server_callbacks cb;
-        struct coh_server_limits limits;
+        struct coh_server_limits limits; /* in force: the policy's, lowered to fit fd_limit */
+        unsigned long fd_limit;          /* RLIMIT_NOFILE at start; 0: none */
         int listen_fds[COH_LISTEN_MAX];
         struct event *ev_listen[COH_LISTEN_MAX];
         size_t n_listen;
         struct coh_conn_list conns;
         unsigned n_conns;
         uint64_t next_conn_id;
-        bool accept_paused; /* EMFILE: resumed when a connection closes */
+        bool accept_paused; /* EMFILE: resumed when descriptors may have come back */
+        bool accept_warned; /* said so since the last connection accepted */
 };
 
+/* Reads RLIMIT_NOFILE (at start: later the sandbox may forbid it). */
 void coh_server_init(struct coh_server *s, struct event_base *base, struct coh_fdstore *store,
                      const struct coh_server_callbacks *cb);
+
+/*
+ * The policy's limits (start and reload). When MaxConnections= plus
+ * ReservedAdminConnections= connections would not fit RLIMIT_NOFILE beside
+ * the daemon's own descriptors, both are lowered to fit (the reserve first
+ * kept, up to half) and a warning says so: a daemon that refused to start
+ * would strand its grants and lock the operator out, and one that let
+ * connections run it out of descriptors would pause accepting for everybody.
+ */
+void coh_server_set_limits(struct coh_server *s, const struct coh_server_limits *l);
+
+/* Descriptors may have come back (a grant ended, say): a paused accept is tried again. */
+void coh_server_resume_accept(struct coh_server *s);
 
 /* Binds and listens on path (removing a stale socket), mode 0666: the daemon decides, not file modes. */
 int coh_server_listen_path(struct coh_server *s, const char *path);
@@ -103,6 +124,17 @@ int coh_conn_error(struct coh_conn *c, const char *error, json_object *parameter
 int coh_conn_reply_fds(struct coh_conn *c, json_object *parameters, const int *fds, size_t n_fds);
 /* Closes the connection now; the closed callback runs first. */
 void coh_conn_close(struct coh_conn *c, const char *end);
+
+/* Bytes of replies queued and not yet taken by the socket. */
+size_t coh_conn_queued(const struct coh_conn *c);
+/*
+ * Ends a stream whose reader fell behind: drops every queued reply not yet
+ * begun (the one being sent is finished, so the stream stays whole), queues
+ * this error (takes parameters), reads no more, and closes the connection once
+ * that is flushed, or after MessageTimeoutSec=, never from within this call
+ * (it is safe while walking the connections).
+ */
+void coh_conn_abort(struct coh_conn *c, const char *error, json_object *parameters);
 
 bool coh_conn_is_admin(const struct coh_conn *c);
 

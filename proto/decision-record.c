@@ -62,6 +62,9 @@ const struct coh_field coh_decision_record_fields[] = {
         I(R, "peerPid", "OBJECT_PID", peer_pid, EVENT),
         I(R, "peerUid", "COHERENCYD_PEER_UID", peer_uid, EVENT),
         S(R, "peerUnit", "COHERENCYD_PEER_UNIT", peer_unit, OPT),
+        /* journald adds OBJECT_SYSTEMD_UNIT for OBJECT_PID= only when the sender is root, and
+         * the daemon's main process is not (README "Processes"): it says so itself. Journal only. */
+        S(R, "peerUnit", "OBJECT_SYSTEMD_UNIT", peer_unit, OPT),
         COH_FIELDS_END,
 };
 #undef R

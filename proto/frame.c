@@ -76,29 +76,41 @@ static int frame_grow(struct coh_frame *f, size_t want, size_t limit) {
 }
 
 /*
+ * Where descriptors that came with a read belong (the proofs are at
+ * coh_frame_recv): to a message that starts in that read, for any sender that
+ * follows the convention. So they are tied to the one message that starts in
+ * it; a read in which no message starts brought them in the middle of one, and
+ * a read in which several start cannot tell which: both are -EPROTO. A message
+ * starts at the read's first byte when the frame was on a boundary, and after
+ * every NUL that is not the read's last byte.
+ */
+struct chunk_scan {
+        size_t n_starts;
+        size_t start;    /* offset in buf of the last message start seen */
+};
+
+/*
  * Accepts `n` bytes that already sit at buf + len, with the descriptors that
  * came with them. Ownership of fds passes to the frame on success; on failure
  * they are closed and the bytes are dropped (the connection is done anyway,
  * and keeping half a read would only make the state harder to reason about).
  */
 static int frame_commit(struct coh_frame *f, size_t n, int *fds, size_t n_fds) {
+        struct chunk_scan scan = {};
         const char *p, *end, *start;
         int r;
 
-        if (n_fds > 0) {
-                /*
-                 * The kernel may put bytes of earlier writes in front of the
-                 * segment that carried the descriptors, so we can only name their
-                 * message when the read began on a boundary; and the slot holds a
-                 * single message's worth.
-                 */
-                if (n == 0 || n_fds > COH_MESSAGE_FDS_MAX || f->n_fds > 0 || coh_frame_partial(f)) {
-                        r = -EPROTO;
-                        goto fail;
-                }
+        /* Descriptors need a byte, and the slot holds a single message's worth:
+         * those of a complete message not yet taken out still fill it. */
+        if (n_fds > 0 && (n == 0 || n_fds > COH_MESSAGE_FDS_MAX || f->n_fds > 0)) {
+                r = -EPROTO;
+                goto fail;
         }
         if (n == 0)
                 return 0; /* nothing to scan; buf may not even exist yet */
+
+        if (!coh_frame_partial(f))
+                scan = (struct chunk_scan) { .n_starts = 1, .start = f->len };
 
         /* Each message, NUL included, must fit f->max; an unfinished one
          * that already cannot is rejected now rather than after more buffering. */
@@ -114,6 +126,8 @@ static int frame_commit(struct coh_frame *f, size_t n, int *fds, size_t n_fds) {
                         goto fail;
                 }
                 start = p + 1;
+                if (start < end)
+                        scan = (struct chunk_scan) { .n_starts = scan.n_starts + 1, .start = start - f->buf };
         }
         if ((size_t) (end - start) >= f->max) {
                 r = -EMSGSIZE;
@@ -121,9 +135,13 @@ static int frame_commit(struct coh_frame *f, size_t n, int *fds, size_t n_fds) {
         }
 
         if (n_fds > 0) {
+                if (scan.n_starts != 1) {
+                        r = -EPROTO;
+                        goto fail;
+                }
                 memcpy(f->fds, fds, n_fds * sizeof(int));
                 f->n_fds = n_fds;
-                f->fds_at = f->len;
+                f->fds_at = scan.start;
         }
         f->len += n;
         return 0;
@@ -197,6 +215,64 @@ static bool collect_fds(struct msghdr *mh, int fds[static COH_MESSAGE_FDS_MAX], 
         return good;
 }
 
+/*
+ * How many bytes the next read takes, from a look at what is queued.
+ *
+ * What Linux does (net/unix/af_unix.c and net/core/scm.c; seen on 6.18, and
+ * tests/proto/test-frame.c checks each point on the kernel it runs on):
+ *  K1. unix_stream_sendmsg() attaches a call's descriptors to the first skb it
+ *      queues: they sit on the first byte that sendmsg() wrote. A client that
+ *      follows the convention writes a message's descriptors with its first byte.
+ *  K2. unix_stream_read_generic() takes an skb's descriptors with the first of
+ *      its bytes that a read copies (swap(scm.fp, UNIXCB(skb).fp)), and ends the
+ *      read right after that skb ("if (unix_skb_len(skb)) break" when part of it
+ *      is left, "if (scm.fp) break" when it is used up). So one read brings at
+ *      most one skb's descriptors, the read contains that skb's first byte, and
+ *      every byte of the read before it comes from earlier skbs (glued in front).
+ *  K3. A MSG_PEEK read that copies any byte of an skb still carrying descriptors
+ *      reports them; without a control buffer the kernel drops its duplicates and
+ *      sets MSG_CTRUNC, installing nothing. It may also report those of the skb
+ *      right after the last byte it returns (in peek mode the loop steps on to
+ *      the next skb before it sees that the size is used up): MSG_CTRUNC is "maybe",
+ *      its absence is "none".
+ *  K4. Only we take bytes from this socket's receive queue, so a read of at most
+ *      as many bytes as a peek returned copies bytes of the same skbs.
+ *
+ * From K1 and K2: descriptors that come with a read belong to a message that
+ * starts in that read (frame_commit ties them to the only one, or refuses).
+ * The read sizes below make sure that a read that brings descriptors has at
+ * most one message start in it, and that it is the true one:
+ *  - no descriptors ahead (K3, K4): any size, crossing boundaries freely;
+ *  - on a boundary: one byte. One byte comes from one skb; by K2 its descriptors
+ *    come with it exactly when that byte is the first of the skb that carried
+ *    them, i.e. they were sent with this message's first byte;
+ *  - inside a message: no further than its end when the peek shows the end
+ *    (else what the peek showed). Then no message starts in the read, and
+ *    descriptors that come with it were sent in the middle of this message:
+ *    -EPROTO. Those of the next message stay queued for the one-byte read.
+ * So back-to-back calls keep their descriptors, however the kernel glued the
+ * writes, and descriptors sent mid-message are always refused.
+ */
+static size_t read_size(const struct coh_frame *f, int sock, size_t room, ssize_t *ret_error) {
+        struct iovec iov = { .iov_base = f->buf + f->len, .iov_len = room };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        ssize_t n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_PEEK);
+
+        *ret_error = 0;
+        if (n < 0) {
+                *ret_error = -errno;
+                return 0;
+        }
+        if (n == 0)
+                return 1; /* EOF: the read says so (and refuses descriptors without a byte) */
+        if (!(mh.msg_flags & MSG_CTRUNC))
+                return (size_t) n;
+        if (!coh_frame_partial(f))
+                return 1;
+        const char *nul = memchr(f->buf + f->len, '\0', (size_t) n);
+        return nul ? (size_t) (nul - (f->buf + f->len)) + 1 : (size_t) n;
+}
+
 ssize_t coh_frame_recv(struct coh_frame *f, int sock) {
         /* Exactly COH_MESSAGE_FDS_MAX: one more and the kernel reports MSG_CTRUNC. */
         union {
@@ -212,7 +288,7 @@ ssize_t coh_frame_recv(struct coh_frame *f, int sock) {
                 .msg_control = &control,
                 .msg_controllen = sizeof(control),
         };
-        ssize_t n;
+        ssize_t n, error;
         int r;
 
         /* Only a caller that stopped taking messages gets here with a full buffer. */
@@ -223,20 +299,10 @@ ssize_t coh_frame_recv(struct coh_frame *f, int sock) {
         if (r < 0)
                 return r;
 
-        /*
-         * On a message boundary read exactly one byte. A stream read stops
-         * after the segment that carried descriptors but glues earlier
-         * segments in front of it, so a larger read could not tell descriptors
-         * sent with a message's first byte from descriptors sent in its
-         * middle. One byte comes from one segment: descriptors arriving with
-         * it belong to this message, and any arriving later, while the message
-         * is partial, are a protocol error.
-         */
-        iov = (struct iovec) {
-                .iov_base = f->buf + f->len,
-                .iov_len = !coh_frame_partial(f) ? 1
-                           : f->cap - f->len < FRAME_READ_SIZE ? f->cap - f->len : FRAME_READ_SIZE,
-        };
+        size_t want = read_size(f, sock, f->cap - f->len < FRAME_READ_SIZE ? f->cap - f->len : FRAME_READ_SIZE, &error);
+        if (error < 0)
+                return error;
+        iov = (struct iovec) { .iov_base = f->buf + f->len, .iov_len = want };
         n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n < 0)
                 return -errno;
@@ -448,10 +514,31 @@ int coh_outbuf_flush(struct coh_outbuf *o, int sock) {
                         o->n_fds--;
                 }
                 o->off += (size_t) n;
+                if (n > 0)
+                        o->midway = o->off < o->len && o->buf[o->off - 1] != '\0';
         }
 
         o->off = o->len = 0;
+        o->midway = false;
         return 0;
+}
+
+void coh_outbuf_discard(struct coh_outbuf *o) {
+        size_t keep = o->off;
+
+        if (o->midway) {
+                const char *nul = memchr(o->buf + o->off, '\0', o->len - o->off);
+                keep = nul ? (size_t) (nul - o->buf) + 1 : o->len;
+        }
+        /* Descriptors go with a message's first byte, so none wait inside the one being sent. */
+        for (size_t i = 0; i < o->n_fds; i++) {
+                assert(o->fds[i].at >= keep);
+                close_fds(o->fds[i].fds, o->fds[i].n);
+        }
+        o->n_fds = 0;
+        o->len = keep;
+        if (o->off == o->len)
+                o->off = o->len = 0;
 }
 
 int coh_send_message(int sock, const char *json, const int *fds, size_t n_fds) {

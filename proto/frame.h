@@ -9,9 +9,12 @@
  *
  * The stream kernel code stops a read right after the segment that carried
  * descriptors, but may glue earlier bytes in front of it. So coh_frame_recv
- * reads a single byte on each message boundary: descriptors that come with it
- * belong to the message it starts, and descriptors that come while a message
- * is partial are a protocol error (the connection must be closed).
+ * looks first (MSG_PEEK): with descriptors ahead it reads a single byte on a
+ * message boundary (descriptors that come with it belong to the message it
+ * starts), and inside a message no further than its end when that is already
+ * queued (descriptors that come then were sent mid-message: a protocol error,
+ * the connection must be closed). So calls sent back to back, with
+ * descriptors or not, keep theirs. The proofs are in frame.c.
  *
  * No policy and no kernel objects here: bytes and descriptors only.
  */
@@ -52,8 +55,8 @@ void coh_frame_done(struct coh_frame *f);
 /*
  * One recvmsg(MSG_DONTWAIT|MSG_CMSG_CLOEXEC) into the buffer.
  * Returns bytes read (> 0), 0 on orderly EOF, -EAGAIN when nothing is there,
- * -EPROTO when descriptors arrived that cannot be tied to a message (read not
- * on a boundary, descriptors already pending, MSG_CTRUNC, more than
+ * -EPROTO when descriptors arrived that cannot be tied to a message (sent in
+ * the middle of one, descriptors already pending, MSG_CTRUNC, more than
  * COH_MESSAGE_FDS_MAX, or a control message that is not SCM_RIGHTS),
  * -EMSGSIZE when a message (NUL included) would exceed the frame's max,
  * other -errno from recvmsg. On every error all received descriptors are closed.
@@ -62,7 +65,10 @@ ssize_t coh_frame_recv(struct coh_frame *f, int sock);
 
 /*
  * Feed bytes and descriptors directly (used by coh_frame_recv, tests and the
- * fuzzer). Same rules and return values as coh_frame_recv (0 on success).
+ * fuzzer). Same rules and return values as coh_frame_recv (0 on success): the
+ * chunk is one read, and its descriptors belong to the one message that
+ * starts in it (at its first byte when the frame is on a boundary, or after a
+ * NUL); a chunk in which none or several start cannot carry any.
  * Takes ownership of fds in every case.
  */
 int coh_frame_feed(struct coh_frame *f, const void *data, size_t len, const int *fds, size_t n_fds);
@@ -100,6 +106,7 @@ struct coh_outbuf {
         size_t len, cap, off;
         struct coh_outbuf_fds *fds; /* ascending by at; owned until sent */
         size_t n_fds;
+        bool midway;                /* the byte at off continues a message partly sent */
 };
 
 /* Frees the buffer and closes every descriptor not yet sent. */
@@ -115,6 +122,9 @@ int coh_outbuf_append_fds(struct coh_outbuf *o, const char *json, size_t limit, 
  * once the kernel has taken its copy. */
 int coh_outbuf_flush(struct coh_outbuf *o, int sock);
 static inline bool coh_outbuf_pending(const struct coh_outbuf *o) { return o->len > o->off; }
+/* Drops every queued message no byte of which is sent yet (closing their
+ * descriptors); the one being sent stays, so the stream stays whole. */
+void coh_outbuf_discard(struct coh_outbuf *o);
 
 /*
  * Client side: sends one message (json plus NUL) with fds attached to its

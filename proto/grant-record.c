@@ -39,6 +39,9 @@ const struct coh_field coh_grant_record_fields[] = {
         I("peerPid", "OBJECT_PID", peer_pid, ALL),
         I("peerUid", "COHERENCYD_PEER_UID", peer_uid, ALL),
         S("peerUnit", "COHERENCYD_PEER_UNIT", peer_unit, OP | OPT),
+        /* journald adds OBJECT_SYSTEMD_UNIT for OBJECT_PID= only when the sender is root, and
+         * the daemon's main process is not (README "Processes"): it says so itself. Journal only. */
+        S("peerUnit", "OBJECT_SYSTEMD_UNIT", peer_unit, OPT),
         I("since", NULL, since, ALL),
         I("endingSince", NULL, ending_since, OP | OPT),
         I("owner", NULL, owner, STORE),

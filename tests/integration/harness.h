@@ -309,3 +309,34 @@ void vconn_ping(struct vconn *c);
  */
 void expect_daemon_fds_settled(struct harness *h, const char *prefix, unsigned expected);
 void expect_daemon_stream_sockets_settled(struct harness *h, unsigned expected);
+
+/* ---- journal folding, descriptor limits (issue 9) ------------------------- */
+
+/*
+ * journal_expect() for records the daemon writes on a timer of its own (the end of
+ * a RefusalLogIntervalSec= interval): reads until n match, within HARNESS_TIMEOUT_MS
+ * (not JOURNAL_TRIES rounds), and asserts exactly n.
+ */
+json_object *journal_expect_eventually(struct harness *h, size_t n, const char *message_id, ...)
+        __attribute__((sentinel));
+
+/*
+ * The daemon's RLIMIT_NOFILE (its soft limit, through prlimit) set so that exactly
+ * n_free descriptor numbers below it are free now, to make a path that needs more
+ * fail with EMFILE; *ret_old is the limit it had. Take it when the daemon is idle
+ * (harness_idle()). daemon_restore_fd_limit() puts the old one back.
+ */
+struct rlimit;
+void daemon_limit_free_fds(struct harness *h, unsigned n_free, struct rlimit *ret_old);
+void daemon_restore_fd_limit(struct harness *h, const struct rlimit *old);
+
+/*
+ * Environment the harness reads besides what tests.cmake sets:
+ *   COH_TEST_DAEMON_WRAPPER  words put before the daemon's command line, split on blanks
+ *                            (the valgrind label: valgrind and its options). A wrapped
+ *                            daemon runs with --no-sandbox (valgrind cannot run seccomp(2)),
+ *                            and a test that starts it with options.fd_limit is skipped
+ *                            (valgrind closes connections accept() returns above its limit).
+ *   COH_TEST_SKIP            a cmocka glob (* and ?) of tests to leave out
+ *   COH_TEST_ONLY            a cmocka glob of the tests to run alone
+ */

@@ -550,38 +550,6 @@ static void test_max_connections_per_user_is_limit_exceeded_for_the_next_connect
         expect_daemon_fds_settled(h, NULL, before);
 }
 
-static void test_daemon_out_of_descriptors_pauses_accepting_and_resumes_as_clients_leave(void **state) {
-        struct harness *h = *state;
-        struct vconn *c[16];
-        const size_t n = sizeof c / sizeof c[0];
-
-        /* Room for a few clients beyond what the daemon holds at start (about a dozen). */
-        h->options.fd_limit = 24;
-        harness_start_leak_checked(h);
-        harness_idle(h);
-        unsigned before = daemon_fds(h, NULL);
-        for (size_t i = 0; i < n; i++)
-                c[i] = vconn_connect(h); /* the kernel queues what the daemon cannot accept */
-        json_object *paused = journal_expect_at_least(h, 1, NULL, "PRIORITY=4", NULL);
-        assert_non_null(strstr(journal_field(json_object_array_get_idx(paused, 0), "MESSAGE"), "pausing"));
-        json_object_put(paused);
-
-        /* Each client that leaves lets one more in; everyone is served in the end.
-         * (org.varlink.service: Broker.GetInfo itself needs descriptors, to read sysfs.) */
-        for (size_t i = 0; i < n; i++) {
-                if (i > 0)
-                        vconn_free(c[i - 1]);
-                json_object_put(vconn_call(c[i], SERVICE "GetInfo", NULL, NULL, 0));
-        }
-        vconn_free(c[n - 1]);
-        expect_daemon_fds_settled(h, NULL, before);
-
-        /* Paused, not spinning on the listener: a warning per time it ran out, no more. */
-        paused = journal_expect_at_least(h, 1, NULL, "PRIORITY=4", NULL);
-        assert_true(json_object_array_length(paused) <= n);
-        json_object_put(paused);
-}
-
 int main(void) {
         const struct CMUnitTest tests[] = {
                 HARNESS_TEST(test_pipe_as_vm_is_invalid_file_descriptor),
@@ -613,7 +581,6 @@ int main(void) {
                 HARNESS_TEST(test_call_on_a_streaming_connection_closes_it),
                 HARNESS_TEST(test_max_grants_per_connection_is_limit_exceeded),
                 HARNESS_TEST(test_max_connections_per_user_is_limit_exceeded_for_the_next_connection),
-                HARNESS_TEST(test_daemon_out_of_descriptors_pauses_accepting_and_resumes_as_clients_leave),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

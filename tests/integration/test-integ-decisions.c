@@ -334,7 +334,8 @@ static void test_access_deny_in_coherencyd_conf_refuses_before_any_other_row(voi
         struct harness *h = *state;
         char rule[512];
 
-        harness_write_config(h, CONF, "[Broker]\nMode=automatic\n");
+        /* Both refusals in full: they are root's, within RefusalLogIntervalSec= of each other. */
+        harness_write_config(h, CONF, "[Broker]\nMode=automatic\nRefusalLogIntervalSec=0\n");
         harness_start(h);
         int vm = sim_object("kvm-vm");
         unsigned sockets = daemon_stream_sockets(h);
@@ -353,7 +354,7 @@ static void test_access_deny_in_coherencyd_conf_refuses_before_any_other_row(voi
         expect_daemon_stream_sockets(h, sockets);
 
         /* The same key set to deny in [Broker] names its line. */
-        harness_write_config(h, CONF, "[Broker]\nMode=automatic\nAccess=deny\n");
+        harness_write_config(h, CONF, "[Broker]\nMode=automatic\nAccess=deny\nRefusalLogIntervalSec=0\n");
         json_object_put(vconn_call(h->sync, MANAGER "ReloadPolicy", NULL, NULL, 0));
         p = request_grant(h->sync, vm, 4, "noncoherent");
         assert_string_equal(jstr(p, "reason"), "access-denied");

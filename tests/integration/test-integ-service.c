@@ -242,6 +242,8 @@ static void test_stopped_journald_stalls_no_request_and_its_records_arrive_later
         /* Far more than journald's socket queue (net.unix.max_dgram_qlen + 1) takes. */
         const size_t n = 40;
 
+        /* Every refusal in full (not folded into one record and a count). */
+        harness_write_config(h, "coherencyd.conf", "[Broker]\nAccess=allow\nMode=automatic\nRefusalLogIntervalSec=0\n");
         harness_start(h);
         int vm = sim_object("kvm-vm");
         assert_int_equal(kill(journald_pid(), SIGSTOP), 0);

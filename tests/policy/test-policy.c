@@ -828,6 +828,104 @@ static void test_conf_errors(void **state) {
         }
 }
 
+/* RefusalLogIntervalSec=: whole seconds, kept in microseconds; 0 turns folding off; default 10. */
+static void test_conf_refusal_log_interval(void **state) {
+        static const struct {
+                const char *text;
+                uint64_t usec;
+        } cases[] = {
+                { "[Broker]\n", UINT64_C(10000000) },
+                { "[Broker]\nRefusalLogIntervalSec=0\n", 0 },
+                { "[Broker]\nRefusalLogIntervalSec = 1\n", UINT64_C(1000000) },
+                { "[Broker]\nRefusalLogIntervalSec=3600\n", UINT64_C(3600000000) },
+        };
+        static const struct error_case errors[] = {
+                { "[Broker]\nRefusalLogIntervalSec=3601\n", 0, 2,
+                  "invalid RefusalLogIntervalSec= value '3601' (expected a number of seconds from 0 to 3600)" },
+                { "[Broker]\nRefusalLogIntervalSec=-1\n", 0, 2,
+                  "invalid RefusalLogIntervalSec= value '-1' (expected a number of seconds from 0 to 3600)" },
+                { "[Broker]\nRefusalLogIntervalSec=10s\n", 0, 2,
+                  "invalid RefusalLogIntervalSec= value '10s' (expected a number of seconds from 0 to 3600)" },
+                { "[Broker]\nRefusalLogIntervalSec=\n", 0, 2,
+                  "empty value for key 'RefusalLogIntervalSec' in section [Broker]" },
+                { "[Broker]\nRefusalLogIntervalSec=1\nRefusalLogIntervalSec=2\n", 0, 3,
+                  "duplicate key 'RefusalLogIntervalSec' in section [Broker] (first set on line 2)" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                struct coh_policy *p = load_ok(cases[i].text, NULL, 0);
+                const struct coh_broker_config *b = coh_policy_broker(p);
+                if (b->refusal_log_interval_usec != cases[i].usec)
+                        fail_msg("%s: expected %llu us, got %llu us", cases[i].text, (unsigned long long) cases[i].usec,
+                                 (unsigned long long) b->refusal_log_interval_usec);
+                /* Nothing else changes with it. */
+                assert_true(b->release_timeout_usec == UINT64_C(30000000));
+                assert_int_equal(b->access, COH_ACCESS_DENY);
+                json_object *j = coh_policy_to_json(p), *broker, *v;
+                assert_true(json_object_object_get_ex(j, "broker", &broker));
+                assert_true(json_object_object_get_ex(broker, "refusalLogIntervalSec", &v));
+                assert_true(json_object_is_type(v, json_type_int));
+                assert_int_equal(json_object_get_int64(v), (int64_t) (cases[i].usec / 1000000));
+                json_object_put(j);
+                coh_policy_free(p);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(errors); i++)
+                assert_error(errors[i].text, NULL, 0, -EINVAL, CONF, errors[i].line, errors[i].message);
+}
+
+/* ReservedAdminConnections= (default 8, 0 allowed) and MessageTimeoutSec= (whole seconds, default 30). */
+static void test_conf_reserve_and_message_timeout(void **state) {
+        static const struct {
+                const char *text;
+                unsigned reserved;
+                uint64_t timeout_usec;
+        } cases[] = {
+                { "[Broker]\n", 8, UINT64_C(30000000) },
+                { "[Broker]\nReservedAdminConnections=0\nMessageTimeoutSec=1\n", 0, UINT64_C(1000000) },
+                { "[Broker]\nReservedAdminConnections = 65536\nMessageTimeoutSec = 3600\n", 65536, UINT64_C(3600000000) },
+                /* Independent of MaxConnections=: the reserve comes on top of it. */
+                { "[Broker]\nMaxConnections=1\nReservedAdminConnections=100\n", 100, UINT64_C(30000000) },
+        };
+        static const struct error_case errors[] = {
+                { "[Broker]\nReservedAdminConnections=65537\n", 0, 2,
+                  "invalid ReservedAdminConnections= value '65537' (expected an integer from 0 to 65536)" },
+                { "[Broker]\nReservedAdminConnections=-1\n", 0, 2,
+                  "invalid ReservedAdminConnections= value '-1' (expected an integer from 0 to 65536)" },
+                { "[Broker]\nReservedAdminConnections=\n", 0, 2,
+                  "empty value for key 'ReservedAdminConnections' in section [Broker]" },
+                { "[Broker]\nMessageTimeoutSec=0\n", 0, 2,
+                  "invalid MessageTimeoutSec= value '0' (expected a number of seconds from 1 to 3600)" },
+                { "[Broker]\nMessageTimeoutSec=3601\n", 0, 2,
+                  "invalid MessageTimeoutSec= value '3601' (expected a number of seconds from 1 to 3600)" },
+                { "[Broker]\nMessageTimeoutSec=30s\n", 0, 2,
+                  "invalid MessageTimeoutSec= value '30s' (expected a number of seconds from 1 to 3600)" },
+                { "[Broker]\nMessageTimeoutSec=5\nMessageTimeoutSec=6\n", 0, 3,
+                  "duplicate key 'MessageTimeoutSec' in section [Broker] (first set on line 2)" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                struct coh_policy *p = load_ok(cases[i].text, NULL, 0);
+                const struct coh_broker_config *b = coh_policy_broker(p);
+                assert_int_equal(b->reserved_admin_connections, cases[i].reserved);
+                if (b->message_timeout_usec != cases[i].timeout_usec)
+                        fail_msg("%s: expected %llu us, got %llu us", cases[i].text,
+                                 (unsigned long long) cases[i].timeout_usec,
+                                 (unsigned long long) b->message_timeout_usec);
+                /* Nothing else changes with them. */
+                assert_true(b->release_timeout_usec == UINT64_C(30000000));
+                json_object *j = coh_policy_to_json(p), *broker, *v;
+                assert_true(json_object_object_get_ex(j, "broker", &broker));
+                assert_true(json_object_object_get_ex(broker, "reservedAdminConnections", &v));
+                assert_int_equal(json_object_get_int64(v), cases[i].reserved);
+                assert_true(json_object_object_get_ex(broker, "messageTimeoutSec", &v));
+                assert_int_equal(json_object_get_int64(v), (int64_t) (cases[i].timeout_usec / 1000000));
+                json_object_put(j);
+                coh_policy_free(p);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(errors); i++)
+                assert_error(errors[i].text, NULL, 0, -EINVAL, CONF, errors[i].line, errors[i].message);
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Peers by name (Manager.Explain) */
 
@@ -1327,6 +1425,8 @@ int main(void) {
                 cmocka_unit_test(test_rule_errors),
                 cmocka_unit_test(test_rule_line_too_long),
                 cmocka_unit_test(test_conf_errors),
+                cmocka_unit_test(test_conf_refusal_log_interval),
+                cmocka_unit_test(test_conf_reserve_and_message_timeout),
                 cmocka_unit_test(test_peer_from_names_root),
                 cmocka_unit_test(test_peer_from_names_errors),
                 cmocka_unit_test(test_peer_from_names_unknown_uid),

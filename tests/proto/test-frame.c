@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -367,6 +368,357 @@ static void test_fds_while_fds_pending(void **state) {
         assert_int_equal(count_fds(), base + 2);
 
         close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/*
+ * Reads as the daemon does: a read, then every complete message taken out,
+ * until the socket has nothing more. Messages go to out[] (room for max, one
+ * more than the messages expected);
+ * returns the first error, or 0 once the socket is drained.
+ */
+static int read_like_daemon(struct coh_frame *f, int sock, struct coh_message *out, size_t max, size_t *n_out) {
+        *n_out = 0;
+        for (;;) {
+                ssize_t n = coh_frame_recv(f, sock);
+                if (n == -EAGAIN)
+                        return 0;
+                if (n <= 0)
+                        return n < 0 ? (int) n : -EPIPE;
+                for (;;) {
+                        assert_true(*n_out < max);
+                        int r = coh_frame_next(f, &out[*n_out]);
+                        assert_true(r >= 0);
+                        if (r == 0)
+                                break;
+                        (*n_out)++;
+                }
+        }
+}
+
+static void done_all(struct coh_message *m, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                coh_message_done(&m[i]);
+}
+
+/*
+ * Issue 9: a call without descriptors and, before its answer, one with them,
+ * as two sendmsg() calls. A read that does not stop at the first message's
+ * end gets the second one's first bytes glued to its tail, with its
+ * descriptors (the kernel ends a read after the skb that carried them):
+ * they must go to the second message, and the connection must live.
+ */
+static void test_back_to_back_call_without_then_with_descriptors(void **state) {
+        static const char first[] = "{\"method\":\"org.varlink.service.GetInfo\"}";
+        static const char second[] = "{\"method\":\"io.coherencyd.Broker.RequestGrant\",\"parameters\":{\"vm\":0,\"iommu\":1}}";
+        unsigned base = count_fds();
+        struct coh_message m[4];
+        struct coh_frame f;
+        int sv[2], fds[2];
+        size_t n;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        fds[0] = make_memfd();
+        fds[1] = make_memfd();
+        send_msg(sv[1], first, NULL, 0);
+        send_msg(sv[1], second, fds, 2);
+
+        assert_int_equal(read_like_daemon(&f, sv[0], m, 4, &n), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(m[0].json, first);
+        assert_int_equal(m[0].n_fds, 0);
+        assert_string_equal(m[1].json, second);
+        assert_int_equal(m[1].n_fds, 2);
+        for (size_t i = 0; i < 2; i++) {
+                assert_true(same_file(m[1].fds[i], fds[i]));
+                assert_true(is_cloexec(m[1].fds[i]));
+        }
+        done_all(m, n);
+
+        for (size_t i = 0; i < 2; i++)
+                assert_int_equal(close(fds[i]), 0);
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/* Any number of calls pipelined, some with descriptors, each its own sendmsg(). */
+static void test_pipelined_calls_keep_their_descriptors(void **state) {
+        static const char *const json[] = { "{\"a\":1}", "{\"b\":2}", "{\"c\":3}", "{\"d\":4}", "{\"e\":5}", "{\"f\":6}" };
+        static const size_t with[] = { 0, 0, 1, 3, 0, 2 };
+        unsigned base = count_fds();
+        struct coh_message m[8];
+        struct coh_frame f;
+        int sv[2], fds[6][3];
+        size_t n;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        for (size_t i = 0; i < 6; i++) {
+                for (size_t k = 0; k < with[i]; k++)
+                        fds[i][k] = make_memfd();
+                send_msg(sv[1], json[i], fds[i], with[i]);
+        }
+
+        assert_int_equal(read_like_daemon(&f, sv[0], m, 8, &n), 0);
+        assert_int_equal(n, 6);
+        for (size_t i = 0; i < 6; i++) {
+                assert_string_equal(m[i].json, json[i]);
+                assert_int_equal(m[i].n_fds, with[i]);
+                for (size_t k = 0; k < with[i]; k++) {
+                        assert_true(same_file(m[i].fds[k], fds[i][k]));
+                        assert_int_equal(close(fds[i][k]), 0);
+                }
+        }
+        done_all(m, n);
+
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/* Several messages in one write with descriptors: they ride on its first byte,
+ * so they are the first message's; the next write's go to the next. */
+static void test_descriptors_of_a_write_of_several_messages(void **state) {
+        static const char wire[] = "{\"a\":1}\0{\"b\":2}\0";
+        unsigned base = count_fds();
+        struct coh_message m[5];
+        struct coh_frame f;
+        int sv[2], fd[2];
+        size_t n;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        fd[0] = make_memfd();
+        fd[1] = make_memfd();
+        send_msg(sv[1], "{\"z\":0}", NULL, 0);
+        send_raw(sv[1], wire, sizeof(wire) - 1, &fd[0], 1);
+        send_msg(sv[1], "{\"c\":3}", &fd[1], 1);
+
+        assert_int_equal(read_like_daemon(&f, sv[0], m, 5, &n), 0);
+        assert_int_equal(n, 4);
+        assert_string_equal(m[0].json, "{\"z\":0}");
+        assert_int_equal(m[0].n_fds, 0);
+        assert_string_equal(m[1].json, "{\"a\":1}");
+        assert_int_equal(m[1].n_fds, 1);
+        assert_true(same_file(m[1].fds[0], fd[0]));
+        assert_string_equal(m[2].json, "{\"b\":2}");
+        assert_int_equal(m[2].n_fds, 0);
+        assert_string_equal(m[3].json, "{\"c\":3}");
+        assert_int_equal(m[3].n_fds, 1);
+        assert_true(same_file(m[3].fds[0], fd[1]));
+        done_all(m, n);
+
+        assert_int_equal(close(fd[0]), 0);
+        assert_int_equal(close(fd[1]), 0);
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/*
+ * head (no descriptors), then tail with one on its first byte, which is in the
+ * middle of a message: refused, once the messages before it (answered, or
+ * NULL) are handed out, and the descriptor closed.
+ */
+static void refused_mid_message(const char *head, size_t head_len, const char *tail, size_t tail_len,
+                                const char *answered) {
+        unsigned base = count_fds();
+        struct coh_message m[4];
+        struct coh_frame f;
+        int sv[2], fd;
+        size_t n;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        fd = make_memfd();
+        send_raw(sv[1], head, head_len, NULL, 0);
+        send_raw(sv[1], tail, tail_len, &fd, 1);
+        assert_int_equal(close(fd), 0);
+
+        assert_int_equal(read_like_daemon(&f, sv[0], m, 4, &n), -EPROTO);
+        assert_int_equal(n, answered ? 1 : 0);
+        if (answered) {
+                assert_string_equal(m[0].json, answered);
+                assert_int_equal(m[0].n_fds, 0);
+        }
+        done_all(m, n);
+        assert_int_equal(count_fds(), base + 2);
+
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/*
+ * Descriptors sent in the middle of a message are refused even when a message
+ * starts later in the same write (so a read ending after that write would see
+ * exactly one message start in it): the read stops at the first message's end
+ * and the descriptors come with it, in the middle.
+ */
+static void test_fds_mid_message_before_a_message_start(void **state) {
+        static const char rest[] = ":1}\0{\"b\":2}\0";
+        refused_mid_message("{\"a\"", 4, rest, sizeof(rest) - 1, NULL);
+}
+
+/* The same for the second of two messages glued in one write before the descriptors came. */
+static void test_fds_mid_message_after_a_message_start(void **state) {
+        static const char head[] = "{\"a\":1}\0{\"b\"";
+        refused_mid_message(head, sizeof(head) - 1, ":2}", 4, "{\"a\":1}");
+}
+
+/*
+ * Many rounds of a client that follows the convention: up to six calls back
+ * to back, some with descriptors, some longer than a read, each written in one
+ * to three sendmsg() calls (its descriptors with the first), with the reader
+ * draining at random points in between. Every call arrives, in order, with
+ * exactly its own descriptors, however the kernel glued the writes.
+ */
+static void test_random_back_to_back_calls_keep_their_descriptors(void **state) {
+        unsigned base = count_fds();
+        struct coh_message m[8];
+        struct coh_frame f;
+        int sv[2];
+
+        srandom(9);
+        make_pair(sv);
+        coh_frame_init(&f);
+        for (unsigned round = 0; round < 300; round++) {
+                size_t k = 1 + (size_t) random() % 6, got = 0, n;
+                size_t with[6];
+                int file[6];
+                char *json[6];
+
+                for (size_t i = 0; i < k; i++) {
+                        size_t pad = (size_t) random() % 3 == 0 ? (size_t) random() % 9000 : (size_t) random() % 40;
+                        json[i] = malloc(pad + 64);
+                        assert_non_null(json[i]);
+                        int len = snprintf(json[i], 64, "{\"round\":%u,\"call\":%zu,\"pad\":\"", round, i);
+                        memset(json[i] + len, 'p', pad);
+                        strcpy(json[i] + len + pad, "\"}");
+                        with[i] = (size_t) random() % 4;
+                        file[i] = make_memfd();
+                        int fds[3] = { file[i], file[i], file[i] };
+                        size_t total = strlen(json[i]) + 1, cut1 = total, cut2 = total;
+                        if (random() % 2)
+                                cut1 = 1 + (size_t) random() % total;
+                        if (cut1 < total && random() % 2)
+                                cut2 = cut1 + (size_t) random() % (total - cut1) + 1;
+                        send_raw(sv[1], json[i], cut1, fds, with[i]);
+                        if (cut1 < total)
+                                send_raw(sv[1], json[i] + cut1, cut2 - cut1, NULL, 0);
+                        if (cut2 < total)
+                                send_raw(sv[1], json[i] + cut2, total - cut2, NULL, 0);
+                        if (random() % 3 == 0) {
+                                assert_int_equal(read_like_daemon(&f, sv[0], m + got, 8 - got, &n), 0);
+                                got += n;
+                        }
+                }
+                assert_int_equal(read_like_daemon(&f, sv[0], m + got, 8 - got, &n), 0);
+                got += n;
+                assert_int_equal(got, k);
+                for (size_t i = 0; i < k; i++) {
+                        assert_string_equal(m[i].json, json[i]);
+                        assert_int_equal(m[i].n_fds, with[i]);
+                        for (size_t j = 0; j < with[i]; j++)
+                                assert_true(same_file(m[i].fds[j], file[i]));
+                        free(json[i]);
+                        assert_int_equal(close(file[i]), 0);
+                }
+                done_all(m, got);
+                assert_false(coh_frame_partial(&f));
+        }
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/* Looking ahead (MSG_PEEK) installs nothing: queued descriptors stay the kernel's. */
+static void test_looking_ahead_takes_no_descriptors(void **state) {
+        unsigned base = count_fds();
+        struct coh_message m;
+        struct coh_frame f;
+        int sv[2], fd;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        fd = make_memfd();
+        send_str(sv[1], "{\"a\":");
+        send_msg(sv[1], "1}", NULL, 0);
+        send_msg(sv[1], "{}", &fd, 1);
+        assert_int_equal(close(fd), 0);
+
+        /* Reads up to the first message's end, never past it, while the second's
+         * descriptor is queued; only the one-byte read of the second takes it. */
+        ssize_t total = 0;
+        while (!(f.len > 0 && !coh_frame_partial(&f))) {
+                ssize_t k = coh_frame_recv(&f, sv[0]);
+                assert_true(k > 0);
+                total += k;
+                assert_int_equal(count_fds(), base + 2);
+        }
+        assert_int_equal(total, 8);
+        expect_message(&f, "{\"a\":1}", 0);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 1);
+        assert_int_equal(count_fds(), base + 3);
+        assert_int_equal(recv_available(&f, sv[0]), 2);
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_int_equal(m.n_fds, 1);
+        coh_message_done(&m);
+
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
+/* The rule on a chunk fed directly: the one message that starts in it, or -EPROTO. */
+static void test_feed_descriptors_to_the_only_message_start(void **state) {
+        unsigned base = count_fds();
+        struct coh_message m;
+        struct coh_frame f;
+        int fd;
+
+        /* Inside a message, with one start after its end: that one. */
+        coh_frame_init(&f);
+        assert_int_equal(coh_frame_feed(&f, "{\"a\"", 4, NULL, 0), 0);
+        fd = make_memfd();
+        assert_int_equal(coh_frame_feed(&f, ":1}\0{\"b\"", 8, &fd, 1), 0);
+        expect_message(&f, "{\"a\":1}", 0);
+        assert_int_equal(coh_frame_feed(&f, ":2}", 4, NULL, 0), 0);
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_string_equal(m.json, "{\"b\":2}");
+        assert_int_equal(m.n_fds, 1);
+        assert_int_equal(m.fds[0], fd);
+        coh_message_done(&m);
+        coh_frame_done(&f);
+
+        /* Refused: a chunk in which two messages start (which one cannot be told), or none. */
+        static const struct {
+                const char *before, *chunk;
+                size_t len;
+        } refused[] = {
+                { "{", "}\0{}\0{}", 8 },
+                { "", "{}\0{", 4 },  /* on a boundary the chunk's first byte is a start: with another one, two */
+                { "{", "}", 2 },     /* a NUL as the chunk's last byte starts nothing in it */
+        };
+        for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+                coh_frame_init(&f);
+                assert_int_equal(coh_frame_feed(&f, refused[i].before, strlen(refused[i].before), NULL, 0), 0);
+                fd = make_memfd();
+                assert_int_equal(coh_frame_feed(&f, refused[i].chunk, refused[i].len, &fd, 1), -EPROTO);
+                assert_int_equal(count_fds(), base);
+                coh_frame_done(&f);
+        }
+
+        /* On a boundary, one complete message and nothing after: its own. */
+        coh_frame_init(&f);
+        fd = make_memfd();
+        assert_int_equal(coh_frame_feed(&f, "{}", 3, &fd, 1), 0);
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_int_equal(m.n_fds, 1);
+        coh_message_done(&m);
+        coh_frame_done(&f);
         assert_int_equal(count_fds(), base);
 }
 
@@ -1358,6 +1710,14 @@ int main(void) {
                 cmocka_unit_test(test_fds_message_over_reads),
                 cmocka_unit_test(test_fds_while_partial),
                 cmocka_unit_test(test_fds_while_fds_pending),
+                cmocka_unit_test(test_back_to_back_call_without_then_with_descriptors),
+                cmocka_unit_test(test_pipelined_calls_keep_their_descriptors),
+                cmocka_unit_test(test_descriptors_of_a_write_of_several_messages),
+                cmocka_unit_test(test_fds_mid_message_before_a_message_start),
+                cmocka_unit_test(test_fds_mid_message_after_a_message_start),
+                cmocka_unit_test(test_random_back_to_back_calls_keep_their_descriptors),
+                cmocka_unit_test(test_looking_ahead_takes_no_descriptors),
+                cmocka_unit_test(test_feed_descriptors_to_the_only_message_start),
                 cmocka_unit_test(test_too_many_fds_9),
                 cmocka_unit_test(test_too_many_fds_40),
                 cmocka_unit_test(test_too_many_fds_250),

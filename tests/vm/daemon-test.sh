@@ -12,10 +12,13 @@
 #     (User=65534: Access=allow, Mode=<mode>); any other uid gets the default,
 #     deny;
 #   - starts coherencyd --platform linux --config /etc/coherencyd
-#     --socket /run/coh.sock, with its sandbox (capabilities dropped, seccomp
-#     filter); should that fail to start in the guest, says why and runs this
-#     and the remaining modes with --no-sandbox (the test then still fails
-#     the "sandbox" check, so the fallback never goes unnoticed);
+#     --socket /run/coh.sock, with its sandbox (privilege separation: the main
+#     process as the user coherencyd, which this script adds to the guest's
+#     /etc/passwd as systemd-sysusers would, with no capability; its helper
+#     root with CAP_KILL alone; a seccomp filter each); should that fail to
+#     start in the guest, says why and runs this and the remaining modes with
+#     --no-sandbox (the test then still fails the "sandbox" check, so the
+#     fallback never goes unnoticed); checks the two processes ("privsep");
 #   - waits (vmm-client --wait-socket: bounded polling, gives up at once when
 #     the daemon exits) until the socket answers;
 #   - runs vmm-client (root: the oracle, the operator, SIGKILL; it forks the
@@ -39,6 +42,23 @@ summary=
 say() {
         echo "[$mode] CHECK $1 $2 $3"
         [ "$2" = ok ] || failed=1
+}
+
+# What each of the daemon's processes runs as (README "Processes"): the main
+# process $1 as coherencyd with nothing, its only child (the privileged
+# helper) as root with CAP_KILL (RevokeKill=yes) alone, both with
+# no_new_privs and a seccomp filter.
+check_processes() {
+        st() { awk -v k="$2:" '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }' "/proc/$1/status"; }
+        helper=$(tr -d ' \n' <"/proc/$1/task/$1/children")
+        want_uid=$(awk -F: '$1 == "coherencyd" { print $3 }' /etc/passwd)
+        got="main $1: Uid $(st "$1" Uid | awk '{ print $1 }') CapEff $(st "$1" CapEff) CapPrm $(st "$1" CapPrm) NoNewPrivs $(st "$1" NoNewPrivs) Seccomp $(st "$1" Seccomp); helper ${helper:-none}: Uid $(st "$helper" Uid | awk '{ print $1 }') CapEff $(st "$helper" CapEff) CapPrm $(st "$helper" CapPrm) NoNewPrivs $(st "$helper" NoNewPrivs) Seccomp $(st "$helper" Seccomp)"
+        want="main $1: Uid $want_uid CapEff 0000000000000000 CapPrm 0000000000000000 NoNewPrivs 1 Seccomp 2; helper $helper: Uid 0 CapEff 0000000000000020 CapPrm 0000000000000020 NoNewPrivs 1 Seccomp 2"
+        if [ -n "$helper" ] && [ -n "$want_uid" ] && [ "$got" = "$want" ]; then
+                say privsep ok "($got)"
+        else
+                say privsep FAIL "(got: $got; want: $want)"
+        fi
 }
 
 # Prints the daemon's stderr, indented, prefixed with the mode.
@@ -83,6 +103,12 @@ start_daemon() {
 }
 
 mkdir -p $confdir/policy.d
+# The user the daemon's main process becomes, as the shipped sysusers.d file makes it on a
+# host (systemd-sysusers); the guest has no user database of its own.
+if ! grep -q '^coherencyd:' /etc/passwd 2>/dev/null; then
+        echo 'coherencyd:x:999:999:coherencyd:/:/sbin/nologin' >>/etc/passwd
+        echo 'coherencyd:x:999:' >>/etc/group
+fi
 for mode in $modes; do
         echo "[$mode] === kernel $COH_KVER, snoop-control=$snoop, Mode=$mode ==="
         cat >$conf <<CONF
@@ -121,7 +147,8 @@ POLICY
                 fi
         fi
         if [ $sandbox -eq 1 ]; then
-                say sandbox ok "(coherencyd pid $pid runs with its sandbox: capabilities dropped, seccomp filter)"
+                say sandbox ok "(coherencyd pid $pid runs with its sandbox: privileges dropped, seccomp filters)"
+                check_processes "$pid"
         fi
 
         vmm-client --socket $sock --snoop "$snoop" --mode "$mode" --policy $policy \
