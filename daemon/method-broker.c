@@ -271,11 +271,9 @@ static int method_list_grants(struct call_ctx *x) {
 }
 
 static int method_watch_grants(struct call_ctx *x) {
-        int r = method_no_params(x);
+        int r = method_stream_params(x);
         if (r != 0)
                 return r;
-        if (!x->call.more)
-                return method_error(x, SERVICE "ExpectedMore", NULL, NULL);
         json_object *p = json_object_new_object();
         coh_json_add(p, "event", json_object_new_string("grants"));
         coh_json_add(p, "grants", methods_grants_json(x, of_process, false));

@@ -114,11 +114,9 @@ static int method_get_policy(struct call_ctx *x) {
 }
 
 static int method_monitor(struct call_ctx *x) {
-        int r = method_no_params(x);
+        int r = method_stream_params(x);
         if (r != 0)
                 return r;
-        if (!x->call.more)
-                return method_error(x, SERVICE "ExpectedMore", NULL, NULL);
         /* A first reply at once, so a client knows it is subscribed before anything happens. */
         json_object *p = json_object_new_object();
         coh_json_add(p, "event", json_object_new_string("subscribed"));

@@ -64,6 +64,9 @@ int method_backend_error(struct call_ctx *x, int error, const char *operation);
 int method_params(struct call_ctx *x, const struct coh_param *table, void *ret);
 /* The same for a method without parameters. */
 int method_no_params(struct call_ctx *x);
+/* The same for a streaming method (WatchGrants, Monitor): no parameters, and
+ * called with "more" (else ExpectedMore). 0, or 1 after replying (or < 0). */
+int method_stream_params(struct call_ctx *x);
 /* Every grant that match (NULL: all) says is the caller's, as replies show them. */
 struct coh_grant;
 json_object *methods_grants_json(struct call_ctx *x, bool (*match)(const struct coh_grant *g, const struct coh_conn *c),

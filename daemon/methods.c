@@ -66,6 +66,17 @@ static void stream_fell_behind(struct coh_conn *c) {
         coh_conn_abort(c, BROKER "LimitExceeded", p);
 }
 
+int method_stream_params(struct call_ctx *x) {
+        int r = method_no_params(x);
+        if (r != 0)
+                return r;
+        if (!x->call.more) {
+                r = method_error(x, SERVICE "ExpectedMore", NULL, NULL);
+                return r < 0 ? r : 1;
+        }
+        return 0;
+}
+
 void methods_broadcast(struct coh_methods *ms, json_object *ev, pid_t watcher_pid) {
         struct coh_conn *c, *next;
         for (c = LIST_FIRST(&ms->server->conns); c; c = next) {

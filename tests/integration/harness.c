@@ -634,9 +634,15 @@ const char *harness_rule(const struct harness *h, const char *relative, unsigned
         return buf;
 }
 
-/* Counts the daemon's descriptors whose link starts with prefix (all with NULL); with
- * dump, also prints each one, so a failed count says what is there. */
-static unsigned daemon_fds_scan(const struct harness *h, const char *prefix, bool dump) {
+/*
+ * Counts the daemon's descriptors whose link starts with prefix (all with
+ * NULL) and that accept (NULL: every one) takes; with dump, also prints each
+ * one, so a failed count says what is there. One walk of /proc/PID/fd for
+ * every count the tests make.
+ */
+static unsigned daemon_fds_walk(const struct harness *h, const char *prefix,
+                                bool (*accept)(const struct harness *h, const char *fd, const char *target, bool dump),
+                                bool dump) {
         char path[64], target[PATH_MAX];
         unsigned n = 0;
         struct dirent *de;
@@ -657,12 +663,20 @@ static unsigned daemon_fds_scan(const struct harness *h, const char *prefix, boo
                 target[k] = 0;
                 if (prefix && strncmp(target, prefix, strlen(prefix)) != 0)
                         continue;
+                if (accept) {
+                        n += accept(h, de->d_name, target, dump);
+                        continue;
+                }
                 n++;
                 if (dump)
                         print_message("coherencyd fd %s -> %s\n", de->d_name, target);
         }
         closedir(d);
         return n;
+}
+
+static unsigned daemon_fds_scan(const struct harness *h, const char *prefix, bool dump) {
+        return daemon_fds_walk(h, prefix, NULL, dump);
 }
 
 unsigned daemon_fds(const struct harness *h, const char *prefix) {
@@ -1388,43 +1402,27 @@ void harness_idle(struct harness *h) {
         harness_sync(h);
 }
 
+/* Whether the daemon's descriptor fd (a socket) is a stream socket, asked through its pidfd. */
+static bool is_stream_socket(const struct harness *h, const char *fd_name, const char *target, bool dump) {
+        int fd = (int) syscall(SYS_pidfd_getfd, h->pidfd, atoi(fd_name), 0);
+        if (fd < 0) {
+                if (errno == EBADF)
+                        return false; /* closed while we looked */
+                fail_msg("pidfd_getfd(coherencyd, %s): %s", fd_name, strerror(errno));
+        }
+        int type = 0;
+        socklen_t len = sizeof type;
+        assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len), 0);
+        close(fd);
+        if (dump)
+                print_message("coherencyd fd %s -> %s (%s)\n", fd_name, target,
+                              type == SOCK_STREAM ? "stream" : "not stream");
+        return type == SOCK_STREAM;
+}
+
 /* Counts (and with dump prints) the daemon's stream sockets. */
 static unsigned daemon_stream_sockets_scan(const struct harness *h, bool dump) {
-        char path[64], link[PATH_MAX], target[PATH_MAX];
-        unsigned n = 0;
-        struct dirent *de;
-
-        assert_true(h->pid > 0);
-        snprintf(path, sizeof path, "/proc/%d/fd", (int) h->pid);
-        DIR *d = opendir(path);
-        assert_non_null(d);
-        while ((de = readdir(d))) {
-                if (de->d_name[0] == '.')
-                        continue;
-                snprintf(link, sizeof link, "%s/%s", path, de->d_name);
-                ssize_t k = readlink(link, target, sizeof target - 1);
-                if (k < 0)
-                        continue;
-                target[k] = 0;
-                if (strncmp(target, FD_SOCKET, strlen(FD_SOCKET)) != 0)
-                        continue;
-                int fd = (int) syscall(SYS_pidfd_getfd, h->pidfd, atoi(de->d_name), 0);
-                if (fd < 0) {
-                        if (errno == EBADF)
-                                continue; /* closed while we looked */
-                        fail_msg("pidfd_getfd(coherencyd, %s): %s", de->d_name, strerror(errno));
-                }
-                int type = 0;
-                socklen_t len = sizeof type;
-                assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len), 0);
-                close(fd);
-                if (dump)
-                        print_message("coherencyd fd %s -> %s (%s)\n", de->d_name, target,
-                                      type == SOCK_STREAM ? "stream" : "not stream");
-                n += type == SOCK_STREAM;
-        }
-        closedir(d);
-        return n;
+        return daemon_fds_walk(h, FD_SOCKET, is_stream_socket, dump);
 }
 
 unsigned daemon_stream_sockets(const struct harness *h) {
