@@ -216,6 +216,10 @@ static int method_request_grant(struct call_ctx *x) {
                 if (grant)
                         snprintf(rec.grant, sizeof rec.grant, "%s", grant->rec.grant);
                 request_log_decision(x, &req, &rec);
+                /* Our copies of the VMM's descriptors go before it has its answer,
+                 * so a VMM that got a refusal finds nothing of its own held (the vm
+                 * tier's daemon-holds-nothing checks raced the close otherwise). */
+                coh_params_done(request_grant_params, &p);
                 r = reply_grant(x, &req, &rec, grant, &file_fd);
         }
         request_done(&req);
