@@ -460,9 +460,12 @@ static int client_send(struct coherency_client *c, enum call_kind kind, const ch
         if (r == -EAGAIN)
                 /* SO_SNDTIMEO: the daemon did not take the call within the timeout. */
                 return client_break(c, -ETIMEDOUT, "%s: coherencyd did not take the call in time", method);
-        if (r == -EPIPE || r == -ECONNRESET)
-                return client_break(c, -ECONNRESET, "%s: coherencyd closed the connection", method);
-        if (r < 0)
+        /* The daemon may have refused the connection before reading a byte of it (a limit:
+         * server.c reject() sends LimitExceeded, then closes). That error is still in our
+         * receive queue (a stream read returns queued data before the peer's close or reset:
+         * net/unix/af_unix.c unix_stream_read_generic), so it is the answer: go on as if
+         * the call went out, and the reply, or the end of the connection, comes next. */
+        if (r < 0 && r != -EPIPE && r != -ECONNRESET)
                 /* Possibly half a message on the wire: nothing after it could be trusted. */
                 return client_break(c, r, "%s: cannot send: %m", method);
 

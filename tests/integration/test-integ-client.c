@@ -485,6 +485,30 @@ static void test_libcoherency_limit_and_kill_not_enabled(void **state) {
         close(vm);
 }
 
+/*
+ * A connection the daemon refuses at accept (MaxConnections=) gets LimitExceeded and is
+ * hung up on before the client sends anything. libcoherency's call then fails to send
+ * (EPIPE), and must still report the daemon's reason, not "closed the connection".
+ */
+static void test_libcoherency_reports_why_the_daemon_refused_the_connection(void **state) {
+        struct harness *h = *state;
+        coherency_info *info = NULL;
+
+        harness_write_config(h, "coherencyd.conf", "[Broker]\nAccess=allow\nMaxConnections=1\nReservedAdminConnections=0\n");
+        harness_start(h);
+        /* The harness's own connection is the one MaxConnections= allows. */
+        coherency_client *late = client_connect(h);
+        /* The daemon's answer and its hang-up, before the client says a word. */
+        struct pollfd p = { .fd = coherency_client_get_fd(late), .events = POLLRDHUP };
+        assert_int_equal(poll(&p, 1, HARNESS_TIMEOUT_MS), 1);
+        assert_true(p.revents & (POLLRDHUP | POLLHUP));
+
+        expect_error(late, coherency_get_info(late, &info), EUSERS, BROKER "LimitExceeded");
+        assert_null(info);
+        assert_non_null(strstr(coherency_client_get_error(late), "MaxConnections"));
+        coherency_client_free(late);
+}
+
 /* A daemon that accepts and never answers, for timeouts. */
 static int silent_listener(char path[static 108], int *ret_listener) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -851,6 +875,7 @@ int main(void) {
                 HARNESS_TEST(test_libcoherency_send_and_finish_from_a_poll_loop),
                 HARNESS_TEST(test_libcoherency_maps_daemon_errors_to_errno),
                 HARNESS_TEST(test_libcoherency_limit_and_kill_not_enabled),
+                HARNESS_TEST(test_libcoherency_reports_why_the_daemon_refused_the_connection),
                 HARNESS_TEST(test_libcoherency_times_out_and_the_connection_is_dead),
                 HARNESS_TEST(test_libcoherency_watch_sees_a_revoke_and_the_end),
                 HARNESS_TEST(test_coherencyctl_grants_shows_state_and_holders),
