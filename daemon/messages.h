@@ -14,4 +14,5 @@
 #define COH_MESSAGE_STARTED         "b2c9bd048f534253b2dafb5599df0afc"
 #define COH_MESSAGE_STOPPED         "2666b193175c4ed8b102b6cb052f5e6a"
 #define COH_MESSAGE_REQUEST_ERROR   "1b85ad80f7e84fb5b5b0e8c23b60ee8c"
+#define COH_MESSAGE_OPERATOR        "ed8dc531479140998600bbe960890e72" /* a Manager call that changes something */
 #define COH_MESSAGE_JOURNAL_DROPPED "ef104fe735354deb83278cc18d205175"

@@ -8,9 +8,35 @@
 #include "json-util.h"
 #include "grants.h"
 #include "log.h"
+#include "messages.h"
 #include "methods-internal.h"
 #include "server.h"
 #include "util.h"
+
+/*
+ * The audit trail: every Manager call that changes something (or tries to) leaves a record
+ * of its own naming the operator (uid, pid, unit) and what came of it, so that
+ * `journalctl MESSAGE_ID=<COH_MESSAGE_OPERATOR>` answers "who did this". A revoke's grant then
+ * ends with its usual end record (COHERENCYD_END=revoke) under the same COHERENCYD_GRANT.
+ * Never folded: only root and AdminGroup= members get this far.
+ */
+static void audit(struct call_ctx *x, const char *operation, const char *result, const char *grant, int kill,
+                  const char *message) {
+        const struct coh_peer *peer = &x->conn->peer;
+        char uid[16], pid[16];
+        snprintf(uid, sizeof uid, "%u", (unsigned) peer->uid);
+        snprintf(pid, sizeof pid, "%d", (int) peer->pid);
+        const struct coh_journal_field fields[] = {
+                { "COHERENCYD_OPERATION", operation },
+                { "COHERENCYD_RESULT", result },
+                { "COHERENCYD_OPERATOR_UID", uid },
+                { "COHERENCYD_OPERATOR_PID", peer->pid > 0 ? pid : NULL },
+                { "COHERENCYD_OPERATOR_UNIT", peer->unit },
+                { "COHERENCYD_GRANT", grant },
+                { "COHERENCYD_KILL", kill < 0 ? NULL : kill ? "yes" : "no" },
+        };
+        coh_log_record(LOG_NOTICE, COH_MESSAGE_OPERATOR, message, fields, ELEMENTSOF(fields));
+}
 
 static int method_list_grants(struct call_ctx *x) {
         int r = method_no_params(x);
@@ -35,19 +61,30 @@ static const struct coh_param revoke_params[] = {
 static int method_revoke_grant(struct call_ctx *x) {
         const struct coh_broker_config *cfg = coh_policy_broker(call_policy(x));
         const struct coh_peer *peer = &x->conn->peer;
+        char message[256];
         struct revoke_params p;
         int r = method_params(x, revoke_params, &p);
         if (r != 0)
                 return r;
         struct coh_grant *g = coh_grants_find(x->ms->grants, p.grant);
-        if (!g)
+        if (!g) {
+                snprintf(message, sizeof message, "Revoke of grant %s by uid %u: no such grant", p.grant,
+                         (unsigned) peer->uid);
+                audit(x, "revoke", "no-such-grant", p.grant, p.kill, message);
                 return method_reply_errno(x, -ENOENT, p.grant);
+        }
         bool kill = p.kill >= 0 ? p.kill : cfg->revoke_kill;
         /* Without RevokeKill= the daemon has given up CAP_KILL. */
-        if (kill && !cfg->revoke_kill)
+        if (kill && !cfg->revoke_kill) {
+                snprintf(message, sizeof message, "Revoke of grant %s by uid %u: killing is not enabled",
+                         g->rec.grant, (unsigned) peer->uid);
+                audit(x, "revoke", "kill-not-enabled", g->rec.grant, kill, message);
                 return method_reply_errno(x, -ECANCELED, NULL);
-        coh_log(LOG_NOTICE, NULL, "Grant %s for %s revoked by uid %u%s%s%s", g->rec.grant, g->rec.device, (unsigned) peer->uid,
-                peer->unit ? " (" : "", peer->unit ?: "", peer->unit ? ")" : "");
+        }
+        snprintf(message, sizeof message, "Grant %s for %s revoked by uid %u%s%s%s%s", g->rec.grant, g->rec.device,
+                 (unsigned) peer->uid, peer->unit ? " (" : "", peer->unit ?: "", peer->unit ? ")" : "",
+                 kill ? ", its VMM to be killed if it holds on" : "");
+        audit(x, "revoke", "done", g->rec.grant, kill, message);
         (void) coh_grant_end(g, "revoke", kill);
         return method_reply(x, json_object_new_object());
 }
@@ -87,20 +124,28 @@ static int method_explain(struct call_ctx *x) {
 }
 
 static int method_reload_policy(struct call_ctx *x) {
+        const struct coh_peer *peer = &x->conn->peer;
         struct coh_policy_error err;
+        char message[640];
         int r = method_no_params(x);
         if (r != 0)
                 return r;
         r = x->ms->reload(&err, x->ms->userdata);
         if (r < 0) {
+                snprintf(message, sizeof message, "Policy reload by uid %u failed, the policy in force is unchanged: %.256s:%u: %.200s",
+                         (unsigned) peer->uid, err.file, err.line, err.message);
+                audit(x, "reload-policy", "invalid-policy", NULL, -1, message);
                 json_object *p = json_object_new_object();
                 coh_json_add(p, "file", json_object_new_string(err.file));
                 coh_json_add(p, "line", json_object_new_int((int) err.line));
                 coh_json_add(p, "message", json_object_new_string(err.message));
                 return coh_conn_error(x->conn, MANAGER "InvalidPolicy", p);
         }
+        size_t n_rules = coh_policy_n_rules(call_policy(x));
+        snprintf(message, sizeof message, "Policy reloaded by uid %u: %zu rule(s)", (unsigned) peer->uid, n_rules);
+        audit(x, "reload-policy", "done", NULL, -1, message);
         json_object *p = json_object_new_object();
-        coh_json_add(p, "rules", json_object_new_int64((int64_t) coh_policy_n_rules(call_policy(x))));
+        coh_json_add(p, "rules", json_object_new_int64((int64_t) n_rules));
         return method_reply(x, p);
 }
 

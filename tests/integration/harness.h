@@ -37,6 +37,7 @@
 #define MESSAGE_ID_GRANT_END "a31aadc285ac474dad65dd69506a7eb8"
 #define MESSAGE_ID_POLICY_LOADED "95a6494f9b424cbfa5febfbd7573915a"
 #define MESSAGE_ID_POLICY_FAILED "ca929c184e2d4b0da2958be50034b49a"
+#define MESSAGE_ID_OPERATOR "ed8dc531479140998600bbe960890e72" /* a changing Manager call */
 
 #define BROKER "io.coherencyd.Broker."
 #define MANAGER "io.coherencyd.Manager."

@@ -102,11 +102,26 @@ static void test_admin_group_member_may_list_everyones_grants_explain_and_revoke
                                          "{\"device\":\"0000:00:05.0\",\"user\":\"root\"}", NULL, 0,
                                          BROKER "PermissionDenied"));
 
-        char params[128];
+        char params[128], match[64];
         snprintf(params, sizeof params, "{\"grant\":\"%s\",\"kill\":false}", grant);
         json_object_put(vconn_call(operator.conn, MANAGER "RevokeGrant", params, NULL, 0));
         close(group);
         json_object_put(journal_expect(h, 1, MESSAGE_ID_GRANT_END, "COHERENCYD_END=revoke", NULL));
+        /* The audit trail: who revoked it (their uid, not their gid), and what came of it. */
+        snprintf(match, sizeof match, "COHERENCYD_GRANT=%s", grant);
+        json_object_put(journal_expect(h, 1, MESSAGE_ID_OPERATOR, "COHERENCYD_OPERATION=revoke", match,
+                                       "COHERENCYD_OPERATOR_UID=1234", "COHERENCYD_RESULT=done", "COHERENCYD_KILL=no",
+                                       NULL));
+        /* A revoke that finds nothing is recorded too; and so is a policy reload. */
+        json_object_put(vconn_call_error(operator.conn, MANAGER "RevokeGrant", "{\"grant\":\"g-0000000000000000\"}",
+                                         NULL, 0, BROKER "NoSuchGrant"));
+        json_object_put(journal_expect(h, 1, MESSAGE_ID_OPERATOR, "COHERENCYD_GRANT=g-0000000000000000",
+                                       "COHERENCYD_OPERATOR_UID=1234", "COHERENCYD_RESULT=no-such-grant", NULL));
+        json_object_put(vconn_call(operator.conn, MANAGER "ReloadPolicy", NULL, NULL, 0));
+        json_object_put(journal_expect(h, 1, MESSAGE_ID_OPERATOR, "COHERENCYD_OPERATION=reload-policy",
+                                       "COHERENCYD_OPERATOR_UID=1234", "COHERENCYD_RESULT=done", NULL));
+        /* Reading is not changing: ListGrants and Explain above left no operator record. */
+        json_object_put(journal_expect(h, 3, MESSAGE_ID_OPERATOR, NULL));
 
         free(grant);
         peer_done(&operator);
