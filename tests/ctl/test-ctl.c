@@ -1041,6 +1041,113 @@ static void test_help_points_at_the_man_page(void **state) {
         free(err);
 }
 
+/*
+ * coherencyctl(1)'s EXAMPLES, every command as the page prints it, run by bash against the
+ * daemon on the simulated platform (COHERENCYD_SOCKET= says where, as it would on a host
+ * with another socket). The simulated host has no 0000:01:00.0, no user qemu, none of the
+ * page's grant ids and its sysfs elsewhere, so exactly these are replaced; the options,
+ * pipes and the rest are the page's own text. Each must exit 0 and print something.
+ */
+struct example_word {
+        const char *printed, *here;
+};
+
+static char *example_substitute(const char *command, const struct example_word *words, size_t n_words) {
+        char *s = strdup(command);
+
+        assert_non_null(s);
+        for (size_t i = 0; i < n_words; i++) {
+                size_t from = 0;
+                char *at;
+                /* From after each replacement: a replacement may contain its word. */
+                while ((at = strstr(s + from, words[i].printed))) {
+                        char *t;
+                        size_t before = (size_t) (at - s);
+                        assert_true(asprintf(&t, "%.*s%s%s", (int) before, s, words[i].here,
+                                             at + strlen(words[i].printed)) >= 0);
+                        free(s);
+                        s = t;
+                        from = before + strlen(words[i].here);
+                }
+        }
+        return s;
+}
+
+/* The commands of the page's EXAMPLES: lines "# coherencyctl ..." or "$ coherencyctl ..."
+ * between .EX and .EE, with groff's escapes for '-' and '\'' undone. */
+static size_t man_examples(const char *page, char *commands[], size_t max) {
+        FILE *f = fopen(page, "re");
+        char line[512];
+        bool in_examples = false, in_ex = false;
+        size_t n = 0;
+
+        assert_non_null(f);
+        while (fgets(line, sizeof line, f)) {
+                line[strcspn(line, "\n")] = '\0';
+                if (strncmp(line, ".SH ", 4) == 0)
+                        in_examples = strcmp(line, ".SH EXAMPLES") == 0;
+                else if (in_examples && strcmp(line, ".EX") == 0)
+                        in_ex = true;
+                else if (in_examples && strcmp(line, ".EE") == 0)
+                        in_ex = false;
+                else if (in_ex && (strncmp(line, "# coherencyctl", 14) == 0 || strncmp(line, "$ coherencyctl", 14) == 0)) {
+                        static const struct example_word groff[] = { { "\\-", "-" }, { "\\(aq", "'" } };
+                        assert_true(n < max);
+                        commands[n++] = example_substitute(line + 2, groff, sizeof groff / sizeof groff[0]);
+                }
+        }
+        fclose(f);
+        return n;
+}
+
+static void test_man_page_examples_work_as_printed(void **state) {
+        struct harness *h = *state;
+        char page[PATH_MAX], devices[PATH_MAX + 32], config[PATH_MAX + 32], dir[PATH_MAX], *commands[32], *out, *err;
+        int vm, group;
+
+        harness_start(h);
+        /* A grant for the revoke example, its group already let go of (so --kill kills nobody). */
+        vm = sim_object("kvm-vm");
+        json_object *p = request_grant_take(h->sync, vm, GRANTED_GROUP, "noncoherent", &group);
+        close(group);
+        snprintf(devices, sizeof devices, "devices --sysfs %s", h->sysfs);
+        snprintf(config, sizeof config, "--config %s", h->config);
+        const struct example_word words[] = {
+                { "0000:01:00.0", "0000:00:05.0" },
+                { "--user qemu", "--user nobody" },
+                { "g-3f1c0e9a7b2d4c51", jstr(p, "grant") },
+                { "devices", devices },
+                { "--config /etc/coherencyd", config },
+        };
+        snprintf(dir, sizeof dir, "%s", h->coherencyctl);
+        *strrchr(dir, '/') = '\0';
+        snprintf(page, sizeof page, "%s/man/coherencyctl.1", h->source_dir);
+
+        size_t n = man_examples(page, commands, sizeof commands / sizeof commands[0]);
+        assert_true(n >= 8); /* the page's examples are found, not silently none */
+        for (size_t i = 0; i < n; i++) {
+                char *command = example_substitute(commands[i], words, sizeof words / sizeof words[0]), *script;
+                assert_true(asprintf(&script, "set -o pipefail; PATH=%s:$PATH COHERENCYD_SOCKET=%s; export COHERENCYD_SOCKET; %s",
+                                     dir, h->socket, command) >= 0);
+                print_message("example: %s\n", command);
+                /* monitor does not end by itself: it must still be running, quietly, when cut off. */
+                bool stream = strstr(command, " monitor");
+                int r = run_command(stream ? (char *[]) { "timeout", "2", "bash", "-c", script, NULL }
+                                           : (char *[]) { "bash", "-c", script, NULL },
+                                    0, &out, &err);
+                expect_ctl_status(r, stream ? 124 : OK, command, out, err);
+                if (stream ? err[0] != '\0' : out[strspn(out, " \n")] == '\0' && !strstr(command, "revoke"))
+                        fail_msg("example: %s\nstdout:\n%s\nstderr:\n%s", command, out, err);
+                free(out);
+                free(err);
+                free(script);
+                free(command);
+                free(commands[i]);
+        }
+        json_object_put(p);
+        close(vm);
+}
+
 /* COMPREPLY of the bash completion for the words given (the last one being completed). */
 static char *complete(struct harness *h, const char *words) {
         char script[4 * PATH_MAX], dir[PATH_MAX], *out, *err, *slash;
@@ -1120,6 +1227,7 @@ int main(void) {
                 HARNESS_TEST(test_packaged_conffile_lists_every_key_at_its_default),
                 HARNESS_TEST(test_pager_only_on_a_terminal),
                 HARNESS_TEST(test_help_points_at_the_man_page),
+                HARNESS_TEST(test_man_page_examples_work_as_printed),
                 HARNESS_TEST(test_bash_completion),
         };
 
