@@ -132,28 +132,31 @@ enum broker_kind {
 
 static const struct broker_key {
         const char *name;
+        const char *json;          /* its name in coh_policy_to_json(); "<json>Rule" is its origin */
         enum broker_kind kind;
         size_t offset;             /* BROKER_UNSIGNED, BROKER_SECONDS, BROKER_BOOLEAN: the field; and the range */
         uint32_t min, max;
 } broker_keys[] = {
-#define UNSIGNED_KEY(n, field, lo, hi) \
-        { .name = n, .kind = BROKER_UNSIGNED, .offset = offsetof(struct coh_broker_config, field), .min = lo, .max = hi }
-#define SECONDS_KEY(n, field, lo, hi) \
-        { .name = n, .kind = BROKER_SECONDS, .offset = offsetof(struct coh_broker_config, field), .min = lo, .max = hi }
-#define BOOLEAN_KEY(n, field) \
-        { .name = n, .kind = BROKER_BOOLEAN, .offset = offsetof(struct coh_broker_config, field) }
-        { .name = "Mode", .kind = BROKER_MODE },
-        { .name = "Access", .kind = BROKER_ACCESS },
-        { .name = "AdminGroup", .kind = BROKER_ADMIN_GROUP },
-        UNSIGNED_KEY("MaxConnections", max_connections, 1, 65536),
-        UNSIGNED_KEY("ReservedAdminConnections", reserved_admin_connections, 0, 65536),
-        SECONDS_KEY("MessageTimeoutSec", message_timeout_usec, 1, 3600),
-        UNSIGNED_KEY("MaxConnectionsPerUser", max_connections_per_user, 1, 65536),
-        UNSIGNED_KEY("MaxGrantsPerConnection", max_grants_per_connection, 1, 65536),
-        UNSIGNED_KEY("IdleExitSec", idle_exit_sec, 0, 86400),
-        SECONDS_KEY("ReleaseTimeoutSec", release_timeout_usec, 1, 86400),
-        SECONDS_KEY("RefusalLogIntervalSec", refusal_log_interval_usec, 0, 3600),
-        BOOLEAN_KEY("RevokeKill", revoke_kill),
+#define UNSIGNED_KEY(n, j, field, lo, hi) \
+        { .name = n, .json = j, .kind = BROKER_UNSIGNED, .offset = offsetof(struct coh_broker_config, field), \
+          .min = lo, .max = hi }
+#define SECONDS_KEY(n, j, field, lo, hi) \
+        { .name = n, .json = j, .kind = BROKER_SECONDS, .offset = offsetof(struct coh_broker_config, field), \
+          .min = lo, .max = hi }
+#define BOOLEAN_KEY(n, j, field) \
+        { .name = n, .json = j, .kind = BROKER_BOOLEAN, .offset = offsetof(struct coh_broker_config, field) }
+        { .name = "Mode", .json = "mode", .kind = BROKER_MODE },
+        { .name = "Access", .json = "access", .kind = BROKER_ACCESS },
+        { .name = "AdminGroup", .json = "adminGroup", .kind = BROKER_ADMIN_GROUP },
+        UNSIGNED_KEY("MaxConnections", "maxConnections", max_connections, 1, 65536),
+        UNSIGNED_KEY("ReservedAdminConnections", "reservedAdminConnections", reserved_admin_connections, 0, 65536),
+        SECONDS_KEY("MessageTimeoutSec", "messageTimeoutSec", message_timeout_usec, 1, 3600),
+        UNSIGNED_KEY("MaxConnectionsPerUser", "maxConnectionsPerUser", max_connections_per_user, 1, 65536),
+        UNSIGNED_KEY("MaxGrantsPerConnection", "maxGrantsPerConnection", max_grants_per_connection, 1, 65536),
+        UNSIGNED_KEY("IdleExitSec", "idleExitSec", idle_exit_sec, 0, 86400),
+        SECONDS_KEY("ReleaseTimeoutSec", "releaseTimeoutSec", release_timeout_usec, 1, 86400),
+        SECONDS_KEY("RefusalLogIntervalSec", "refusalLogIntervalSec", refusal_log_interval_usec, 0, 3600),
+        BOOLEAN_KEY("RevokeKill", "revokeKill", revoke_kill),
 #undef UNSIGNED_KEY
 #undef SECONDS_KEY
 #undef BOOLEAN_KEY
@@ -1399,32 +1402,52 @@ static int json_add_origin(json_object *o, const char *key, const struct coh_ori
         return json_add(o, key, json_object_new_string(coh_origin_format(origin, buf, sizeof buf)));
 }
 
+/* A [Broker] key's value as GetPolicy shows it: seconds as seconds; NULL for an unset AdminGroup= (or no memory). */
+static json_object *broker_value_to_json(const struct coh_broker_config *b, const struct broker_key *k) {
+        const uint8_t *field = (const uint8_t *) b + k->offset;
+
+        switch (k->kind) {
+        case BROKER_MODE:
+                return json_object_new_string(coh_mode_to_string(b->mode));
+        case BROKER_ACCESS:
+                return json_object_new_string(coh_access_to_string(b->access));
+        case BROKER_ADMIN_GROUP:
+                return b->has_admin_group ? json_object_new_int64(b->admin_gid) : NULL;
+        case BROKER_UNSIGNED:
+                return json_object_new_int64(*(const unsigned *) field);
+        case BROKER_SECONDS:
+                return json_object_new_int64((int64_t) (*(const uint64_t *) field / USEC_PER_SEC));
+        case BROKER_BOOLEAN:
+                return json_object_new_boolean(*(const bool *) field);
+        }
+        return NULL;
+}
+
+/* Every key, and beside it "<key>Rule": the coherencyd.conf line that set it, or "default". */
 static json_object *broker_to_json(const struct coh_policy *p) {
-        const struct coh_broker_config *b = &p->broker;
         json_object *o = json_object_new_object();
 
         if (!o)
                 return NULL;
-        if (json_add(o, "mode", json_object_new_string(coh_mode_to_string(b->mode))) < 0 ||
-            json_add_origin(o, "modeRule", &b->mode_origin) < 0 ||
-            json_add(o, "access", json_object_new_string(coh_access_to_string(b->access))) < 0 ||
-            json_add_origin(o, "accessRule", &b->access_origin) < 0 ||
-            (b->has_admin_group ? json_add(o, "adminGroup", json_object_new_int64(b->admin_gid))
-                                : json_object_object_add(o, "adminGroup", NULL)) < 0 ||
-            json_add(o, "maxConnections", json_object_new_int64(b->max_connections)) < 0 ||
-            json_add(o, "reservedAdminConnections", json_object_new_int64(b->reserved_admin_connections)) < 0 ||
-            json_add(o, "messageTimeoutSec", json_object_new_int64((int64_t) (b->message_timeout_usec /
-                                                                              USEC_PER_SEC))) < 0 ||
-            json_add(o, "maxConnectionsPerUser", json_object_new_int64(b->max_connections_per_user)) < 0 ||
-            json_add(o, "maxGrantsPerConnection", json_object_new_int64(b->max_grants_per_connection)) < 0 ||
-            json_add(o, "idleExitSec", json_object_new_int64(b->idle_exit_sec)) < 0 ||
-            json_add(o, "releaseTimeoutSec", json_object_new_int64((int64_t) (b->release_timeout_usec /
-                                                                              USEC_PER_SEC))) < 0 ||
-            json_add(o, "refusalLogIntervalSec",
-                     json_object_new_int64((int64_t) (b->refusal_log_interval_usec / USEC_PER_SEC))) < 0 ||
-            json_add(o, "revokeKill", json_object_new_boolean(b->revoke_kill)) < 0) {
-                json_object_put(o);
-                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(broker_keys); i++) {
+                const struct broker_key *k = &broker_keys[i];
+                const struct coh_origin origin = {
+                        .file = p->broker_lines[i] > 0 ? p->conf_file : NULL,
+                        .line = p->broker_lines[i],
+                };
+                json_object *v = broker_value_to_json(&p->broker, k);
+                char name[64];
+                int r;
+
+                if (!v && k->kind == BROKER_ADMIN_GROUP && !p->broker.has_admin_group)
+                        r = json_object_object_add(o, k->json, NULL);  /* null: nobody but root */
+                else
+                        r = json_add(o, k->json, v);
+                snprintf(name, sizeof name, "%sRule", k->json);
+                if (r < 0 || json_add_origin(o, name, &origin) < 0) {
+                        json_object_put(o);
+                        return NULL;
+                }
         }
         return o;
 }

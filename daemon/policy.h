@@ -148,7 +148,12 @@ int coh_peer_from_names(const char *user, const char *group, const char *unit, s
 /* "file:line" or "default" into buf. */
 const char *coh_origin_format(const struct coh_origin *o, char *buf, size_t size);
 
-/* The loaded policy as JSON (for Manager.GetPolicy): files, rules with their match keys and settings, broker config. */
+/*
+ * The loaded policy as JSON (for Manager.GetPolicy): rules with their files,
+ * match keys and settings, and the broker config; every setting with the
+ * file:line that set it ("<name>Rule": "modeRule", "maxConnectionsRule", ...),
+ * or "default".
+ */
 json_object *coh_policy_to_json(const struct coh_policy *p);
 
 /* Number of rule files loaded, for the policy-load journal record. */

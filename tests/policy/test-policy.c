@@ -1704,6 +1704,12 @@ static void test_to_json(void **state) {
         assert_true(json_object_object_get_ex(broker, "revokeKill", &v));
         assert_true(json_object_is_type(v, json_type_boolean));
         assert_true(json_object_get_boolean(v));
+        /* Every setting says where it came from, not only Mode= and Access=. */
+        assert_string_equal(json_str(broker, "adminGroupRule"), CONF ":3");
+        assert_string_equal(json_str(broker, "releaseTimeoutSecRule"), CONF ":5");
+        assert_string_equal(json_str(broker, "revokeKillRule"), CONF ":6");
+        assert_string_equal(json_str(broker, "maxConnectionsRule"), "default");
+        assert_string_equal(json_str(broker, "refusalLogIntervalSecRule"), "default");
 
         assert_true(json_object_object_get_ex(j, "rules", &arr));
         assert_int_equal(json_object_array_length(arr), 2);
@@ -1743,6 +1749,37 @@ static void test_to_json(void **state) {
         assert_true(json_object_object_get_ex(broker, "revokeKill", &v));
         assert_true(json_object_is_type(v, json_type_boolean));
         assert_false(json_object_get_boolean(v));
+        json_object_put(j);
+        coh_policy_free(p);
+}
+
+/* Each [Broker] key has its value and, beside it, "<key>Rule": the line that set it, or "default". */
+static void test_to_json_broker_origins(void **state) {
+        static const char *const keys[] = {
+                "mode", "access", "adminGroup", "maxConnections", "reservedAdminConnections", "messageTimeoutSec",
+                "maxConnectionsPerUser", "maxGrantsPerConnection", "idleExitSec", "releaseTimeoutSec",
+                "refusalLogIntervalSec", "revokeKill",
+        };
+        struct coh_policy *p = load_ok("[Broker]\n"
+                                       "Mode=enable\nAccess=allow\nAdminGroup=0\nMaxConnections=10\n"
+                                       "ReservedAdminConnections=1\nMessageTimeoutSec=2\nMaxConnectionsPerUser=3\n"
+                                       "MaxGrantsPerConnection=4\nIdleExitSec=5\nReleaseTimeoutSec=6\n"
+                                       "RefusalLogIntervalSec=7\nRevokeKill=yes\n",
+                                       NULL, 0);
+        json_object *j = coh_policy_to_json(p), *broker, *v;
+        char name[64], expected[64];
+
+        assert_true(json_object_object_get_ex(j, "broker", &broker));
+        /* The twelve keys, each with its rule, and nothing else. */
+        assert_int_equal(json_object_object_length(broker), 2 * ELEMENTSOF(keys));
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                assert_true(json_object_object_get_ex(broker, keys[i], &v));
+                assert_non_null(v);
+                snprintf(name, sizeof name, "%sRule", keys[i]);
+                snprintf(expected, sizeof expected, CONF ":%zu", i + 2);
+                if (!json_str(broker, name) || strcmp(json_str(broker, name), expected) != 0)
+                        fail_msg("%s: expected %s, got %s", name, expected, json_str(broker, name));
+        }
         json_object_put(j);
         coh_policy_free(p);
 }
@@ -1787,6 +1824,7 @@ int main(void) {
                 cmocka_unit_test(test_load_logs_all_but_the_first_error),
                 cmocka_unit_test(test_origin_format),
                 cmocka_unit_test(test_to_json),
+                cmocka_unit_test(test_to_json_broker_origins),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
