@@ -121,21 +121,41 @@ static int run(const struct coh_manager_options *o) {
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
+struct check_counts {
+        unsigned errors, warnings;
+};
+
+/* Compiler style, so that editors and scripts can jump to the line; as found, each file's in line order. */
+static void check_report(enum coh_policy_severity severity, const struct coh_policy_error *e, void *userdata) {
+        struct check_counts *n = userdata;
+        bool warning = severity == COH_POLICY_WARNING;
+
+        if (warning)
+                n->warnings++;
+        else
+                n->errors++;
+        if (e->line > 0)
+                fprintf(stderr, "%s:%u: %s%s\n", e->file, e->line, warning ? "warning: " : "", e->message);
+        else
+                fprintf(stderr, "%s: %s%s\n", e->file, warning ? "warning: " : "", e->message);
+}
+
 static int check_policy(const struct options *o) {
+        struct check_counts n = {};
         struct coh_policy *p;
-        struct coh_policy_error err;
-        int r = coh_policy_load(o->manager.config_dir, o->manager.vendor_dir, &p, &err);
+        int r = coh_policy_load_report(o->manager.config_dir, o->manager.vendor_dir, check_report, &n, &p, NULL);
         if (r < 0) {
-                if (err.line > 0)
-                        fprintf(stderr, "%s:%u: %s\n", err.file, err.line, err.message);
-                else
-                        fprintf(stderr, "%s: %s\n", err.file, err.message);
+                fprintf(stderr, "Policy not valid: %u error%s, %u warning%s.\n", n.errors, n.errors == 1 ? "" : "s",
+                        n.warnings, n.warnings == 1 ? "" : "s");
                 return EXIT_FAILURE;
         }
         const struct coh_broker_config *cfg = coh_policy_broker(p);
         char origin[512];
-        printf("Policy OK: %zu rule file(s), default mode %s (%s)\n", coh_policy_n_rules(p),
+        printf("Policy OK: %zu rule file(s), default mode %s (%s)", coh_policy_n_rules(p),
                coh_mode_to_string(cfg->mode), coh_origin_format(&cfg->mode_origin, origin, sizeof origin));
+        if (n.warnings > 0)
+                printf(", %u warning%s", n.warnings, n.warnings == 1 ? "" : "s");
+        printf("\n");
         coh_policy_free(p);
         return EXIT_SUCCESS;
 }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "ini.h"
+#include "log.h"
 #include "policy.h"
 #include "util.h"
 
@@ -109,6 +110,7 @@ struct match {
 
 struct rule {
         char *file;
+        unsigned match_line;       /* the first [Match] header; 0: none */
         struct match match[_MATCH_MAX];
         bool has_device_key;
         enum coh_access access;
@@ -117,13 +119,6 @@ struct rule {
         unsigned mode_line;        /* 0: Mode= not set */
         enum coh_nosnoop nosnoop;
         unsigned nosnoop_line;     /* 0: NoSnoop= not set */
-};
-
-struct coh_policy {
-        char *conf_file;           /* broker.mode_origin.file and broker.access_origin.file point here */
-        struct coh_broker_config broker;
-        struct rule *rules;
-        size_t n_rules;
 };
 
 enum broker_kind {
@@ -137,37 +132,58 @@ enum broker_kind {
 
 static const struct broker_key {
         const char *name;
+        const char *json;          /* its name in coh_policy_to_json(); "<json>Rule" is its origin */
         enum broker_kind kind;
         size_t offset;             /* BROKER_UNSIGNED, BROKER_SECONDS, BROKER_BOOLEAN: the field; and the range */
         uint32_t min, max;
 } broker_keys[] = {
-#define UNSIGNED_KEY(n, field, lo, hi) \
-        { .name = n, .kind = BROKER_UNSIGNED, .offset = offsetof(struct coh_broker_config, field), .min = lo, .max = hi }
-#define SECONDS_KEY(n, field, lo, hi) \
-        { .name = n, .kind = BROKER_SECONDS, .offset = offsetof(struct coh_broker_config, field), .min = lo, .max = hi }
-#define BOOLEAN_KEY(n, field) \
-        { .name = n, .kind = BROKER_BOOLEAN, .offset = offsetof(struct coh_broker_config, field) }
-        { .name = "Mode", .kind = BROKER_MODE },
-        { .name = "Access", .kind = BROKER_ACCESS },
-        { .name = "AdminGroup", .kind = BROKER_ADMIN_GROUP },
-        UNSIGNED_KEY("MaxConnections", max_connections, 1, 65536),
-        UNSIGNED_KEY("ReservedAdminConnections", reserved_admin_connections, 0, 65536),
-        SECONDS_KEY("MessageTimeoutSec", message_timeout_usec, 1, 3600),
-        UNSIGNED_KEY("MaxConnectionsPerUser", max_connections_per_user, 1, 65536),
-        UNSIGNED_KEY("MaxGrantsPerConnection", max_grants_per_connection, 1, 65536),
-        UNSIGNED_KEY("IdleExitSec", idle_exit_sec, 0, 86400),
-        SECONDS_KEY("ReleaseTimeoutSec", release_timeout_usec, 1, 86400),
-        SECONDS_KEY("RefusalLogIntervalSec", refusal_log_interval_usec, 0, 3600),
-        BOOLEAN_KEY("RevokeKill", revoke_kill),
+#define UNSIGNED_KEY(n, j, field, lo, hi) \
+        { .name = n, .json = j, .kind = BROKER_UNSIGNED, .offset = offsetof(struct coh_broker_config, field), \
+          .min = lo, .max = hi }
+#define SECONDS_KEY(n, j, field, lo, hi) \
+        { .name = n, .json = j, .kind = BROKER_SECONDS, .offset = offsetof(struct coh_broker_config, field), \
+          .min = lo, .max = hi }
+#define BOOLEAN_KEY(n, j, field) \
+        { .name = n, .json = j, .kind = BROKER_BOOLEAN, .offset = offsetof(struct coh_broker_config, field) }
+        { .name = "Mode", .json = "mode", .kind = BROKER_MODE },
+        { .name = "Access", .json = "access", .kind = BROKER_ACCESS },
+        { .name = "AdminGroup", .json = "adminGroup", .kind = BROKER_ADMIN_GROUP },
+        UNSIGNED_KEY("MaxConnections", "maxConnections", max_connections, 1, 65536),
+        UNSIGNED_KEY("ReservedAdminConnections", "reservedAdminConnections", reserved_admin_connections, 0, 65536),
+        SECONDS_KEY("MessageTimeoutSec", "messageTimeoutSec", message_timeout_usec, 1, 3600),
+        UNSIGNED_KEY("MaxConnectionsPerUser", "maxConnectionsPerUser", max_connections_per_user, 1, 65536),
+        UNSIGNED_KEY("MaxGrantsPerConnection", "maxGrantsPerConnection", max_grants_per_connection, 1, 65536),
+        UNSIGNED_KEY("IdleExitSec", "idleExitSec", idle_exit_sec, 0, 86400),
+        SECONDS_KEY("ReleaseTimeoutSec", "releaseTimeoutSec", release_timeout_usec, 1, 86400),
+        SECONDS_KEY("RefusalLogIntervalSec", "refusalLogIntervalSec", refusal_log_interval_usec, 0, 3600),
+        BOOLEAN_KEY("RevokeKill", "revokeKill", revoke_kill),
 #undef UNSIGNED_KEY
 #undef SECONDS_KEY
 #undef BOOLEAN_KEY
 };
 
-struct conf_parser {
-        struct coh_broker_config *broker;
+struct coh_policy {
+        char *conf_file;           /* broker.mode_origin.file and broker.access_origin.file point here */
+        struct coh_broker_config broker;
+        unsigned broker_lines[ELEMENTSOF(broker_keys)];  /* where each [Broker] key was set; 0: not set */
+        struct rule *rules;
+        size_t n_rules;
+};
+
+/* One load: where its problems go, and the first error, which decides what the load returns. */
+struct loader {
+        coh_policy_report_t report;
+        void *userdata;
+        struct coh_policy_error *err;  /* may be NULL */
+        int first;                     /* the first error's value; 0 while there is none */
+};
+
+/* One file being parsed: the userdata of its coh_ini_parse(). */
+struct file_parser {
+        struct loader *loader;
         const char *file;
-        unsigned lines[ELEMENTSOF(broker_keys)];  /* where each key was set, for duplicates */
+        struct rule *rule;             /* a rule file */
+        struct coh_policy *policy;     /* coherencyd.conf */
 };
 
 /* One file to parse: path names it in origins and errors, name (its last component) orders it. */
@@ -176,6 +192,8 @@ struct source {
         const char *name;
         const char *text;
         size_t len;
+        int error;            /* it could not be read: the load fails with this, at its place in the order */
+        const char *ignored;  /* not a rule file: why it is not read (a warning); it masks nothing */
         char *owned_path;
         char *owned_text;
 };
@@ -211,13 +229,47 @@ static int fail(char *err, size_t errlen, const char *fmt, ...) {
         return -EINVAL;
 }
 
-static int set_error(struct coh_policy_error *e, const char *file, unsigned line, int r, const char *message) {
-        if (e) {
-                snprintf(e->file, sizeof e->file, "%s", file);
-                e->line = line;
-                snprintf(e->message, sizeof e->message, "%s", message && *message ? message : strerror(-r));
+static void error_fill(struct coh_policy_error *e, const char *file, unsigned line, int r, const char *message) {
+        snprintf(e->file, sizeof e->file, "%s", file);
+        e->line = line;
+        snprintf(e->message, sizeof e->message, "%s", message && *message ? message : strerror(-r));
+}
+
+/* An error: the load goes on, to find the others, and then fails. Returns r, for callers that stop there. */
+static int loader_error(struct loader *l, const char *file, unsigned line, int r, const char *message) {
+        struct coh_policy_error e;
+
+        error_fill(&e, file, line, r, message);
+        if (l->first == 0) {
+                l->first = r;
+                if (l->err)
+                        *l->err = e;
         }
+        if (l->report)
+                l->report(COH_POLICY_ERROR, &e, l->userdata);
         return r;
+}
+
+__attribute__((format(printf, 4, 5)))
+static void loader_warning(struct loader *l, const char *file, unsigned line, const char *fmt, ...) {
+        struct coh_policy_error e = { .line = line };
+        va_list ap;
+
+        if (!l->report)
+                return;
+        snprintf(e.file, sizeof e.file, "%s", file);
+        va_start(ap, fmt);
+        vsnprintf(e.message, sizeof e.message, fmt, ap);
+        va_end(ap);
+        l->report(COH_POLICY_WARNING, &e, l->userdata);
+}
+
+const char *coh_policy_error_format(const struct coh_policy_error *e, char *buf, size_t size) {
+        if (e->line > 0)
+                snprintf(buf, size, "%s:%u: %s", e->file, e->line, e->message);
+        else
+                snprintf(buf, size, "%s: %s", e->file, e->message);
+        return buf;
 }
 
 
@@ -241,6 +293,11 @@ static int parse_u32(const char *s, uint32_t max, uint32_t *ret) {
         }
         *ret = (uint32_t) v;
         return 0;
+}
+
+/* sysfs writes ids as "0x8086"; operators write them with or without the prefix. */
+static const char *skip_hex_prefix(const char *s) {
+        return s[0] == '0' && (s[1] == 'x' || s[1] == 'X') ? s + 2 : s;
 }
 
 /* getpwnam_r() and getgrnam_r() tell "no such entry" in several ways (see their man page). */
@@ -424,12 +481,17 @@ static int parse_match(const struct match_key *k, struct match *m, const char *v
 
 static int rule_handler(const char *section, const char *key, const char *value, unsigned line, void *userdata,
                         char *err, size_t errlen) {
-        struct rule *rule = userdata;
+        struct file_parser *fp = userdata;
+        struct rule *rule = fp->rule;
+        enum coh_nosnoop nosnoop;
         int r;
 
         if (streq(section, "Match")) {
-                if (!key)
+                if (!key) {
+                        if (rule->match_line == 0)
+                                rule->match_line = line;
                         return 0;
+                }
                 for (size_t i = 0; i < _MATCH_MAX; i++)
                         if (streq(key, match_keys[i].name))
                                 return parse_match(&match_keys[i], &rule->match[i], value, line, err, errlen);
@@ -461,10 +523,11 @@ static int rule_handler(const char *section, const char *key, const char *value,
                         r = check_assignment(section, key, value, rule->nosnoop_line, err, errlen);
                         if (r < 0)
                                 return r;
-                        rule->nosnoop = coh_nosnoop_from_string(value);
-                        if (rule->nosnoop < 0)
+                        nosnoop = coh_nosnoop_from_string(value);
+                        if (nosnoop < 0)
                                 return fail(err, errlen,
                                             "invalid NoSnoop= value '%s' (expected hardwired-off or capable)", value);
+                        rule->nosnoop = nosnoop;
                         rule->nosnoop_line = line;
                         return 0;
                 }
@@ -477,7 +540,9 @@ static int rule_handler(const char *section, const char *key, const char *value,
 
 static int conf_handler(const char *section, const char *key, const char *value, unsigned line, void *userdata,
                         char *err, size_t errlen) {
-        struct conf_parser *c = userdata;
+        struct file_parser *fp = userdata;
+        struct coh_broker_config *broker = &fp->policy->broker;
+        unsigned *lines = fp->policy->broker_lines;
         uint32_t v;
         int r;
 
@@ -492,51 +557,51 @@ static int conf_handler(const char *section, const char *key, const char *value,
                 if (!streq(key, k->name))
                         continue;
 
-                r = check_assignment(section, key, value, c->lines[i], err, errlen);
+                r = check_assignment(section, key, value, lines[i], err, errlen);
                 if (r < 0)
                         return r;
 
                 switch (k->kind) {
                 case BROKER_MODE:
-                        r = parse_mode(value, &c->broker->mode, err, errlen);
+                        r = parse_mode(value, &broker->mode, err, errlen);
                         if (r < 0)
                                 return r;
-                        c->broker->mode_origin = (struct coh_origin) { .file = c->file, .line = line };
+                        broker->mode_origin = (struct coh_origin) { .file = fp->file, .line = line };
                         break;
                 case BROKER_ACCESS:
-                        r = parse_access(value, &c->broker->access, err, errlen);
+                        r = parse_access(value, &broker->access, err, errlen);
                         if (r < 0)
                                 return r;
-                        c->broker->access_origin = (struct coh_origin) { .file = c->file, .line = line };
+                        broker->access_origin = (struct coh_origin) { .file = fp->file, .line = line };
                         break;
                 case BROKER_ADMIN_GROUP:
                         r = resolve_group(value, &v);
                         if (r < 0)
                                 return resolve_error(r, "group", value, err, errlen);
-                        c->broker->has_admin_group = true;
-                        c->broker->admin_gid = v;
+                        broker->has_admin_group = true;
+                        broker->admin_gid = v;
                         break;
                 case BROKER_UNSIGNED:
                         if (parse_u32(value, k->max, &v) < 0 || v < k->min)
                                 return fail(err, errlen, "invalid %s= value '%s' (expected an integer from %u to %u)",
                                             key, value, k->min, k->max);
-                        *(unsigned *) ((uint8_t *) c->broker + k->offset) = v;
+                        *(unsigned *) ((uint8_t *) broker + k->offset) = v;
                         break;
                 case BROKER_SECONDS:
                         if (parse_u32(value, k->max, &v) < 0 || v < k->min)
                                 return fail(err, errlen,
                                             "invalid %s= value '%s' (expected a number of seconds from %u to %u)",
                                             key, value, k->min, k->max);
-                        *(uint64_t *) ((uint8_t *) c->broker + k->offset) = (uint64_t) v * USEC_PER_SEC;
+                        *(uint64_t *) ((uint8_t *) broker + k->offset) = (uint64_t) v * USEC_PER_SEC;
                         break;
                 case BROKER_BOOLEAN:
-                        r = parse_boolean(key, value, (bool *) ((uint8_t *) c->broker + k->offset), err, errlen);
+                        r = parse_boolean(key, value, (bool *) ((uint8_t *) broker + k->offset), err, errlen);
                         if (r < 0)
                                 return r;
                         break;
                 }
 
-                c->lines[i] = line;
+                lines[i] = line;
                 return 0;
         }
 
@@ -569,6 +634,17 @@ static void coh_policy_freep(struct coh_policy **p) {
         coh_policy_free(*p);
 }
 
+static const char *read_error_message(int r) {
+        switch (r) {
+        case -EFBIG:
+                return "file too large";
+        case -EBADFD:
+                return "not a regular file";
+        default:
+                return NULL;  /* strerror() says it well enough */
+        }
+}
+
 static int source_compare(const void *a, const void *b) {
         const struct source *x = a, *y = b;
         int c = strcmp(x->name, y->name);
@@ -576,78 +652,177 @@ static int source_compare(const void *a, const void *b) {
         return c != 0 ? c : strcmp(x->path, y->path);
 }
 
-static int parse_conf(struct coh_policy *p, const struct source *s, struct coh_policy_error *err) {
-        struct conf_parser c = { .broker = &p->broker };
-        char message[sizeof err->message] = "";
-        unsigned line = 0;
-        int r;
+/* coh_ini_parse()'s errors, with the file they are in. */
+static void file_error(unsigned line, int error, const char *message, void *userdata) {
+        struct file_parser *fp = userdata;
+
+        (void) loader_error(fp->loader, fp->file, line, error, message);
+}
+
+/* Returns 0, or the first error (already reported). */
+static int parse_conf(struct coh_policy *p, const struct source *s, struct loader *l) {
+        struct file_parser fp = { .loader = l, .policy = p };
 
         p->conf_file = strdup(s->path);
         if (!p->conf_file)
-                return set_error(err, s->path, 0, -ENOMEM, NULL);
-        c.file = p->conf_file;
+                return loader_error(l, s->path, 0, -ENOMEM, NULL);
+        fp.file = p->conf_file;  /* the broker's origins point at it */
 
-        r = coh_ini_parse(s->text, s->len, conf_handler, &c, &line, message, sizeof message);
-        if (r < 0)
-                return set_error(err, s->path, line, r, message);
-        return 0;
+        return coh_ini_parse(s->text, s->len, conf_handler, file_error, &fp);
 }
 
-static int parse_rule(struct coh_policy *p, const struct source *s, struct coh_policy_error *err) {
-        char message[sizeof err->message] = "";
-        struct rule *rule = &p->rules[p->n_rules];
+/* A glob that matches whatever it is given: "*", "**", and for ids also "0x*". */
+static bool glob_matches_all(const struct match_key *k, const char *word) {
+        if (k->kind == MATCH_KIND_HEX_GLOB)
+                word = skip_hex_prefix(word);
+        else if (k->kind != MATCH_KIND_GLOB)
+                return false;  /* ids and names: one each */
+        return word[0] != 0 && word[strspn(word, "*")] == 0;
+}
+
+/* Whether the key narrows what the rule applies to; *ret_glob is the match-all glob that makes it not. */
+static bool match_restricts(const struct match_key *k, const struct match *m, const char **ret_glob) {
+        if (m->line == 0)
+                return false;
+        for (size_t i = 0; i < m->n; i++)
+                if (glob_matches_all(k, m->words[i])) {
+                        *ret_glob = m->words[i];
+                        return false;
+                }
+        return true;
+}
+
+static unsigned first_setting_line(const struct rule *r) {
         unsigned line = 0;
+        const unsigned lines[] = { r->access_line, r->mode_line, r->nosnoop_line };
+
+        for (size_t i = 0; i < ELEMENTSOF(lines); i++)
+                if (lines[i] > 0 && (line == 0 || lines[i] < line))
+                        line = lines[i];
+        return line;
+}
+
+/*
+ * A rule that restricts nothing applies to every device and every VMM, and
+ * one that declares NoSnoop= without restricting devices declares it of
+ * every device its VMMs ask for, though No-Snoop is a property of a device.
+ * Both are valid, and both are far more often a mistake (a [Match] forgotten
+ * or misspelt, a glob meant to be narrower) than meant: warnings, which
+ * --check-policy prints and the daemon logs. A rule that sets nothing decides
+ * nothing and gets none. A rule that matches only on User=, Group= or Unit=
+ * is how a site lets its VMMs have devices, and gets none either.
+ */
+static void rule_warnings(struct loader *l, const struct rule *r) {
+        const char *glob = NULL, *glob_key = NULL;
+        bool device = false, vmm = false;
+        unsigned glob_line = 0;
+
+        if (first_setting_line(r) == 0)
+                return;
+
+        for (size_t i = 0; i < _MATCH_MAX; i++) {
+                const char *g = NULL;
+
+                if (match_restricts(&match_keys[i], &r->match[i], &g)) {
+                        if (match_keys[i].device)
+                                device = true;
+                        else
+                                vmm = true;
+                } else if (g && !glob) {
+                        glob = g;
+                        glob_key = match_keys[i].name;
+                        glob_line = r->match[i].line;
+                }
+        }
+
+        if (!device && !vmm) {
+                if (glob)
+                        loader_warning(l, r->file, glob_line,
+                                       "%s=%s matches everything and no other [Match] key narrows the rule: "
+                                       "it applies to every device and every VMM", glob_key, glob);
+                else if (r->match_line > 0)
+                        loader_warning(l, r->file, r->match_line,
+                                       "[Match] without keys: the rule applies to every device and every VMM");
+                else
+                        loader_warning(l, r->file, first_setting_line(r),
+                                       "rule without [Match]: it applies to every device and every VMM");
+        } else if (!device && r->nosnoop_line > 0)
+                loader_warning(l, r->file, r->nosnoop_line,
+                               "NoSnoop= for every device: No-Snoop is a property of a device, so a rule that "
+                               "declares it should match devices (Vendor=, Device=, Class=, Slot=)");
+}
+
+/* Returns 0, or the first error (already reported). */
+static int parse_rule(struct coh_policy *p, const struct source *s, struct loader *l) {
+        struct rule *rule = &p->rules[p->n_rules];
+        struct file_parser fp = { .loader = l, .file = s->path, .rule = rule };
         int r;
 
         *rule = (struct rule) {};
         rule->file = strdup(s->path);
         if (!rule->file)
-                return set_error(err, s->path, 0, -ENOMEM, NULL);
+                return loader_error(l, s->path, 0, -ENOMEM, NULL);
         p->n_rules++;  /* from here on coh_policy_free() owns it, whatever happens next */
 
-        r = coh_ini_parse(s->text, s->len, rule_handler, rule, &line, message, sizeof message);
+        r = coh_ini_parse(s->text, s->len, rule_handler, file_error, &fp);
         if (r < 0)
-                return set_error(err, s->path, line, r, message);
+                return r;  /* a key that did not parse is missing: warnings about the rest would mislead */
 
         for (size_t i = 0; i < _MATCH_MAX; i++)
                 if (rule->match[i].line > 0 && match_keys[i].device)
                         rule->has_device_key = true;
+        rule_warnings(l, rule);
         return 0;
 }
 
-/* Sorts rules (by file name, then path) in place. */
-static int policy_build(const struct source *conf, struct source *rules, size_t n_rules, struct coh_policy **ret,
-                        struct coh_policy_error *err) {
+/*
+ * Sorts rules (by file name, then path) in place, and parses coherencyd.conf
+ * and them in that order, on past errors. Fails with the load's first error.
+ */
+static int policy_build(const struct source *conf, struct source *rules, size_t n_rules, struct loader *l,
+                        struct coh_policy **ret) {
         _cleanup_(coh_policy_freep) struct coh_policy *p = NULL;
         int r;
 
         p = calloc(1, sizeof *p);
         if (!p)
-                return set_error(err, "", 0, -ENOMEM, NULL);
+                return loader_error(l, "", 0, -ENOMEM, NULL);
         p->broker = broker_defaults;
 
         if (conf) {
-                r = parse_conf(p, conf, err);
-                if (r < 0)
-                        return r;
+                r = parse_conf(p, conf, l);
+                if (r == -ENOMEM)
+                        return l->first;
         }
 
         if (n_rules > 0) {
                 qsort(rules, n_rules, sizeof *rules, source_compare);
                 p->rules = calloc(n_rules, sizeof *p->rules);
                 if (!p->rules)
-                        return set_error(err, "", 0, -ENOMEM, NULL);
+                        return loader_error(l, "", 0, -ENOMEM, NULL);
         }
 
         for (size_t i = 0; i < n_rules; i++) {
-                /* An empty file (or /dev/null) exists only to mask a vendor file of its name. */
-                if (rules[i].len == 0)
+                const struct source *s = &rules[i];
+
+                if (s->ignored) {
+                        loader_warning(l, s->path, 0, "%s", s->ignored);
                         continue;
-                r = parse_rule(p, &rules[i], err);
-                if (r < 0)
-                        return r;
+                }
+                if (s->error < 0) {
+                        (void) loader_error(l, s->path, 0, s->error, read_error_message(s->error));
+                        continue;
+                }
+                /* An empty file (or /dev/null) exists only to mask a vendor file of its name. */
+                if (s->len == 0)
+                        continue;
+                r = parse_rule(p, s, l);
+                if (r == -ENOMEM)
+                        return l->first;
         }
 
+        if (l->first < 0)
+                return l->first;
         *ret = TAKE_PTR(p);
         return 0;
 }
@@ -667,7 +842,9 @@ static const char *last_component(const char *path) {
 }
 
 int coh_policy_load_from_memory(const struct coh_policy_file *conf, const struct coh_policy_file *rules,
-                                size_t n_rules, struct coh_policy **ret, struct coh_policy_error *err) {
+                                size_t n_rules, coh_policy_report_t report, void *userdata,
+                                struct coh_policy **ret, struct coh_policy_error *err) {
+        struct loader l = { .report = report, .userdata = userdata, .err = err };
         _cleanup_free_ struct source *sources = NULL;
         struct source conf_source;
 
@@ -676,7 +853,7 @@ int coh_policy_load_from_memory(const struct coh_policy_file *conf, const struct
 
         if (conf) {
                 if (!conf->name || (!conf->text && conf->len > 0))
-                        return set_error(err, "", 0, -EINVAL, "configuration without a name or text");
+                        return loader_error(&l, "", 0, -EINVAL, "configuration without a name or text");
                 conf_source = (struct source) { .path = conf->name, .name = conf->name,
                                                 .text = conf->text, .len = conf->len };
         }
@@ -684,16 +861,16 @@ int coh_policy_load_from_memory(const struct coh_policy_file *conf, const struct
         if (n_rules > 0) {
                 sources = calloc(n_rules, sizeof *sources);
                 if (!sources)
-                        return set_error(err, "", 0, -ENOMEM, NULL);
+                        return loader_error(&l, "", 0, -ENOMEM, NULL);
         }
         for (size_t i = 0; i < n_rules; i++) {
                 if (!rules[i].name || (!rules[i].text && rules[i].len > 0))
-                        return set_error(err, "", 0, -EINVAL, "rule file without a name or text");
+                        return loader_error(&l, "", 0, -EINVAL, "rule file without a name or text");
                 sources[i] = (struct source) { .path = rules[i].name, .name = last_component(rules[i].name),
                                                .text = rules[i].text, .len = rules[i].len };
         }
 
-        return policy_build(conf ? &conf_source : NULL, sources, n_rules, ret, err);
+        return policy_build(conf ? &conf_source : NULL, sources, n_rules, &l, ret);
 }
 
 /*
@@ -754,92 +931,154 @@ static int read_policy_file(int dir_fd, const char *name, char **ret, size_t *re
         return 0;
 }
 
-static const char *read_error_message(int r) {
-        switch (r) {
-        case -EFBIG:
-                return "file too large";
-        case -EBADFD:
-                return "not a regular file";
-        default:
-                return NULL;  /* strerror() says it well enough */
-        }
-}
-
-static bool source_list_has(const struct source_list *l, const char *name) {
+/* Whether a rule file of this name is in l already, and so masks one in a later directory. */
+static bool source_list_masks(const struct source_list *l, const char *name) {
         for (size_t i = 0; i < l->n; i++)
-                if (streq(l->items[i].name, name))
+                if (!l->items[i].ignored && streq(l->items[i].name, name))
                         return true;
         return false;
+}
+
+/* Takes *path and *text (both NULL after). */
+static int source_list_add(struct source_list *l, char **path, char **text, size_t len, int error,
+                           const char *ignored) {
+        struct source *items = reallocarray(l->items, l->n + 1, sizeof *items);
+
+        if (!items)
+                return -ENOMEM;
+        l->items = items;
+        l->items[l->n] = (struct source) {
+                .path = *path,
+                .name = last_component(*path),
+                .text = *text,
+                .len = len,
+                .error = error,
+                .ignored = ignored,
+                .owned_path = TAKE_PTR(*path),
+                .owned_text = TAKE_PTR(*text),
+        };
+        l->n++;
+        return 0;
 }
 
 static bool is_rule_file_name(const char *name) {
         size_t n = strlen(name), k = strlen(RULE_SUFFIX);
 
-        /* Hidden files are editors' and package managers' business, as in systemd. */
-        return name[0] != '.' && n > k && streq(name + n - k, RULE_SUFFIX);
+        return n > k && streq(name + n - k, RULE_SUFFIX);
+}
+
+struct names {
+        char **v;
+        size_t n;
+};
+
+static void names_done(struct names *names) {
+        for (size_t i = 0; i < names->n; i++)
+                free(names->v[i]);
+        free(names->v);
+}
+
+static int names_add(struct names *names, const char *name) {
+        char **v = reallocarray(names->v, names->n + 1, sizeof *v);
+
+        if (!v)
+                return -ENOMEM;
+        names->v = v;
+        names->v[names->n] = strdup(name);
+        if (!names->v[names->n])
+                return -ENOMEM;
+        names->n++;
+        return 0;
+}
+
+static int name_compare(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* The names in dir but hidden ones, sorted: what is said about them then comes in a stable order. */
+static int read_names(DIR *d, struct names *ret) {
+        struct dirent *de;
+        int r;
+
+        for (errno = 0; (de = readdir(d)); errno = 0) {
+                /* ".", "..", and hidden files: editors' and package managers' business, as in systemd. */
+                if (de->d_name[0] == '.')
+                        continue;
+                r = names_add(ret, de->d_name);
+                if (r < 0)
+                        return r;
+        }
+        if (errno != 0)
+                return -errno;
+        if (ret->n > 0)
+                qsort(ret->v, ret->n, sizeof *ret->v, name_compare);
+        return 0;
 }
 
 /*
- * Adds dir's rule files to l, except those whose name is in l already: the
- * config dir goes first, so its files mask the vendor's, which are then not
- * even opened. Entries that are neither files nor /dev/null are skipped (and
- * mask nothing), as are entries that vanish or dangle.
+ * Adds dir's entries to l: rule files, except those whose name a rule file
+ * in l has already (the config dir goes first, so its files mask the
+ * vendor's, which are then not even opened); rule files that cannot be read,
+ * with their error; and entries that are not read, with why (a warning, at
+ * their place in the order). Those mask nothing: a directory or a FIFO named
+ * like a rule file, a dangling link, an entry not named *.policy (a
+ * "10-gpu.policy.dpkg-old", a "README", a "10-gpu.conf" meant as a rule).
+ * Returns 0, or a negative errno (reported) when the directory could not be read.
  */
-static int collect_dir(struct source_list *l, const char *dir, struct coh_policy_error *err) {
+static int collect_dir(struct source_list *l, const char *dir, struct loader *loader) {
         _cleanup_(closedirp) DIR *d = NULL;
-        struct dirent *de;
+        _cleanup_(names_done) struct names names = {};
         int r;
 
         d = opendir(dir);
         if (!d) {
                 if (errno == ENOENT)
                         return 0;
-                return set_error(err, dir, 0, -errno, NULL);
+                return loader_error(loader, dir, 0, -errno, NULL);
         }
+        r = read_names(d, &names);
+        if (r < 0)
+                return loader_error(loader, dir, 0, r, NULL);
 
-        for (errno = 0; (de = readdir(d)); errno = 0) {
+        for (size_t i = 0; i < names.n; i++) {
                 _cleanup_free_ char *path = NULL, *text = NULL;
-                struct source *items;
+                const char *name = names.v[i], *ignored = NULL;
                 size_t len = 0;
+                int error = 0;
 
-                if (!is_rule_file_name(de->d_name) || source_list_has(l, de->d_name))
+                if (is_rule_file_name(name) && source_list_masks(l, name))
                         continue;
 
-                if (asprintf(&path, "%s/%s", dir, de->d_name) < 0) {
-                        path = NULL;
-                        return set_error(err, dir, 0, -ENOMEM, NULL);
+                if (asprintf(&path, "%s/%s", dir, name) < 0) {
+                        path = NULL;  /* undefined after a failure */
+                        return loader_error(loader, dir, 0, -ENOMEM, NULL);
                 }
 
-                r = read_policy_file(dirfd(d), de->d_name, &text, &len);
-                if (r == -ENOENT || r == -EISDIR || r == -EBADFD)
-                        continue;
-                if (r < 0)
-                        return set_error(err, path, 0, r, read_error_message(r));
+                if (!is_rule_file_name(name))
+                        ignored = "not read: only *" RULE_SUFFIX " files are rule files";
+                else {
+                        r = read_policy_file(dirfd(d), name, &text, &len);
+                        if (r == -ENOENT)
+                                ignored = "not read: a dangling symbolic link";
+                        else if (r == -EISDIR || r == -EBADFD)
+                                ignored = "not read: neither a regular file nor a link to /dev/null";
+                        else if (r < 0)
+                                error = r;
+                }
 
-                items = reallocarray(l->items, l->n + 1, sizeof *items);
-                if (!items)
-                        return set_error(err, path, 0, -ENOMEM, NULL);
-                l->items = items;
-                l->items[l->n] = (struct source) {
-                        .path = path,
-                        .name = last_component(path),
-                        .text = text,
-                        .len = len,
-                };
-                l->items[l->n].owned_path = TAKE_PTR(path);
-                l->items[l->n].owned_text = TAKE_PTR(text);
-                l->n++;
+                r = source_list_add(l, &path, &text, len, error, ignored);
+                if (r < 0)
+                        return loader_error(loader, dir, 0, r, NULL);
         }
-        if (errno != 0)
-                return set_error(err, dir, 0, -errno, NULL);
 
         return 0;
 }
 
-int coh_policy_load(const char *config_dir, const char *vendor_dir, struct coh_policy **ret,
-                    struct coh_policy_error *err) {
+int coh_policy_load_report(const char *config_dir, const char *vendor_dir, coh_policy_report_t report,
+                           void *userdata, struct coh_policy **ret, struct coh_policy_error *err) {
         _cleanup_(source_list_done) struct source_list rules = {};
         _cleanup_free_ char *conf_path = NULL, *conf_text = NULL, *dropin_dir = NULL;
+        struct loader l = { .report = report, .userdata = userdata, .err = err };
         struct source conf = {};
         bool have_conf = false;
         int r;
@@ -850,11 +1089,11 @@ int coh_policy_load(const char *config_dir, const char *vendor_dir, struct coh_p
         /* asprintf() leaves the pointer undefined on failure. */
         if (asprintf(&conf_path, "%s/" CONF_NAME, config_dir) < 0) {
                 conf_path = NULL;
-                return set_error(err, config_dir, 0, -ENOMEM, NULL);
+                return loader_error(&l, config_dir, 0, -ENOMEM, NULL);
         }
         if (asprintf(&dropin_dir, "%s/policy.d", config_dir) < 0) {
                 dropin_dir = NULL;
-                return set_error(err, config_dir, 0, -ENOMEM, NULL);
+                return loader_error(&l, config_dir, 0, -ENOMEM, NULL);
         }
 
         r = read_policy_file(AT_FDCWD, conf_path, &conf_text, &conf.len);
@@ -863,18 +1102,51 @@ int coh_policy_load(const char *config_dir, const char *vendor_dir, struct coh_p
                 conf.text = conf_text;
                 have_conf = true;
         } else if (r != -ENOENT)
-                return set_error(err, conf_path, 0, r, read_error_message(r));
+                (void) loader_error(&l, conf_path, 0, r, read_error_message(r));
 
-        r = collect_dir(&rules, dropin_dir, err);
-        if (r < 0)
-                return r;
+        /* A directory that cannot be read is one error; the other directory is read all the same. */
+        r = collect_dir(&rules, dropin_dir, &l);
+        if (r == -ENOMEM)
+                return l.first;
         if (vendor_dir) {
-                r = collect_dir(&rules, vendor_dir, err);
-                if (r < 0)
-                        return r;
+                r = collect_dir(&rules, vendor_dir, &l);
+                if (r == -ENOMEM)
+                        return l.first;
         }
 
-        return policy_build(have_conf ? &conf : NULL, rules.items, rules.n, ret, err);
+        return policy_build(have_conf ? &conf : NULL, rules.items, rules.n, &l, ret);
+}
+
+/*
+ * The daemon's load: the first error is the caller's to log (it knows whether
+ * it is fatal), everything else is logged here, as found. Plain records, not
+ * COH_MESSAGE_POLICY_FAILED: that one is one record per failed load.
+ */
+static void log_report(enum coh_policy_severity severity, const struct coh_policy_error *e, void *userdata) {
+        bool *first_error_seen = userdata;
+        char line[32], message[sizeof e->file + sizeof e->message + 64];
+
+        if (severity == COH_POLICY_ERROR && !*first_error_seen) {
+                *first_error_seen = true;
+                return;
+        }
+
+        snprintf(line, sizeof line, "%u", e->line);
+        coh_policy_error_format(e, message, sizeof message);
+        const struct coh_journal_field fields[] = {
+                { "COHERENCYD_POLICY_FILE", e->file },
+                { "COHERENCYD_POLICY_LINE", line },
+                { severity == COH_POLICY_ERROR ? "COHERENCYD_POLICY_ERROR" : "COHERENCYD_POLICY_WARNING", e->message },
+        };
+        coh_log_record(severity == COH_POLICY_ERROR ? LOG_ERR : LOG_WARNING, NULL, message, fields,
+                       ELEMENTSOF(fields));
+}
+
+int coh_policy_load(const char *config_dir, const char *vendor_dir, struct coh_policy **ret,
+                    struct coh_policy_error *err) {
+        bool first_error_seen = false;
+
+        return coh_policy_load_report(config_dir, vendor_dir, log_report, &first_error_seen, ret, err);
 }
 
 const struct coh_broker_config *coh_policy_broker(const struct coh_policy *p) {
@@ -890,11 +1162,6 @@ static bool ids_contain(const struct match *m, uint32_t id) {
                 if (m->ids[i] == id)
                         return true;
         return false;
-}
-
-/* sysfs writes ids as "0x8086"; operators write them with or without the prefix. */
-static const char *skip_hex_prefix(const char *s) {
-        return s[0] == '0' && (s[1] == 'x' || s[1] == 'X') ? s + 2 : s;
 }
 
 static bool match_globs(const struct match_key *k, const struct match *m, const char *subject) {
@@ -1135,32 +1402,52 @@ static int json_add_origin(json_object *o, const char *key, const struct coh_ori
         return json_add(o, key, json_object_new_string(coh_origin_format(origin, buf, sizeof buf)));
 }
 
+/* A [Broker] key's value as GetPolicy shows it: seconds as seconds; NULL for an unset AdminGroup= (or no memory). */
+static json_object *broker_value_to_json(const struct coh_broker_config *b, const struct broker_key *k) {
+        const uint8_t *field = (const uint8_t *) b + k->offset;
+
+        switch (k->kind) {
+        case BROKER_MODE:
+                return json_object_new_string(coh_mode_to_string(b->mode));
+        case BROKER_ACCESS:
+                return json_object_new_string(coh_access_to_string(b->access));
+        case BROKER_ADMIN_GROUP:
+                return b->has_admin_group ? json_object_new_int64(b->admin_gid) : NULL;
+        case BROKER_UNSIGNED:
+                return json_object_new_int64(*(const unsigned *) field);
+        case BROKER_SECONDS:
+                return json_object_new_int64((int64_t) (*(const uint64_t *) field / USEC_PER_SEC));
+        case BROKER_BOOLEAN:
+                return json_object_new_boolean(*(const bool *) field);
+        }
+        return NULL;
+}
+
+/* Every key, and beside it "<key>Rule": the coherencyd.conf line that set it, or "default". */
 static json_object *broker_to_json(const struct coh_policy *p) {
-        const struct coh_broker_config *b = &p->broker;
         json_object *o = json_object_new_object();
 
         if (!o)
                 return NULL;
-        if (json_add(o, "mode", json_object_new_string(coh_mode_to_string(b->mode))) < 0 ||
-            json_add_origin(o, "modeRule", &b->mode_origin) < 0 ||
-            json_add(o, "access", json_object_new_string(coh_access_to_string(b->access))) < 0 ||
-            json_add_origin(o, "accessRule", &b->access_origin) < 0 ||
-            (b->has_admin_group ? json_add(o, "adminGroup", json_object_new_int64(b->admin_gid))
-                                : json_object_object_add(o, "adminGroup", NULL)) < 0 ||
-            json_add(o, "maxConnections", json_object_new_int64(b->max_connections)) < 0 ||
-            json_add(o, "reservedAdminConnections", json_object_new_int64(b->reserved_admin_connections)) < 0 ||
-            json_add(o, "messageTimeoutSec", json_object_new_int64((int64_t) (b->message_timeout_usec /
-                                                                              USEC_PER_SEC))) < 0 ||
-            json_add(o, "maxConnectionsPerUser", json_object_new_int64(b->max_connections_per_user)) < 0 ||
-            json_add(o, "maxGrantsPerConnection", json_object_new_int64(b->max_grants_per_connection)) < 0 ||
-            json_add(o, "idleExitSec", json_object_new_int64(b->idle_exit_sec)) < 0 ||
-            json_add(o, "releaseTimeoutSec", json_object_new_int64((int64_t) (b->release_timeout_usec /
-                                                                              USEC_PER_SEC))) < 0 ||
-            json_add(o, "refusalLogIntervalSec",
-                     json_object_new_int64((int64_t) (b->refusal_log_interval_usec / USEC_PER_SEC))) < 0 ||
-            json_add(o, "revokeKill", json_object_new_boolean(b->revoke_kill)) < 0) {
-                json_object_put(o);
-                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(broker_keys); i++) {
+                const struct broker_key *k = &broker_keys[i];
+                const struct coh_origin origin = {
+                        .file = p->broker_lines[i] > 0 ? p->conf_file : NULL,
+                        .line = p->broker_lines[i],
+                };
+                json_object *v = broker_value_to_json(&p->broker, k);
+                char name[64];
+                int r;
+
+                if (!v && k->kind == BROKER_ADMIN_GROUP && !p->broker.has_admin_group)
+                        r = json_object_object_add(o, k->json, NULL);  /* null: nobody but root */
+                else
+                        r = json_add(o, k->json, v);
+                snprintf(name, sizeof name, "%sRule", k->json);
+                if (r < 0 || json_add_origin(o, name, &origin) < 0) {
+                        json_object_put(o);
+                        return NULL;
+                }
         }
         return o;
 }

@@ -30,11 +30,26 @@ struct coh_origin {
         unsigned line;
 };
 
+/* A problem found while loading: an error (the load fails) or a warning (it does not). */
 struct coh_policy_error {
         char file[4096];
-        unsigned line;      /* 0 when the error is about the file as a whole */
-        char message[256];  /* "unknown key 'Moed'" */
+        unsigned line;      /* 0 when the problem is with the file as a whole */
+        char message[256];  /* "unknown key 'Moed' in section [Policy]" */
 };
+
+enum coh_policy_severity {
+        COH_POLICY_WARNING,
+        COH_POLICY_ERROR,
+};
+
+/*
+ * Told of every problem as it is found: coherencyd.conf's first, then the
+ * rule files' in the order they are read (by name), each file's in line
+ * order. A file's warnings about its rule come after its errors, and only
+ * for a file without errors.
+ */
+typedef void (*coh_policy_report_t)(enum coh_policy_severity severity, const struct coh_policy_error *e,
+                                    void *userdata);
 
 /* The VMM as the daemon saw it at connect time. */
 struct coh_peer {
@@ -75,8 +90,22 @@ struct coh_policy_result {
 
 /*
  * Loads <config_dir>/coherencyd.conf, <config_dir>/policy.d/ *.policy and
- * <vendor_dir>/ *.policy. Missing files and directories are fine. On a parse
- * error returns -EINVAL (or -errno for I/O) and fills *err with "file:line: why".
+ * <vendor_dir>/ *.policy. Missing files and directories are fine. The load
+ * goes on past an error, so that every error is found (and passed to
+ * report, which may be NULL), and then fails: it returns the first error's
+ * value (-EINVAL for what a file says, -errno for I/O) and *err (may be NULL)
+ * is that error. Entries of the policy.d directories that are not read (not
+ * *.policy, not a regular file or a link to /dev/null) and rules that match
+ * every device and every VMM are warnings, passed to report; they do not fail
+ * the load.
+ */
+int coh_policy_load_report(const char *config_dir, const char *vendor_dir, coh_policy_report_t report,
+                           void *userdata, struct coh_policy **ret, struct coh_policy_error *err);
+
+/*
+ * The same, for the daemon: every warning, and every error but the first, is
+ * logged (log.h) as it is found; the first is left to the caller to log, with
+ * what it knows (fatal at start-up, the running policy kept on reload).
  */
 int coh_policy_load(const char *config_dir, const char *vendor_dir, struct coh_policy **ret,
                     struct coh_policy_error *err);
@@ -88,7 +117,11 @@ struct coh_policy_file {
         size_t len;
 };
 int coh_policy_load_from_memory(const struct coh_policy_file *conf, const struct coh_policy_file *rules,
-                                size_t n_rules, struct coh_policy **ret, struct coh_policy_error *err);
+                                size_t n_rules, coh_policy_report_t report, void *userdata,
+                                struct coh_policy **ret, struct coh_policy_error *err);
+
+/* "file:line: message", or "file: message" for a whole file, into buf. */
+const char *coh_policy_error_format(const struct coh_policy_error *e, char *buf, size_t size);
 
 void coh_policy_free(struct coh_policy *p);
 
@@ -115,7 +148,12 @@ int coh_peer_from_names(const char *user, const char *group, const char *unit, s
 /* "file:line" or "default" into buf. */
 const char *coh_origin_format(const struct coh_origin *o, char *buf, size_t size);
 
-/* The loaded policy as JSON (for Manager.GetPolicy): files, rules with their match keys and settings, broker config. */
+/*
+ * The loaded policy as JSON (for Manager.GetPolicy): rules with their files,
+ * match keys and settings, and the broker config; every setting with the
+ * file:line that set it ("<name>Rule": "modeRule", "maxConnectionsRule", ...),
+ * or "default".
+ */
 json_object *coh_policy_to_json(const struct coh_policy *p);
 
 /* Number of rule files loaded, for the policy-load journal record. */

@@ -3,7 +3,9 @@
  * Input: coherencyd.conf, then up to two rule files, separated by 0xff bytes
  * (a byte that a valid policy never holds). An empty first part means no
  * coherencyd.conf at all. Every policy that loads is evaluated against a fixed
- * device and peers and turned into JSON; every failure must say where and why.
+ * device and peers and turned into JSON; every failure must say where and why,
+ * every problem reported must too, and a load fails exactly when an error
+ * was reported, the first of which is the one it returns.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,6 +21,30 @@ static const char *const rule_names[] = {
         "/etc/coherencyd/policy.d/50-site.policy",
         "/usr/lib/coherencyd/policy.d/10-vendor.policy",
 };
+
+struct reports {
+        size_t errors, warnings;
+        struct coh_policy_error first;
+};
+
+static void check_error(const struct coh_policy_error *e) {
+        if (memchr(e->file, 0, sizeof e->file) == NULL || memchr(e->message, 0, sizeof e->message) == NULL ||
+            e->message[0] == 0 || e->file[0] == 0)
+                abort();
+}
+
+static void report(enum coh_policy_severity severity, const struct coh_policy_error *e, void *userdata) {
+        struct reports *r = userdata;
+
+        check_error(e);
+        if (severity == COH_POLICY_ERROR) {
+                if (r->errors++ == 0)
+                        r->first = *e;
+        } else if (severity == COH_POLICY_WARNING)
+                r->warnings++;
+        else
+                abort();
+}
 
 static void check_origin(const struct coh_origin *o) {
         char buf[256];
@@ -69,6 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         struct coh_policy_file conf = { .name = "/etc/coherencyd/coherencyd.conf" }, rules[2] = {};
         const char *p = (const char *) data, *end = p + size, *sep;
         struct coh_policy_error err;
+        struct reports reports = {};
         struct coh_policy *policy = NULL;
         struct coh_policy_result result;
         size_t n_rules = 0;
@@ -92,12 +119,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 p = sep ? sep + 1 : end;
         }
 
-        if (coh_policy_load_from_memory(have_conf ? &conf : NULL, rules, n_rules, &policy, &err) < 0) {
-                if (policy || err.message[0] == 0 || strlen(err.file) == 0 ||
-                    memchr(err.file, 0, sizeof err.file) == NULL || memchr(err.message, 0, sizeof err.message) == NULL)
+        if (coh_policy_load_from_memory(have_conf ? &conf : NULL, rules, n_rules, report, &reports, &policy,
+                                        &err) < 0) {
+                check_error(&err);
+                if (policy || reports.errors == 0 || strcmp(err.file, reports.first.file) != 0 ||
+                    err.line != reports.first.line || strcmp(err.message, reports.first.message) != 0)
                         abort();
                 return 0;
         }
+        if (reports.errors > 0)
+                abort();
 
         check_broker(coh_policy_broker(policy));
         for (size_t i = 0; i < sizeof peers / sizeof peers[0]; i++) {

@@ -61,10 +61,44 @@ static struct coh_policy *load_ok(const char *conf, const struct coh_policy_file
         struct coh_policy *p = NULL;
         int r;
 
-        r = coh_policy_load_from_memory(conf ? &c : NULL, rules, n_rules, &p, &err);
+        r = coh_policy_load_from_memory(conf ? &c : NULL, rules, n_rules, NULL, NULL, &p, &err);
         if (r < 0)
                 fail_msg("load failed: %s:%u: %s (%s)", err.file, err.line, err.message, strerror(-r));
         assert_non_null(p);
+        return p;
+}
+
+/* Every problem a load reports, one per line: "E file:line: message" or "W ...", with prefix cut off the paths. */
+struct reports {
+        const char *prefix;
+        unsigned errors, warnings;
+        char text[16384];
+};
+
+static void record_report(enum coh_policy_severity severity, const struct coh_policy_error *e, void *userdata) {
+        struct reports *r = userdata;
+        struct coh_policy_error copy = *e;
+        size_t n = strlen(r->text), k = r->prefix ? strlen(r->prefix) : 0;
+        char buf[sizeof e->file + sizeof e->message + 16];
+
+        if (k > 0 && strncmp(e->file, r->prefix, k) == 0)
+                memmove(copy.file, copy.file + k, strlen(copy.file + k) + 1);
+        if (severity == COH_POLICY_ERROR)
+                r->errors++;
+        else
+                r->warnings++;
+        snprintf(r->text + n, sizeof r->text - n, "%c %s\n", severity == COH_POLICY_ERROR ? 'E' : 'W',
+                 coh_policy_error_format(&copy, buf, sizeof buf));
+}
+
+/* Loads from memory, and returns what it reported; *ret_r is what it returned. */
+static struct coh_policy *load_reported(const char *conf, const struct coh_policy_file *rules, size_t n_rules,
+                                        struct reports *reports, int *ret_r, struct coh_policy_error *err) {
+        struct coh_policy_file c = file(CONF, conf);
+        struct coh_policy *p = NULL;
+
+        *reports = (struct reports) {};
+        *ret_r = coh_policy_load_from_memory(conf ? &c : NULL, rules, n_rules, record_report, reports, &p, err);
         return p;
 }
 
@@ -93,12 +127,18 @@ static int ini_record_handler(const char *section, const char *key, const char *
         return 0;
 }
 
+/* Errors go into the same record, in the order they come. */
+static void ini_record_error(unsigned line, int error, const char *message, void *userdata) {
+        struct ini_record *rec = userdata;
+        size_t n = strlen(rec->text);
+
+        snprintf(rec->text + n, sizeof rec->text - n, "%u: error %d: %s\n", line, -error, message);
+}
+
 static void assert_ini(const char *text, size_t len, const char *expected) {
         struct ini_record rec = {};
-        char err[256];
-        unsigned line = 0;
 
-        assert_int_equal(coh_ini_parse(text, len, ini_record_handler, &rec, &line, err, sizeof err), 0);
+        assert_int_equal(coh_ini_parse(text, len, ini_record_handler, ini_record_error, &rec), 0);
         assert_string_equal(rec.text, expected);
 }
 
@@ -131,8 +171,6 @@ static void test_ini_tokens(void **state) {
 static void test_ini_line_max(void **state) {
         char text[COH_INI_LINE_MAX + 64];
         struct ini_record rec = {};
-        char err[256];
-        unsigned line = 0;
         size_t n;
 
         /* Exactly COH_INI_LINE_MAX bytes, not counting the newline, is fine. */
@@ -140,13 +178,19 @@ static void test_ini_line_max(void **state) {
         memset(text + n, 'x', COH_INI_LINE_MAX - 2);
         n += COH_INI_LINE_MAX - 2;
         text[n++] = '\n';
-        assert_int_equal(coh_ini_parse(text, n, ini_record_handler, &rec, &line, err, sizeof err), 0);
+        assert_int_equal(coh_ini_parse(text, n, ini_record_handler, ini_record_error, &rec), 0);
 
         text[n - 1] = 'x';
         text[n++] = '\n';
-        assert_int_equal(coh_ini_parse(text, n, ini_record_handler, &rec, &line, err, sizeof err), -EINVAL);
-        assert_int_equal(line, 2);
-        assert_string_equal(err, "line too long (more than 4096 bytes)");
+        memcpy(text + n, "L=1\n", 4);
+        n += 4;
+        rec = (struct ini_record) {};
+        assert_int_equal(coh_ini_parse(text, n, ini_record_handler, ini_record_error, &rec), -EINVAL);
+        /* The parse goes on past it. */
+        assert_string_equal(rec.text,
+                            "1:[A]\n"
+                            "2: error 22: line too long (more than 4096 bytes)\n"
+                            "3:[A]<L>=<1>\n");
 }
 
 static int ini_reject_handler(const char *section, const char *key, const char *value, unsigned line,
@@ -158,15 +202,66 @@ static int ini_reject_handler(const char *section, const char *key, const char *
         return 0;
 }
 
+/* An error other than -EINVAL is not about the line: the parse stops there. */
 static void test_ini_handler_error(void **state) {
         static const char text[] = "[A]\nGood=1\n\nBad=2\nBad=3\n";
-        char err[256];
-        unsigned line = 0;
+        struct ini_record rec = {};
 
-        assert_int_equal(coh_ini_parse(text, strlen(text), ini_reject_handler, NULL, &line, err, sizeof err),
-                         -EBADMSG);
-        assert_int_equal(line, 4);
-        assert_string_equal(err, "no 'Bad' here");
+        assert_int_equal(coh_ini_parse(text, strlen(text), ini_reject_handler, ini_record_error, &rec), -EBADMSG);
+        assert_string_equal(rec.text, "4: error 74: no 'Bad' here\n");
+}
+
+static int ini_refuse_section_handler(const char *section, const char *key, const char *value, unsigned line,
+                                      void *userdata, char *err, size_t errlen) {
+        if (!key && strcmp(section, "Refused") == 0) {
+                snprintf(err, errlen, "no [%s] here", section);
+                return -EINVAL;
+        }
+        return ini_record_handler(section, key, value, line, userdata, err, errlen);
+}
+
+/*
+ * One parse names every mistake, in line order; the assignments under a
+ * header that was refused are skipped (its error says it all), and so are
+ * those after an assignment that came before any header.
+ */
+static void test_ini_goes_on_after_errors(void **state) {
+        static const char text[] =
+                "Key=before\n"
+                "Other=skipped too\n"
+                "[A]\n"
+                "Good=1\n"
+                "junk\n"
+                "Mode=automatic   # enable | automatic | force-disable\n"
+                "Vendor=8086;intel\n"
+                "[Bad\n"
+                "Skipped=1\n"
+                "[Refused]\n"
+                "Skipped=2\n"
+                "[B]   # the second one\n"
+                "Skipped=3\n"
+                "[C]\n"
+                "# a comment, and ; another\n"
+                "Last=ok\n";
+        struct ini_record rec = {};
+
+        assert_int_equal(coh_ini_parse(text, strlen(text), ini_refuse_section_handler, ini_record_error, &rec),
+                         -EINVAL);
+        assert_string_equal(rec.text,
+                            "1: error 22: key 'Key' before any [Section] header\n"
+                            "3:[A]\n"
+                            "4:[A]<Good>=<1>\n"
+                            "5: error 22: expected [Section], Key=Value or a comment\n"
+                            "6: error 22: '#' in the value of Mode=: it starts a comment only at the start of a "
+                            "line (as in systemd unit files); put the comment on a line of its own\n"
+                            "7: error 22: ';' in the value of Vendor=: it starts a comment only at the start of a "
+                            "line (as in systemd unit files); put the comment on a line of its own\n"
+                            "8: error 22: invalid section header, expected [Name]\n"
+                            "10: error 22: no [Refused] here\n"
+                            "12: error 22: invalid section header: '#' starts a comment only at the start of a "
+                            "line (as in systemd unit files); put the comment on a line of its own\n"
+                            "14:[C]\n"
+                            "16:[C]<Last>=<ok>\n");
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -667,7 +762,7 @@ static void assert_error(const char *conf, const struct coh_policy_file *rules, 
         struct coh_policy *p = NULL;
         int r;
 
-        r = coh_policy_load_from_memory(conf ? &c : NULL, rules, n_rules, &p, &err);
+        r = coh_policy_load_from_memory(conf ? &c : NULL, rules, n_rules, NULL, NULL, &p, &err);
         if (r != expected_r || p || strcmp(err.file, file_name) != 0 || err.line != line ||
             strcmp(err.message, message) != 0)
                 fail_msg("expected %d (%s:%u: %s), got %d (%s:%u: %s)", expected_r, file_name, line, message,
@@ -757,6 +852,140 @@ static void test_rule_line_too_long(void **state) {
         f = file("/x/long.policy", text);
         assert_error(NULL, &f, 1, -EINVAL, "/x/long.policy", 3, "line too long (more than 4096 bytes)");
 }
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Inline comments, every error, warnings */
+
+/*
+ * The README's examples once had comments after values: Mode= then failed
+ * with a baffling value, and in a rule file the comment's words became globs
+ * that matched nothing, silently. Now each is an error that says why.
+ */
+static void test_inline_comment_is_an_error(void **state) {
+        static const char hint[] = "it starts a comment only at the start of a line (as in systemd unit files); "
+                                   "put the comment on a line of its own";
+        char message[256];
+        const struct coh_policy_file glob_rule[] = {
+                file("/x/10-gpu.policy", "[Match]\nVendor=0x10de   # NVIDIA\n[Policy]\nMode=enable\n"),
+        };
+        const struct coh_policy_file unit_rule[] = {
+                file("/x/20-unit.policy", "[Match]\nUnit=qemu-*.service ; our VMs\n"),
+        };
+        const struct coh_policy_file header_rule[] = {
+                file("/x/10-gpu.policy", "[Match]  # the GPUs\nVendor=0x10de\n[Policy]\nMode=enable\n"),
+        };
+
+        snprintf(message, sizeof message, "'#' in the value of Mode=: %s", hint);
+        assert_error("[Broker]\nMode=automatic   # enable | automatic (default) | force-disable\n", NULL, 0,
+                     -EINVAL, CONF, 2, message);
+        snprintf(message, sizeof message, "'#' in the value of Vendor=: %s", hint);
+        assert_error(NULL, glob_rule, 1, -EINVAL, "/x/10-gpu.policy", 2, message);
+        snprintf(message, sizeof message, "';' in the value of Unit=: %s", hint);
+        assert_error("[Broker]\n", unit_rule, 1, -EINVAL, "/x/20-unit.policy", 2, message);
+        snprintf(message, sizeof message, "invalid section header: '#' %s", hint + strlen("it "));
+        assert_error(NULL, header_rule, 1, -EINVAL, "/x/10-gpu.policy", 1, message);
+
+        /* On a line of their own they are what they always were. */
+        struct coh_policy *p = load_ok("[Broker]\n# enable | automatic | force-disable\n  ; indented\nMode=enable\n",
+                                       NULL, 0);
+        assert_int_equal(coh_policy_broker(p)->mode, COH_MODE_ENABLE);
+        coh_policy_free(p);
+}
+
+/* One run names every error, each with file:line, in file order; the load fails with the first. */
+static void test_every_error_is_reported(void **state) {
+        const struct coh_policy_file rules[] = {
+                file("/etc/coherencyd/policy.d/30-third.policy",
+                     "[Match]\nVendor=8086\n[Policy]\nAccess=maybe\nNoSnoop=off\n"),
+                file("/etc/coherencyd/policy.d/10-first.policy", "[Mach]\nVendor=8086\nClass=0x03*\n"),
+                file("/etc/coherencyd/policy.d/20-fine.policy", "[Match]\nVendor=8086\n[Policy]\nMode=enable\n"),
+        };
+        struct coh_policy_error err;
+        struct reports reports;
+        struct coh_policy *p;
+        int r;
+
+        p = load_reported("[Broker]\nMode=sometimes\nAccess=allow\nMaxConnections=0\n", rules, ELEMENTSOF(rules),
+                          &reports, &r, &err);
+        assert_null(p);
+        assert_int_equal(r, -EINVAL);
+        assert_string_equal(reports.text,
+                            "E " CONF ":2: invalid Mode= value 'sometimes' (expected enable, automatic or "
+                            "force-disable)\n"
+                            "E " CONF ":4: invalid MaxConnections= value '0' (expected an integer from 1 to 65536)\n"
+                            /* The section's keys are not reported once more each. */
+                            "E /etc/coherencyd/policy.d/10-first.policy:1: unknown section [Mach] (expected [Match] "
+                            "or [Policy])\n"
+                            "E /etc/coherencyd/policy.d/30-third.policy:4: invalid Access= value 'maybe' (expected "
+                            "allow or deny)\n"
+                            "E /etc/coherencyd/policy.d/30-third.policy:5: invalid NoSnoop= value 'off' (expected "
+                            "hardwired-off or capable)\n");
+        assert_int_equal(reports.errors, 5);
+        assert_int_equal(reports.warnings, 0);
+        /* The first is the one returned, as ReloadPolicy's InvalidPolicy names it. */
+        assert_string_equal(err.file, CONF);
+        assert_int_equal(err.line, 2);
+        assert_string_equal(err.message,
+                            "invalid Mode= value 'sometimes' (expected enable, automatic or force-disable)");
+}
+
+struct warning_case {
+        const char *text;
+        const char *reported;  /* "" for none */
+};
+
+/* A rule that restricts nothing applies everywhere: a warning, and the policy still loads and decides as before. */
+static void test_rule_matching_everything_is_a_warning(void **state) {
+        static const struct warning_case cases[] = {
+                { "[Policy]\nMode=enable\n",
+                  "W /x/10-r.policy:2: rule without [Match]: it applies to every device and every VMM\n" },
+                { "# all of them\n[Policy]\nAccess=allow\nMode=enable\n",
+                  "W /x/10-r.policy:3: rule without [Match]: it applies to every device and every VMM\n" },
+                { "[Match]\n[Policy]\nMode=enable\n",
+                  "W /x/10-r.policy:1: [Match] without keys: the rule applies to every device and every VMM\n" },
+                { "[Match]\nVendor=*\n[Policy]\nMode=enable\n",
+                  "W /x/10-r.policy:2: Vendor=* matches everything and no other [Match] key narrows the rule: it "
+                  "applies to every device and every VMM\n" },
+                { "[Match]\nClass=0x03* 0x*\nUnit=**\n[Policy]\nMode=enable\n",
+                  "W /x/10-r.policy:2: Class=0x* matches everything and no other [Match] key narrows the rule: it "
+                  "applies to every device and every VMM\n" },
+                { "[Match]\nUser=1000\n[Policy]\nNoSnoop=hardwired-off\n",
+                  "W /x/10-r.policy:4: NoSnoop= for every device: No-Snoop is a property of a device, so a rule "
+                  "that declares it should match devices (Vendor=, Device=, Class=, Slot=)\n" },
+                { "[Match]\nSlot=*\nUnit=qemu-*\n[Policy]\nNoSnoop=capable\n",
+                  "W /x/10-r.policy:5: NoSnoop= for every device: No-Snoop is a property of a device, so a rule "
+                  "that declares it should match devices (Vendor=, Device=, Class=, Slot=)\n" },
+                /* Not warned: narrowed by a device key or by the VMM, or setting nothing. */
+                { "[Match]\nVendor=8086\n[Policy]\nMode=enable\n", "" },
+                { "[Match]\nVendor=* 8086\nSlot=0000:01:00.0\n[Policy]\nMode=enable\n", "" },
+                { "[Match]\nClass=0x03*\n[Policy]\nMode=enable\n", "" },
+                { "[Match]\nIOMMUGroup=12\n[Policy]\nNoSnoop=hardwired-off\n", "" },
+                { "[Match]\nGroup=0\nUnit=qemu-*.service\n[Policy]\nAccess=allow\n", "" },
+                { "[Match]\nUser=root\n[Policy]\nMode=enable\n", "" },
+                { "# nothing yet\n", "" },
+                { "[Match]\n", "" },
+                /* A file with errors gets none: a key that failed would make the rest look wider than it is. */
+                { "[Match]\nIOMMUGroup=twelve\n[Policy]\nMode=enable\n",
+                  "E /x/10-r.policy:2: invalid IOMMUGroup= value 'twelve' (expected a non-negative integer)\n" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                const struct coh_policy_file rule = file("/x/10-r.policy", cases[i].text);
+                struct coh_policy_error err;
+                struct reports reports;
+                struct coh_policy *p;
+                int r;
+
+                p = load_reported(NULL, &rule, 1, &reports, &r, &err);
+                if (strcmp(reports.text, cases[i].reported) != 0)
+                        fail_msg("%s: expected\n%sgot\n%s", cases[i].text, cases[i].reported, reports.text);
+                /* Warnings do not fail the load. */
+                assert_int_equal(r, reports.errors > 0 ? -EINVAL : 0);
+                assert_int_equal(p != NULL, reports.errors == 0);
+                coh_policy_free(p);
+        }
+}
+
 
 static void test_conf_errors(void **state) {
         static const struct error_case cases[] = {
@@ -1099,6 +1328,17 @@ static void write_file(const char *dir, const char *name, const char *text) {
         assert_int_equal(fclose(f), 0);
 }
 
+/* 2 MiB of comments: beyond what a policy file may be. */
+static void write_big_file(const char *dir, const char *name) {
+        char *big = malloc(2 * 1024 * 1024);
+
+        assert_non_null(big);
+        memset(big, '#', 2 * 1024 * 1024 - 1);
+        big[2 * 1024 * 1024 - 1] = 0;
+        write_file(dir, name, big);
+        free(big);
+}
+
 struct tree {
         char root[64];
         char config[128];
@@ -1158,9 +1398,22 @@ static void test_load_masking_and_order(void **state) {
         snprintf(path, sizeof path, "%s/90-fifo.policy", t.dropins);
         assert_int_equal(mkfifo(path, 0600), 0);
 
-        assert_int_equal(coh_policy_load(t.config, t.vendor, &p, &err), 0);
+        struct reports reports = { .prefix = t.root };
+        assert_int_equal(coh_policy_load_report(t.config, t.vendor, record_report, &reports, &p, &err), 0);
         assert_non_null(p);
         assert_int_equal(coh_policy_n_rules(p), 4);
+        /* What is not read is named, in the order of names, at its place among the rule files; hidden files are
+         * not (editors' business). The masked vendor file is not even opened, so its error is not there. */
+        assert_string_equal(reports.text,
+                            "W /etc/policy.d/40-nosnoop.policy:2: rule without [Match]: it applies to every "
+                            "device and every VMM\n"
+                            "W /etc/policy.d/50-x.policy.bak: not read: only *.policy files are rule files\n"
+                            "W /etc/policy.d/70-dir.policy: not read: neither a regular file nor a link to "
+                            "/dev/null\n"
+                            "W /etc/policy.d/80-dangling.policy: not read: a dangling symbolic link\n"
+                            "W /etc/policy.d/90-fifo.policy: not read: neither a regular file nor a link to "
+                            "/dev/null\n"
+                            "W /vendor/README: not read: only *.policy files are rule files\n");
 
         coh_policy_evaluate(p, &device, &peer, &res);
         assert_int_equal(res.mode, COH_MODE_AUTOMATIC);
@@ -1223,7 +1476,7 @@ static void test_load_errors(void **state) {
         struct tree t;
         struct coh_policy *p = NULL;
         struct coh_policy_error err;
-        char path[512], *big;
+        char path[512];
         int fd;
 
         tree_setup(&t);
@@ -1286,12 +1539,7 @@ static void test_load_errors(void **state) {
         assert_string_equal(err.message, "not a regular file");
         assert_int_equal(unlink(path), 0);
 
-        big = malloc(2 * 1024 * 1024);
-        assert_non_null(big);
-        memset(big, '#', 2 * 1024 * 1024 - 1);
-        big[2 * 1024 * 1024 - 1] = 0;
-        write_file(t.dropins, "10-big.policy", big);
-        free(big);
+        write_big_file(t.dropins, "10-big.policy");
         assert_int_equal(coh_policy_load(t.config, t.vendor, &p, &err), -EFBIG);
         snprintf(path, sizeof path, "%s/10-big.policy", t.dropins);
         assert_string_equal(err.file, path);
@@ -1309,6 +1557,103 @@ static void test_load_errors(void **state) {
         assert_int_equal(err.line, 0);
         assert_null(p);
 
+        tree_teardown(&t);
+}
+
+/* On disk too, every error: an unreadable file and a directory that is not one do not hide the others. */
+static void test_load_every_error(void **state) {
+        struct tree t;
+        struct coh_policy *p = NULL;
+        struct coh_policy_error err;
+        struct reports reports;
+        char path[512];
+        int fd;
+
+        tree_setup(&t);
+        write_file(t.config, "coherencyd.conf", "[Broker]\nRevokeKill=perhaps\n");
+        write_big_file(t.dropins, "10-big.policy");
+        write_file(t.dropins, "20-bad.policy", "[Policy]\nMode=sometimes\n");
+        write_file(t.vendor, "30-bad.policy", "[Policy]\nMode=always\n");
+
+        reports = (struct reports) { .prefix = t.root };
+        assert_int_equal(coh_policy_load_report(t.config, t.vendor, record_report, &reports, &p, &err), -EINVAL);
+        assert_null(p);
+        assert_string_equal(reports.text,
+                            "E /etc/coherencyd.conf:2: invalid RevokeKill= value 'perhaps' (expected yes, no, true, "
+                            "false, 1 or 0)\n"
+                            "E /etc/policy.d/10-big.policy: file too large\n"
+                            "E /etc/policy.d/20-bad.policy:2: invalid Mode= value 'sometimes' (expected enable, "
+                            "automatic or force-disable)\n"
+                            "E /vendor/30-bad.policy:2: invalid Mode= value 'always' (expected enable, automatic or "
+                            "force-disable)\n");
+        snprintf(path, sizeof path, "%s/coherencyd.conf", t.config);
+        assert_string_equal(err.file, path);
+        assert_int_equal(err.line, 2);
+
+        /* A policy.d that is not a directory is one error; the vendor directory is read all the same. */
+        snprintf(path, sizeof path, "%s/10-big.policy", t.dropins);
+        assert_int_equal(unlink(path), 0);
+        snprintf(path, sizeof path, "%s/20-bad.policy", t.dropins);
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(rmdir(t.dropins), 0);
+        fd = open(t.dropins, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+        assert_true(fd >= 0);
+        close(fd);
+        snprintf(path, sizeof path, "%s/coherencyd.conf", t.config);
+        assert_int_equal(unlink(path), 0);
+        reports = (struct reports) { .prefix = t.root };
+        assert_int_equal(coh_policy_load_report(t.config, t.vendor, record_report, &reports, &p, &err), -ENOTDIR);
+        snprintf(path, sizeof path, "E /etc/policy.d: %s\n"
+                 "E /vendor/30-bad.policy:2: invalid Mode= value 'always' (expected enable, automatic or "
+                 "force-disable)\n", strerror(ENOTDIR));
+        assert_string_equal(reports.text, path);
+
+        tree_teardown(&t);
+}
+
+/*
+ * The daemon's load (coh_policy_load) logs every warning and every error but
+ * the first, which it returns for the caller to log with what it knows.
+ * Without a journal the log is stderr.
+ */
+static void test_load_logs_all_but_the_first_error(void **state) {
+        struct tree t;
+        struct coh_policy *p = NULL;
+        struct coh_policy_error err;
+        char logged[4096] = "", expected[2048];
+        FILE *f;
+        int saved, fd;
+        ssize_t n;
+
+        tree_setup(&t);
+        write_file(t.dropins, "10-first.policy", "[Policy]\nMode=sometimes\n");
+        write_file(t.dropins, "20-second.policy", "[Policy]\nAccess=perhaps\n");
+        write_file(t.dropins, "30-wide.policy", "[Policy]\nMode=enable\n");
+        write_file(t.dropins, "notes.txt", "x\n");
+
+        f = tmpfile();
+        assert_non_null(f);
+        fflush(stderr);
+        saved = dup(STDERR_FILENO);
+        assert_true(saved >= 0);
+        assert_true(dup2(fileno(f), STDERR_FILENO) >= 0);
+        assert_int_equal(coh_policy_load(t.config, NULL, &p, &err), -EINVAL);
+        fflush(stderr);
+        assert_true(dup2(saved, STDERR_FILENO) >= 0);
+        close(saved);
+        fd = fileno(f);
+        n = pread(fd, logged, sizeof logged - 1, 0);
+        assert_true(n > 0);
+        fclose(f);
+
+        assert_int_equal(err.line, 2);
+        assert_non_null(strstr(err.file, "10-first.policy"));
+        snprintf(expected, sizeof expected,
+                 "%s/20-second.policy:2: invalid Access= value 'perhaps' (expected allow or deny)\n"
+                 "%s/30-wide.policy:2: rule without [Match]: it applies to every device and every VMM\n"
+                 "%s/notes.txt: not read: only *.policy files are rule files\n",
+                 t.dropins, t.dropins, t.dropins);
+        assert_string_equal(logged, expected);
         tree_teardown(&t);
 }
 
@@ -1359,6 +1704,12 @@ static void test_to_json(void **state) {
         assert_true(json_object_object_get_ex(broker, "revokeKill", &v));
         assert_true(json_object_is_type(v, json_type_boolean));
         assert_true(json_object_get_boolean(v));
+        /* Every setting says where it came from, not only Mode= and Access=. */
+        assert_string_equal(json_str(broker, "adminGroupRule"), CONF ":3");
+        assert_string_equal(json_str(broker, "releaseTimeoutSecRule"), CONF ":5");
+        assert_string_equal(json_str(broker, "revokeKillRule"), CONF ":6");
+        assert_string_equal(json_str(broker, "maxConnectionsRule"), "default");
+        assert_string_equal(json_str(broker, "refusalLogIntervalSecRule"), "default");
 
         assert_true(json_object_object_get_ex(j, "rules", &arr));
         assert_int_equal(json_object_array_length(arr), 2);
@@ -1402,11 +1753,43 @@ static void test_to_json(void **state) {
         coh_policy_free(p);
 }
 
+/* Each [Broker] key has its value and, beside it, "<key>Rule": the line that set it, or "default". */
+static void test_to_json_broker_origins(void **state) {
+        static const char *const keys[] = {
+                "mode", "access", "adminGroup", "maxConnections", "reservedAdminConnections", "messageTimeoutSec",
+                "maxConnectionsPerUser", "maxGrantsPerConnection", "idleExitSec", "releaseTimeoutSec",
+                "refusalLogIntervalSec", "revokeKill",
+        };
+        struct coh_policy *p = load_ok("[Broker]\n"
+                                       "Mode=enable\nAccess=allow\nAdminGroup=0\nMaxConnections=10\n"
+                                       "ReservedAdminConnections=1\nMessageTimeoutSec=2\nMaxConnectionsPerUser=3\n"
+                                       "MaxGrantsPerConnection=4\nIdleExitSec=5\nReleaseTimeoutSec=6\n"
+                                       "RefusalLogIntervalSec=7\nRevokeKill=yes\n",
+                                       NULL, 0);
+        json_object *j = coh_policy_to_json(p), *broker, *v;
+        char name[64], expected[64];
+
+        assert_true(json_object_object_get_ex(j, "broker", &broker));
+        /* The twelve keys, each with its rule, and nothing else. */
+        assert_int_equal(json_object_object_length(broker), 2 * ELEMENTSOF(keys));
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                assert_true(json_object_object_get_ex(broker, keys[i], &v));
+                assert_non_null(v);
+                snprintf(name, sizeof name, "%sRule", keys[i]);
+                snprintf(expected, sizeof expected, CONF ":%zu", i + 2);
+                if (!json_str(broker, name) || strcmp(json_str(broker, name), expected) != 0)
+                        fail_msg("%s: expected %s, got %s", name, expected, json_str(broker, name));
+        }
+        json_object_put(j);
+        coh_policy_free(p);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_ini_tokens),
                 cmocka_unit_test(test_ini_line_max),
                 cmocka_unit_test(test_ini_handler_error),
+                cmocka_unit_test(test_ini_goes_on_after_errors),
                 cmocka_unit_test(test_defaults),
                 cmocka_unit_test(test_conf),
                 cmocka_unit_test(test_conf_fallback),
@@ -1423,6 +1806,9 @@ int main(void) {
                 cmocka_unit_test(test_access_precedence),
                 cmocka_unit_test(test_access_fallback),
                 cmocka_unit_test(test_rule_errors),
+                cmocka_unit_test(test_inline_comment_is_an_error),
+                cmocka_unit_test(test_every_error_is_reported),
+                cmocka_unit_test(test_rule_matching_everything_is_a_warning),
                 cmocka_unit_test(test_rule_line_too_long),
                 cmocka_unit_test(test_conf_errors),
                 cmocka_unit_test(test_conf_refusal_log_interval),
@@ -1434,8 +1820,11 @@ int main(void) {
                 cmocka_unit_test(test_load_masking_and_order),
                 cmocka_unit_test(test_load_missing),
                 cmocka_unit_test(test_load_errors),
+                cmocka_unit_test(test_load_every_error),
+                cmocka_unit_test(test_load_logs_all_but_the_first_error),
                 cmocka_unit_test(test_origin_format),
                 cmocka_unit_test(test_to_json),
+                cmocka_unit_test(test_to_json_broker_origins),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
