@@ -35,6 +35,35 @@ static void log_policy_error(const struct coh_policy_error *err, bool fatal) {
         coh_log_record(LOG_ERR, COH_MESSAGE_POLICY_FAILED, message, fields, ELEMENTSOF(fields));
 }
 
+/* A warning of a policy load (a rule that matches every device, a file that is not read). */
+static void log_policy_warning(const struct coh_policy_error *e) {
+        char line[32], message[sizeof e->file + sizeof e->message + 64];
+        snprintf(line, sizeof line, "%u", e->line);
+        coh_policy_error_format(e, message, sizeof message);
+        const struct coh_journal_field fields[] = {
+                { "COHERENCYD_POLICY_FILE", e->file },
+                { "COHERENCYD_POLICY_LINE", line },
+                { "COHERENCYD_POLICY_WARNING", e->message },
+        };
+        coh_log_record(LOG_WARNING, NULL, message, fields, ELEMENTSOF(fields));
+}
+
+/* Every problem of a load, in file order as the parser finds them: each error a
+ * POLICY_FAILED record of its own (with what happens next), each warning a warning. */
+static void report_policy_problem(enum coh_policy_severity severity, const struct coh_policy_error *e,
+                                  void *userdata) {
+        const bool *fatal = userdata;
+        if (severity == COH_POLICY_ERROR)
+                log_policy_error(e, *fatal);
+        else
+                log_policy_warning(e);
+}
+
+static int load_policy(struct coh_manager *m, bool fatal, struct coh_policy **ret, struct coh_policy_error *err) {
+        return coh_policy_load_report(m->options.config_dir, m->options.vendor_dir, report_policy_problem, &fatal, ret,
+                                      err);
+}
+
 static void log_policy_loaded(struct coh_manager *m, const char *how) {
         const struct coh_broker_config *cfg = coh_policy_broker(m->policy);
         char rules[32], origin[512], message[768];
@@ -71,12 +100,10 @@ int coh_manager_reload(struct coh_manager *m, struct coh_policy_error *err) {
         struct coh_policy *p;
         /* Both ways in (SIGHUP, and Manager.ReloadPolicy from ExecReload=) tell systemd. */
         (void) sd_notify(0, "RELOADING=1");
-        int r = coh_policy_load(m->options.config_dir, m->options.vendor_dir, &p, err);
+        int r = load_policy(m, false, &p, err);
         (void) sd_notify(0, "READY=1");
-        if (r < 0) {
-                log_policy_error(err, false);
+        if (r < 0)
                 return r;
-        }
         /* Grants keep their own copies of rule strings, so the old policy can go. */
         coh_policy_free(m->policy);
         m->policy = p;
@@ -237,11 +264,11 @@ int coh_manager_new(const struct coh_manager_options *o, struct coh_manager **re
         m->options = *o;
         m->helper_fd = -EBADF;
         coh_fdstore_init(&m->store);
-        r = coh_policy_load(o->config_dir, o->vendor_dir, &m->policy, &err);
-        if (r < 0) {
-                log_policy_error(&err, true);
+        /* Before the journal: a policy that does not load at start-up is told on stderr, to
+         * whoever started the daemon (under systemd, the journal has it from there too). */
+        r = load_policy(m, true, &m->policy, &err);
+        if (r < 0)
                 return r;
-        }
         r = platform_new(m);
         if (r < 0)
                 return r;
