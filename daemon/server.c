@@ -400,6 +400,8 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *userdata) {
                 conn_time_message(c, !was_partial || taken > 0);
                 if (!event_pending(c->ev_read, EV_READ, NULL))
                         break; /* paused: output backlog */
+                if (coh_frame_drained(&c->in))
+                        break; /* the queue was empty: epoll says when more comes */
         }
         /* Calls handled closed or took their descriptors. */
         coh_server_resume_accept(s);
