@@ -55,8 +55,7 @@
 #define CONN_FDS 2u
 #define OWN_FDS 32u
 
-static void conn_read_cb(evutil_socket_t fd, short what, void *userdata);
-static void conn_write_cb(evutil_socket_t fd, short what, void *userdata);
+static void conn_io_cb(evutil_socket_t fd, short what, void *userdata);
 static void conn_pidfd_cb(evutil_socket_t fd, short what, void *userdata);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *userdata);
 
@@ -159,6 +158,15 @@ static int conn_identify(struct coh_conn *c) {
                         return errno == ERANGE ? -E2BIG : -errno;
                 len = want;
         }
+        /* Kept at its size, for the connection's life: most peers have a few groups or none. */
+        if (len == 0) {
+                free(c->groups);
+                c->groups = NULL;
+        } else if (len < GROUPS_START * sizeof(gid_t)) {
+                gid_t *groups = realloc(c->groups, len);
+                if (groups)
+                        c->groups = groups;
+        }
         c->peer.groups = c->groups;
         c->peer.n_groups = len / sizeof(gid_t);
 
@@ -188,14 +196,11 @@ static int conn_identify(struct coh_conn *c) {
 }
 
 static void conn_free(struct coh_conn *c) {
-        if (c->ev_read)
-                event_free(c->ev_read);
-        if (c->ev_write)
-                event_free(c->ev_write);
-        if (c->ev_pidfd)
-                event_free(c->ev_pidfd);
-        if (c->ev_timer)
-                event_free(c->ev_timer);
+        if (c->io_events)
+                event_del(&c->ev_io);
+        if (c->pidfd_watched)
+                event_del(&c->ev_pidfd);
+        event_del(&c->ev_timer);
         coh_frame_done(&c->in);
         coh_outbuf_done(&c->out);
         if (c->pidfd >= 0)
@@ -239,7 +244,24 @@ size_t coh_conn_queued(const struct coh_conn *c) {
 
 static void timer_add(struct coh_conn *c, uint64_t usec) {
         struct timeval tv = { .tv_sec = (time_t) (usec / 1000000), .tv_usec = (suseconds_t) (usec % 1000000) };
-        event_add(c->ev_timer, &tv);
+        event_add(&c->ev_timer, &tv);
+}
+
+/*
+ * What the socket's one event watches: EV_READ while calls are taken,
+ * EV_WRITE while replies wait for room. Changed only when the output backs
+ * up or drains, so the usual call costs no epoll_ctl.
+ */
+static void conn_watch(struct coh_conn *c, short want) {
+        if (want == c->io_events)
+                return;
+        if (c->io_events)
+                event_del(&c->ev_io);
+        c->io_events = want;
+        if (!want)
+                return;
+        event_assign(&c->ev_io, c->server->base, c->fd, want | EV_PERSIST, conn_io_cb, c);
+        event_add(&c->ev_io, NULL);
 }
 
 void coh_conn_abort(struct coh_conn *c, const char *error, json_object *parameters) {
@@ -255,11 +277,10 @@ void coh_conn_abort(struct coh_conn *c, const char *error, json_object *paramete
         free(json);
         c->closing = true;
         c->timing = false;
-        event_del(c->ev_read);
-        event_del(c->ev_timer);
+        event_del(&c->ev_timer);
         int r = coh_outbuf_flush(&c->out, c->fd);
+        conn_watch(c, r == -EAGAIN ? EV_WRITE : 0);
         if (r == -EAGAIN) {
-                event_add(c->ev_write, NULL);
                 /* Its reader fell behind: as long as for a call begun to take
                  * what is left, then it is closed anyway. */
                 timer_add(c, c->server->limits.message_timeout_usec);
@@ -283,9 +304,9 @@ static int conn_send(struct coh_conn *c, char *json, const int *fds, size_t n_fd
         }
         r = coh_outbuf_flush(&c->out, c->fd);
         if (r == -EAGAIN) {
-                event_add(c->ev_write, NULL);
-                if (c->out.len - c->out.off > OUTPUT_PAUSE)
-                        event_del(c->ev_read);
+                /* Reading pauses while replies pile up past OUTPUT_PAUSE. */
+                bool read = (c->io_events & EV_READ) && c->out.len - c->out.off <= OUTPUT_PAUSE;
+                conn_watch(c, EV_WRITE | (read ? EV_READ : 0));
                 return 0;
         }
         if (r < 0)
@@ -370,7 +391,7 @@ static void conn_time_message(struct coh_conn *c, bool fresh) {
                 return; /* the timer bounds the flush now */
         if (!coh_frame_partial(&c->in)) {
                 if (c->timing)
-                        event_del(c->ev_timer);
+                        event_del(&c->ev_timer);
                 c->timing = false;
                 return;
         }
@@ -380,8 +401,7 @@ static void conn_time_message(struct coh_conn *c, bool fresh) {
         timer_add(c, c->server->limits.message_timeout_usec);
 }
 
-static void conn_read_cb(evutil_socket_t fd, short what, void *userdata) {
-        struct coh_conn *c = userdata;
+static void conn_read(struct coh_conn *c) {
         struct coh_server *s = c->server;
         for (int i = 0; i < READS_PER_EVENT; i++) {
                 bool was_partial = coh_frame_partial(&c->in);
@@ -398,7 +418,7 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *userdata) {
                 if (!conn_process(c, &taken))
                         return;
                 conn_time_message(c, !was_partial || taken > 0);
-                if (!event_pending(c->ev_read, EV_READ, NULL))
+                if (!(c->io_events & EV_READ))
                         break; /* paused: output backlog */
                 if (coh_frame_drained(&c->in))
                         break; /* the queue was empty: epoll says when more comes */
@@ -407,23 +427,27 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *userdata) {
         coh_server_resume_accept(s);
 }
 
-static void conn_write_cb(evutil_socket_t fd, short what, void *userdata) {
-        struct coh_conn *c = userdata;
+/* Returns false when the connection was closed. */
+static bool conn_write(struct coh_conn *c) {
         int r = coh_outbuf_flush(&c->out, c->fd);
         if (r == -EAGAIN)
-                return;
-        event_del(c->ev_write);
-        if (r < 0) {
-                coh_conn_close(c, "disconnect");
-                return;
+                return true;
+        if (r < 0 || c->closing) {
+                coh_conn_close(c, "disconnect"); /* ended (coh_conn_abort) once flushed, or failed */
+                return false;
         }
-        if (c->closing) {
-                coh_conn_close(c, "disconnect");
-                return;
-        }
-        event_add(c->ev_read, NULL);
+        conn_watch(c, EV_READ);
         /* Descriptors that went out with replies are closed now. */
         coh_server_resume_accept(c->server);
+        return true;
+}
+
+static void conn_io_cb(evutil_socket_t fd, short what, void *userdata) {
+        struct coh_conn *c = userdata;
+        if ((what & EV_WRITE) && !conn_write(c))
+                return;
+        if ((what & EV_READ) && (c->io_events & EV_READ))
+                conn_read(c);
 }
 
 static void conn_pidfd_cb(evutil_socket_t fd, short what, void *userdata) {
@@ -441,7 +465,7 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *userdata) {
         c->timing = false;
         if (!coh_frame_partial(&c->in))
                 return;
-        if (!event_pending(c->ev_read, EV_READ, NULL)) {
+        if (!(c->io_events & EV_READ)) {
                 /* We stopped reading (its replies pile up): the rest may be waiting in the socket. */
                 conn_time_message(c, true);
                 return;
@@ -494,6 +518,7 @@ static struct coh_conn *conn_new(struct coh_server *s, int fd, uint64_t id, bool
         c->fd = fd;
         c->pidfd = -EBADF;
         c->id = id;
+        evtimer_assign(&c->ev_timer, s->base, conn_timer_cb, c); /* so conn_free may always event_del it */
         coh_frame_init(&c->in);
 
         int r = conn_identify(c);
@@ -513,18 +538,12 @@ static struct coh_conn *conn_new(struct coh_server *s, int fd, uint64_t id, bool
                 return NULL;
         }
 
-        c->ev_read = event_new(s->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
-        c->ev_write = event_new(s->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
-        c->ev_timer = evtimer_new(s->base, conn_timer_cb, c);
-        if (c->pidfd >= 0)
-                c->ev_pidfd = event_new(s->base, c->pidfd, EV_READ, conn_pidfd_cb, c);
-        if (!c->ev_read || !c->ev_write || !c->ev_timer || (c->pidfd >= 0 && !c->ev_pidfd)) {
-                conn_free(c);
-                return NULL;
+        conn_watch(c, EV_READ);
+        if (c->pidfd >= 0) {
+                event_assign(&c->ev_pidfd, s->base, c->pidfd, EV_READ, conn_pidfd_cb, c);
+                event_add(&c->ev_pidfd, NULL);
+                c->pidfd_watched = true;
         }
-        event_add(c->ev_read, NULL);
-        if (c->ev_pidfd)
-                event_add(c->ev_pidfd, NULL);
         if (adopted) {
                 /* The previous instance may hand over part of a call (restore.c
                  * feeds it in after this): its time starts again now. */

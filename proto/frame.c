@@ -295,9 +295,9 @@ static int commit_read(struct coh_frame *f, struct msghdr *mh, size_t n) {
         return frame_commit(f, n, fds, n_fds);
 }
 
-/* The look: how many bytes are queued (up to room) and whether descriptors may ride on them. */
-static ssize_t frame_look(struct coh_frame *f, int sock, size_t room) {
-        struct iovec iov = { .iov_base = f->buf + f->len, .iov_len = room };
+/* The look, into dst: how many bytes are queued (up to room) and whether descriptors may ride on them. */
+static ssize_t frame_look(struct coh_frame *f, int sock, char *dst, size_t room) {
+        struct iovec iov = { .iov_base = dst, .iov_len = room };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
         ssize_t n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_PEEK);
 
@@ -333,14 +333,33 @@ ssize_t coh_frame_recv(struct coh_frame *f, int sock) {
         /* Only a caller that stopped taking messages gets here with a full buffer. */
         if (f->len >= FRAME_BUF_MAX(f))
                 return -ENOBUFS;
-        if (f->ahead == 0) {
+        if (f->ahead == 0 && f->len == 0) {
+                /* Nothing buffered: look into the stack and keep exactly what was
+                 * seen, so that an idle connection holds no buffer (coh_frame_next
+                 * frees it once empty) and a small call a small one. */
+                char stack[FRAME_READ_SIZE];
+                ssize_t n = frame_look(f, sock, stack, sizeof stack);
+                if (n <= 0)
+                        return n; /* 0: EOF, queue empty and shut down */
+                if ((size_t) n > f->cap) {
+                        char *p = realloc(f->buf, (size_t) n);
+                        if (!p) {
+                                f->ahead = 0;
+                                return -ENOMEM;
+                        }
+                        f->buf = p;
+                        f->cap = (size_t) n;
+                }
+                memcpy(f->buf, stack, (size_t) n);
+        } else if (f->ahead == 0) {
                 r = frame_grow(f, f->len + FRAME_READ_SIZE < FRAME_BUF_MAX(f) ? f->len + FRAME_READ_SIZE : FRAME_BUF_MAX(f),
                                FRAME_BUF_MAX(f));
                 if (r < 0)
                         return r;
-                ssize_t n = frame_look(f, sock, f->cap - f->len < FRAME_READ_SIZE ? f->cap - f->len : FRAME_READ_SIZE);
+                ssize_t n = frame_look(f, sock, f->buf + f->len,
+                                       f->cap - f->len < FRAME_READ_SIZE ? f->cap - f->len : FRAME_READ_SIZE);
                 if (n <= 0)
-                        return n; /* 0: EOF, queue empty and shut down */
+                        return n;
         }
 
         /* What the look showed sits at buf + len already: it says where messages end. */
@@ -422,7 +441,13 @@ int coh_frame_next(struct coh_frame *f, struct coh_message *m) {
         len = nul - f->buf;
         used = len + 1;
 
-        if (len > 0) {
+        /* The usual case, one message and nothing after it: the buffer itself is
+         * handed out (no copy), and the frame holds none until the next read. */
+        bool whole = len > 0 && used == f->len && f->ahead == 0;
+        if (whole) {
+                m->json = f->buf;
+                m->len = len;
+        } else if (len > 0) {
                 json = malloc(used);
                 if (!json)
                         return -ENOMEM;
@@ -446,9 +471,20 @@ int coh_frame_next(struct coh_frame *f, struct coh_message *m) {
                 }
         }
 
-        /* What the last look showed beyond len moves along: it is still to be read (K4). */
-        memmove(f->buf, f->buf + used, f->len - used + f->ahead);
-        f->len -= used;
+        if (whole) {
+                f->buf = NULL;
+                f->len = f->cap = 0;
+        } else {
+                /* What the last look showed beyond len moves along: it is still to be read (K4). */
+                memmove(f->buf, f->buf + used, f->len - used + f->ahead);
+                f->len -= used;
+                if (f->len == 0 && f->ahead == 0) {
+                        /* Empty: an idle connection keeps no buffer. */
+                        free(f->buf);
+                        f->buf = NULL;
+                        f->cap = 0;
+                }
+        }
 
         if (len == 0) {
                 /* Consumed all the same, with whatever it carried, so the frame stays
@@ -486,6 +522,14 @@ static void close_fds_const(const int *fds, size_t n) {
                         (void) close(fds[i]);
 }
 
+/* Frees the buffer of an empty queue (no descriptors wait in one). */
+static void outbuf_release(struct coh_outbuf *o) {
+        assert(o->n_fds == 0);
+        free(o->fds);
+        free(o->buf);
+        *o = (struct coh_outbuf) {};
+}
+
 void coh_outbuf_done(struct coh_outbuf *o) {
         for (size_t i = 0; i < o->n_fds; i++)
                 close_fds(o->fds[i].fds, o->fds[i].n);
@@ -510,7 +554,8 @@ int coh_outbuf_append(struct coh_outbuf *o, const char *json, size_t limit) {
         }
 
         if (o->cap - o->len < n) {
-                size_t cap = o->cap > 0 ? o->cap : 4096;
+                /* From the first message's size: most queues hold one reply, briefly. */
+                size_t cap = o->cap > 0 ? o->cap : n;
                 char *p;
 
                 while (cap - o->len < n) {
@@ -599,8 +644,8 @@ int coh_outbuf_flush(struct coh_outbuf *o, int sock) {
                         o->midway = o->off < o->len && o->buf[o->off - 1] != '\0';
         }
 
-        o->off = o->len = 0;
-        o->midway = false;
+        /* Empty: an idle connection keeps no buffer. */
+        outbuf_release(o);
         return 0;
 }
 
@@ -619,7 +664,7 @@ void coh_outbuf_discard(struct coh_outbuf *o) {
         o->n_fds = 0;
         o->len = keep;
         if (o->off == o->len)
-                o->off = o->len = 0;
+                outbuf_release(o);
 }
 
 int coh_send_message(int sock, const char *json, const int *fds, size_t n_fds) {

@@ -697,6 +697,69 @@ static void test_a_call_costs_a_look_and_one_read(void **state) {
         assert_int_equal(count_fds(), base);
 }
 
+/*
+ * Issue 11: an idle connection holds no buffers. The frame's goes once every
+ * message is taken (the last one is handed out in it), the queue's once it is
+ * sent; a message still partial keeps its bytes.
+ */
+static void test_buffers_freed_when_empty(void **state) {
+        static const char call[] = "{\"method\":\"org.varlink.service.GetInfo\"}";
+        unsigned base = count_fds();
+        struct coh_outbuf o = {};
+        struct coh_message m;
+        struct coh_frame f;
+        int sv[2], fd;
+
+        make_pair(sv);
+        coh_frame_init(&f);
+        fd = make_memfd();
+
+        /* One call: read into a buffer of its size, handed out as the message. */
+        send_msg(sv[1], call, &fd, 1);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), (ssize_t) sizeof(call));
+        assert_int_equal(f.cap, sizeof(call));
+        assert_int_equal(coh_frame_next(&f, &m), 1);
+        assert_string_equal(m.json, call);
+        assert_int_equal(m.n_fds, 1);
+        assert_null(f.buf);
+        assert_int_equal(f.cap, 0);
+        coh_message_done(&m);
+
+        /* Two in one read, and half of a third: the half stays, alone. */
+        send_raw(sv[1], "{}\0{\"b\":1}\0{\"c\"", 15, NULL, 0);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 15);
+        expect_message(&f, "{}", 0);
+        expect_message(&f, "{\"b\":1}", 0);
+        assert_non_null(f.buf);
+        assert_int_equal(f.len, 4);
+        send_msg(sv[1], ":2}", NULL, 0);
+        assert_int_equal(coh_frame_recv(&f, sv[0]), 4);
+        expect_message(&f, "{\"c\":2}", 0);
+        assert_null(f.buf);
+
+        /* Replies: the queue's buffer goes once the socket took them, descriptors too. */
+        assert_int_equal(coh_outbuf_append(&o, "{\"parameters\":{}}", COH_REPLY_MAX), 0);
+        int dup1 = dup(fd);
+        assert_true(dup1 >= 0);
+        assert_int_equal(coh_outbuf_append_fds(&o, "{}", COH_REPLY_MAX, &dup1, 1), 0);
+        assert_non_null(o.buf);
+        assert_int_equal(coh_outbuf_flush(&o, sv[0]), 0);
+        assert_null(o.buf);
+        assert_null(o.fds);
+        assert_int_equal(o.cap, 0);
+        assert_int_equal(coh_frame_recv(&f, sv[1]), 18);
+        expect_message(&f, "{\"parameters\":{}}", 0);
+        assert_int_equal(coh_frame_recv(&f, sv[1]), 3);
+        expect_message(&f, "{}", 1);
+        assert_null(f.buf);
+
+        assert_int_equal(close(fd), 0);
+        coh_outbuf_done(&o);
+        coh_frame_done(&f);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
 /* Looking ahead (MSG_PEEK) installs nothing: queued descriptors stay the kernel's. */
 static void test_looking_ahead_takes_no_descriptors(void **state) {
         unsigned base = count_fds();
@@ -1782,6 +1845,7 @@ int main(void) {
                 cmocka_unit_test(test_random_back_to_back_calls_keep_their_descriptors),
                 cmocka_unit_test(test_looking_ahead_takes_no_descriptors),
                 cmocka_unit_test(test_a_call_costs_a_look_and_one_read),
+                cmocka_unit_test(test_buffers_freed_when_empty),
                 cmocka_unit_test(test_feed_descriptors_to_the_only_message_start),
                 cmocka_unit_test(test_too_many_fds_9),
                 cmocka_unit_test(test_too_many_fds_40),
