@@ -40,7 +40,6 @@
  * by its bound (coh_conn_abort), long before OUTPUT_MAX. */
 #define OUTPUT_PAUSE (64u * 1024u)
 #define OUTPUT_MAX COH_REPLY_MAX
-#define READS_PER_EVENT 16          /* fairness between clients */
 #define GROUPS_START 64 /* SO_PEERGROUPS is retried with what the kernel asks for */
 
 /*
@@ -358,26 +357,37 @@ int coh_conn_error(struct coh_conn *c, const char *error, json_object *parameter
         return conn_send(c, coh_error_format(error, parameters), NULL, 0);
 }
 
-/* Returns false when the connection was closed; *taken counts the messages handled. */
-static bool conn_process(struct coh_conn *c, unsigned *taken) {
-        for (;;) {
-                struct coh_message m;
-                int r = coh_frame_next(&c->in, &m);
-                if (r == 0)
-                        return true;
-                (*taken)++;
-                if (r < 0) {
-                        coh_log_debug("connection %" PRIu64 ": bad framing: %s", c->id, strerror(-r));
-                        coh_conn_close(c, "disconnect");
-                        return false;
-                }
-                r = c->server->cb.message(c, &m, c->server->cb.userdata);
-                coh_message_done(&m);
-                if (r < 0 || c->closing) {
-                        coh_conn_close(c, "disconnect");
-                        return false;
-                }
+/* Serves the next buffered message, if there is one; false when the connection was closed. */
+static bool conn_serve_one(struct coh_conn *c, bool *served) {
+        struct coh_message m;
+        int r = coh_frame_next(&c->in, &m);
+        if (r == 0)
+                return true;
+        *served = true;
+        if (r < 0) {
+                coh_log_debug("connection %" PRIu64 ": bad framing: %s", c->id, strerror(-r));
+                coh_conn_close(c, "disconnect");
+                return false;
         }
+        r = c->server->cb.message(c, &m, c->server->cb.userdata);
+        coh_message_done(&m);
+        if (r < 0 || c->closing) {
+                coh_conn_close(c, "disconnect");
+                return false;
+        }
+        return true;
+}
+
+/*
+ * Fair service: a connection with another call buffered gets its next turn
+ * after every connection that is ready now. libevent runs an event activated
+ * from a callback after those already active (event_process_active_single_queue
+ * takes the queue's head until it is empty, event_active appends), and polls
+ * again once they are all done.
+ */
+static void conn_next_turn(struct coh_conn *c) {
+        if ((c->io_events & EV_READ) && coh_frame_complete(&c->in))
+                event_active(&c->ev_io, EV_READ, 0);
 }
 
 /*
@@ -401,28 +411,32 @@ static void conn_time_message(struct coh_conn *c, bool fresh) {
         timer_add(c, c->server->limits.message_timeout_usec);
 }
 
+/*
+ * One call per connection and turn of the loop, however many it sent: one
+ * already buffered is served first, else one batch of reads is made
+ * (coh_frame_recv) and the first call it completed is served. A client that
+ * pipelines waits its turn behind the others instead of being served many
+ * times while they wait (issue 11).
+ */
 static void conn_read(struct coh_conn *c) {
         struct coh_server *s = c->server;
-        for (int i = 0; i < READS_PER_EVENT; i++) {
-                bool was_partial = coh_frame_partial(&c->in);
-                unsigned taken = 0;
+        bool was_partial = coh_frame_partial(&c->in), served = false;
+
+        if (!coh_frame_complete(&c->in)) {
                 ssize_t n = coh_frame_recv(&c->in, c->fd);
                 if (n == -EAGAIN || n == -EINTR)
-                        break;
+                        return;
                 if (n <= 0) {
                         if (n < 0)
                                 coh_log_debug("connection %" PRIu64 ": %s", c->id, strerror((int) -n));
                         coh_conn_close(c, "disconnect");
                         return;
                 }
-                if (!conn_process(c, &taken))
-                        return;
-                conn_time_message(c, !was_partial || taken > 0);
-                if (!(c->io_events & EV_READ))
-                        break; /* paused: output backlog */
-                if (coh_frame_drained(&c->in))
-                        break; /* the queue was empty: epoll says when more comes */
         }
+        if (!conn_serve_one(c, &served))
+                return;
+        conn_time_message(c, !was_partial || served);
+        conn_next_turn(c);
         /* Calls handled closed or took their descriptors. */
         coh_server_resume_accept(s);
 }
@@ -437,6 +451,7 @@ static bool conn_write(struct coh_conn *c) {
                 return false;
         }
         conn_watch(c, EV_READ);
+        conn_next_turn(c); /* calls that came while replies piled up */
         /* Descriptors that went out with replies are closed now. */
         coh_server_resume_accept(c->server);
         return true;

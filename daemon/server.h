@@ -5,7 +5,9 @@
  * Connections: accepting (with per-uid and total limits, slots kept for the
  * operator, pausing on EMFILE), the peer's identity taken at connect time,
  * reading calls with their descriptors (a call begun must be whole within
- * MessageTimeoutSec=), and writing replies without blocking. What a call
+ * MessageTimeoutSec=; one call per connection and turn of the loop, so that
+ * a client that pipelines is served in turn with the others), and writing
+ * replies without blocking. What a call
  * means is not this module's business: each complete message goes to the
  * callback the owner gave (OpenBSD's p_cb), and so does each close.
  */

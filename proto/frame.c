@@ -47,6 +47,10 @@ void coh_frame_done(struct coh_frame *f) {
         coh_frame_init_max(f, max);
 }
 
+bool coh_frame_complete(const struct coh_frame *f) {
+        return f->len > 0 && memchr(f->buf, '\0', f->len);
+}
+
 bool coh_frame_partial(const struct coh_frame *f) {
         /* Messages are taken from the front, so unfinished bytes are always at the end. */
         return f->len > 0 && f->buf[f->len - 1] != '\0';
@@ -164,7 +168,6 @@ int coh_frame_feed(struct coh_frame *f, const void *data, size_t len, const int 
                 memcpy(copy, fds, n_fds * sizeof(int));
         /* Bytes fed in take the place of what a look showed: look again next time. */
         f->ahead = 0;
-        f->look_short = false;
 
         /* Here the caller decides how big "one read" is. */
         if (len > SIZE_MAX - f->len) {
@@ -305,8 +308,6 @@ static ssize_t frame_look(struct coh_frame *f, int sock, char *dst, size_t room)
                 return -errno;
         f->ahead = (size_t) n;
         f->ahead_fds = mh.msg_flags & MSG_CTRUNC;
-        /* A look stops early at descriptors too (K3): only an empty queue counts as drained. */
-        f->look_short = (size_t) n < room && !f->ahead_fds;
         return n;
 }
 

@@ -47,7 +47,6 @@ struct coh_frame {
         size_t max;                   /* bytes of one message, NUL included */
         size_t ahead;                 /* bytes past len the last look (MSG_PEEK) showed, still queued */
         bool ahead_fds;               /* that look said descriptors may ride on them */
-        bool look_short;              /* that look got less than it asked for: the queue ended there */
 };
 
 /* An empty frame for messages of at most COH_MESSAGE_MAX bytes (the daemon's calls). */
@@ -87,11 +86,10 @@ int coh_frame_feed(struct coh_frame *f, const void *data, size_t len, const int 
  */
 int coh_frame_next(struct coh_frame *f, struct coh_message *m);
 
+/* True when a complete message is buffered (coh_frame_next would hand it out). */
+bool coh_frame_complete(const struct coh_frame *f);
 /* True while bytes of an incomplete message are buffered. */
 bool coh_frame_partial(const struct coh_frame *f);
-/* True when the last look saw the end of what was queued and all of it is
- * read: another read would find only what came since (poll says so). */
-static inline bool coh_frame_drained(const struct coh_frame *f) { return f->ahead == 0 && f->look_short; }
 
 /*
  * Takes descriptor `index` out of the message: returns it (caller owns it)

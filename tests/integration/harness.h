@@ -7,9 +7,11 @@
  * journald (tests/lib/with-journald).
  *
  * Synchronization is by protocol, never by sleeping: the daemon is ready when
- * it says READY=1 on our NOTIFY_SOCKET, and it has finished with everything a
- * client sent before once it answers a later call (it is one event loop, and
- * epoll hands out readiness in the order it arose), which harness_sync() does.
+ * it says READY=1 on our NOTIFY_SOCKET, and it has finished with a call any
+ * other client sent before once it answers a later call (it is one event loop,
+ * epoll hands out readiness in the order it arose, and each ready connection
+ * gets one call served per turn), which harness_sync() does. Calls pipelined
+ * on one connection are done once that connection's last answer came.
  *
  * Helpers assert with cmocka, so they may only be used in the test process
  * itself, never in a forked child.

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * What no client can get past, however it behaves (issue 9): calls sent back
- * to back keep their descriptors; unprivileged connections from any number of
+ * to back keep their descriptors; a client that pipelines is served in turn
+ * with the others (issue 11); unprivileged connections from any number of
  * uids never lock the operator out (ReservedAdminConnections=); the limits are
  * made to fit RLIMIT_NOFILE at start; an accept paused on EMFILE goes on when a
  * grant's descriptors come back; a call begun and never finished is cut off
@@ -138,6 +139,66 @@ static void test_calls_back_to_back_with_and_without_descriptors_are_all_answere
         free(grant);
         close(vm);
         vconn_free(c);
+}
+
+/* ---- fair service ----------------------------------------------------------- */
+
+/*
+ * Issue 11: a client that pipelines many calls gets one served per turn of
+ * the daemon's loop, as every other ready client does, never many back to
+ * back while the others wait. Both are queued while the daemon is stopped,
+ * the pipeliner's first (epoll hands out readiness in the order it arose);
+ * Monitor tells the order of the decisions: the other client's is the second,
+ * not the last.
+ */
+static void test_a_client_that_pipelines_does_not_starve_another(void **state) {
+        enum { N = 8 };
+        struct harness *h = *state;
+        struct peer fast, other;
+        struct coh_reply reply;
+        char params[160];
+        uid_t order[N + 1];
+
+        write_conf(h, "");
+        harness_start(h);
+        struct vconn *monitor = vconn_connect(h);
+        vconn_send(monitor, MANAGER "Monitor", NULL, NULL, 0, true);
+        json_object_put(vconn_next_event(monitor, "subscribed"));
+        peer_connect(h, UID_A, GID_VMM, NULL, 0, &fast);
+        peer_connect(h, UID_B, GID_VMM, NULL, 0, &other);
+        int fds[2] = { sim_object("kvm-vm"), sim_object("vfio-container:noncoherent") };
+        snprintf(params, sizeof params, "{\"vm\":0,\"device\":\"%s\",\"iommu\":1}", group_slot(REFUSED_GROUP));
+
+        stop_daemon(h);
+        for (size_t i = 0; i < N; i++)
+                vconn_send(fast.conn, BROKER "RequestGrant", params, fds, 2, false);
+        vconn_send(other.conn, BROKER "RequestGrant", params, fds, 2, false);
+        resume_daemon(h);
+        close(fds[0]);
+        close(fds[1]);
+
+        for (size_t i = 0; i < N + 1; i++) {
+                json_object *e = vconn_next_event(monitor, "decision");
+                order[i] = (uid_t) jint(e, "peerUid");
+                json_object_put(e);
+        }
+        assert_int_equal(order[0], UID_A);
+        assert_int_equal(order[1], UID_B);
+        for (size_t i = 2; i < N + 1; i++)
+                assert_int_equal(order[i], UID_A);
+
+        /* Every call answered, in order, on its own connection. */
+        for (size_t i = 0; i < N + 1; i++) {
+                struct vconn *c = i < N ? fast.conn : other.conn;
+                assert_int_equal(vconn_recv(c, &reply), 0);
+                if (reply.error)
+                        fail_msg("RequestGrant: %s", json_object_to_json_string(reply.root));
+                assert_string_equal(jstr(reply.parameters, "decision"), "refused");
+                coh_reply_done(&reply);
+        }
+        peer_done(&fast);
+        peer_done(&other);
+        vconn_free(monitor);
 }
 
 /* ---- the operator's reserve ------------------------------------------------- */
@@ -513,6 +574,7 @@ static void test_a_monitor_that_stops_reading_is_ended_and_its_queue_dropped(voi
 int main(void) {
         const struct CMUnitTest tests[] = {
                 HARNESS_TEST(test_calls_back_to_back_with_and_without_descriptors_are_all_answered),
+                HARNESS_TEST(test_a_client_that_pipelines_does_not_starve_another),
                 HARNESS_TEST(test_unprivileged_connections_never_lock_the_operator_out),
                 HARNESS_TEST(test_limits_are_lowered_to_fit_rlimit_nofile_at_start),
                 HARNESS_TEST(test_accept_paused_on_emfile_goes_on_as_clients_leave),
