@@ -130,7 +130,7 @@ static int peer_pidfd(int fd, pid_t pid) {
         return pidfd < 0 ? -errno : pidfd;
 }
 
-static int conn_identify(struct coh_conn *c) {
+static int conn_identify(struct coh_conn *c, int *ret_pidfd_error) {
         struct ucred cred;
         socklen_t len = sizeof cred;
 
@@ -170,10 +170,8 @@ static int conn_identify(struct coh_conn *c) {
         c->peer.n_groups = len / sizeof(gid_t);
 
         int pidfd = peer_pidfd(c->fd, cred.pid);
-        /* Without a pidfd (out of descriptors, say) the connection is still
-         * served, but its VMM's exit is seen only as its connection closing,
-         * and RevokeKill= cannot end it (issue 11 asks to refuse it instead;
-         * the accept-pause tests rely on it being served). */
+        /* Without one the caller refuses the connection (conn_new). */
+        *ret_pidfd_error = pidfd < 0 ? pidfd : 0;
         if (pidfd >= 0) {
                 c->pidfd = pidfd;
                 /* The unit comes from /proc/PID/cgroup; it is trusted only if
@@ -490,7 +488,18 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *userdata) {
         coh_conn_close(c, "disconnect");
 }
 
-static void reject(int fd, const char *limit) {
+/* Stops accepting until coh_server_resume_accept(): out of descriptors, said once until one is accepted. */
+static void pause_accept(struct coh_server *s, int error) {
+        if (!s->accept_warned)
+                coh_log(LOG_WARNING, NULL, "accept: %s; pausing until descriptors come back", strerror(error));
+        s->accept_warned = true;
+        s->accept_paused = true;
+        for (size_t i = 0; i < s->n_listen; i++)
+                event_del(s->ev_listen[i]);
+}
+
+/* Answers a connection's first call with LimitExceeded(limit), if it can, and closes it. */
+static void reject(int fd, const char *limit, const char *why) {
         json_object *p = json_object_new_object();
         coh_json_add(p, "limit", json_object_new_string(limit));
         char *json = coh_json_failed(p) ? (json_object_put(p), NULL)
@@ -500,7 +509,10 @@ static void reject(int fd, const char *limit) {
                 (void) send(fd, json, strlen(json) + 1, MSG_DONTWAIT | MSG_NOSIGNAL);
                 free(json);
         }
-        coh_log(LOG_NOTICE, COH_MESSAGE_REQUEST_ERROR, "Connection refused: %s reached", limit);
+        if (why)
+                coh_log(LOG_NOTICE, COH_MESSAGE_REQUEST_ERROR, "Connection refused: %s", why);
+        else
+                coh_log(LOG_NOTICE, COH_MESSAGE_REQUEST_ERROR, "Connection refused: %s reached", limit);
         close(fd);
 }
 
@@ -536,10 +548,31 @@ static struct coh_conn *conn_new(struct coh_server *s, int fd, uint64_t id, bool
         evtimer_assign(&c->ev_timer, s->base, conn_timer_cb, c); /* so conn_free may always event_del it */
         coh_frame_init(&c->in);
 
-        int r = conn_identify(c);
+        int pidfd_error;
+        int r = conn_identify(c, &pidfd_error);
         if (r < 0) {
                 coh_log_debug("connection: cannot identify peer: %s", strerror(-r));
                 conn_free(c);
+                return NULL;
+        }
+        /*
+         * Without a pidfd its VMM's exit would be seen only as its connection
+         * closing, and RevokeKill= could not end it: a new connection is refused
+         * rather than served untracked (adopted ones were admitted with one;
+         * their VMM may be gone since, which their grants' end tells). Out of
+         * descriptors, accepting pauses too, so that the connections waiting
+         * are served once descriptors come back rather than refused in turn.
+         */
+        if (pidfd_error < 0 && !adopted) {
+                char why[160];
+                bool out = pidfd_error == -EMFILE || pidfd_error == -ENFILE || pidfd_error == -ENOMEM;
+                snprintf(why, sizeof why, "no pidfd for pid %d (uid %u): %s", (int) c->peer.pid,
+                         (unsigned) c->peer.uid, strerror(-pidfd_error));
+                c->fd = -EBADF;
+                reject(fd, "LimitNOFILE", why);
+                conn_free(c);
+                if (out)
+                        pause_accept(s, -pidfd_error);
                 return NULL;
         }
         c->owner = (struct coh_grant_owner) { .id = id, .peer = &c->peer, .pidfd = c->pidfd };
@@ -548,7 +581,7 @@ static struct coh_conn *conn_new(struct coh_server *s, int fd, uint64_t id, bool
         const char *limit = adopted ? NULL : limit_reached(s, c);
         if (limit) {
                 c->fd = -EBADF;
-                reject(fd, limit);
+                reject(fd, limit, NULL);
                 conn_free(c);
                 return NULL;
         }
@@ -577,17 +610,10 @@ static void listen_cb(evutil_socket_t lfd, short what, void *userdata) {
 
         int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
-                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                        /* Pause instead of spinning on a listener we cannot serve; tried
-                         * again whenever descriptors may have come back, said once. */
-                        if (!s->accept_warned)
-                                coh_log(LOG_WARNING, NULL, "accept: %s; pausing until descriptors come back",
-                                        strerror(errno));
-                        s->accept_warned = true;
-                        s->accept_paused = true;
-                        for (size_t i = 0; i < s->n_listen; i++)
-                                event_del(s->ev_listen[i]);
-                }
+                /* Pause instead of spinning on a listener we cannot serve; tried
+                 * again whenever descriptors may have come back. */
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                        pause_accept(s, errno);
                 return;
         }
         s->accept_warned = false;

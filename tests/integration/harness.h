@@ -127,6 +127,9 @@ void expect_daemon_fds(const struct harness *h, const char *prefix, unsigned exp
 
 /* Connects and returns once the daemon has accepted the connection (while it can). */
 struct vconn *vconn_connect(struct harness *h);
+/* Connects and returns at once, the daemon untouched (no harness_sync(): a call
+ * handled may resume a paused accept). */
+struct vconn *vconn_connect_queued(struct harness *h);
 void vconn_free(struct vconn *c);
 /* Bytes as they are, with descriptors on the first byte (plain sendmsg, no limits). */
 void vconn_send_raw(struct vconn *c, const void *data, size_t len, const int *fds, size_t n_fds);

@@ -5,7 +5,8 @@
  * with the others (issue 11); unprivileged connections from any number of
  * uids never lock the operator out (ReservedAdminConnections=); the limits are
  * made to fit RLIMIT_NOFILE at start; an accept paused on EMFILE goes on when a
- * grant's descriptors come back; a call begun and never finished is cut off
+ * grant's descriptors come back, and a connection it has no pidfd for is
+ * refused; a call begun and never finished is cut off
  * (MessageTimeoutSec=); a Monitor that stops reading is ended and its queue
  * dropped.
  *
@@ -367,8 +368,9 @@ static void test_accept_paused_on_emfile_goes_on_as_clients_leave(void **state) 
         harness_idle(h);
         unsigned before = daemon_fds(h, NULL);
         size_t k = daemon_fd_numbers(h, fds, FDS_MAX);
-        /* One connection (its socket and pidfd) and the socket of a second, without a pidfd. */
-        struct rlimit old = daemon_set_fd_limit(h, limit_with_free(fds, k, 3));
+        /* Two connections, each its socket and its peer's pidfd: nothing is left over for
+         * a third's socket alone, which would be refused without a pidfd. */
+        struct rlimit old = daemon_set_fd_limit(h, limit_with_free(fds, k, 4));
         for (size_t i = 0; i < n; i++)
                 c[i] = vconn_connect(h); /* the kernel queues what the daemon cannot accept */
         json_object_put(journal_expect_eventually(h, 1, NULL, "PRIORITY=4", PAUSING, NULL));
@@ -389,10 +391,13 @@ static void test_accept_paused_on_emfile_goes_on_as_clients_leave(void **state) 
 }
 
 /*
- * Out of descriptors (its RLIMIT_NOFILE lowered while it runs, below every
- * free number), the daemon pauses accepting; then a grant ends because its VMM
- * let go of the group (no call, no connection closing): the descriptor that
- * frees lets the waiting connection in.
+ * Out of descriptors (its RLIMIT_NOFILE lowered while it runs, to leave one
+ * free number), the daemon accepts a connection but has no pidfd for its peer:
+ * that one is refused, with a reason its client reads (issue 11: never served
+ * untracked), and the daemon pauses accepting, so the next one waits rather
+ * than being refused too. Then a grant ends because its VMM let go of the group
+ * (no call, no connection closing): the descriptor that frees lets the waiting
+ * connection in, served whole.
  */
 static void test_accept_paused_on_emfile_goes_on_when_a_grant_ends(void **state) {
         struct harness *h = *state;
@@ -437,19 +442,29 @@ static void test_accept_paused_on_emfile_goes_on_when_a_grant_ends(void **state)
                 harness_idle(h);
                 n_after = daemon_fd_numbers(h, after, FDS_MAX);
         }
-        /* Every number below the limit taken: the next descriptor is EMFILE. */
-        struct rlimit old = daemon_set_fd_limit(h, limit_with_free(after, n_after, 0));
+        /* One number free below the limit: a socket, and no pidfd for its peer. */
+        struct rlimit old = daemon_set_fd_limit(h, limit_with_free(after, n_after, 1));
 
-        struct vconn *late = vconn_connect(h);
+        struct vconn *refused = vconn_connect_queued(h);
+        expect_refused(refused, "LimitNOFILE");
+        char why[128];
+        snprintf(why, sizeof why, "MESSAGE=Connection refused: no pidfd for pid %d (uid 0): Too many open files",
+                 (int) getpid());
+        json_object_put(journal_expect_eventually(h, 1, NULL, "PRIORITY=5", why, NULL));
         json_object_put(journal_expect_eventually(h, 1, NULL, "PRIORITY=4", PAUSING, NULL));
+
+        /* Paused: it waits, though the refused one's number is free again. */
+        struct vconn *late = vconn_connect_queued(h);
 
         /* The VMM lets go: the grant ends, its descriptor comes back, the accept goes on. */
         close(group);
         vconn_ping(late);
         json_object_put(journal_expect(h, 1, MESSAGE_ID_GRANT_END, NULL));
+        json_object_put(journal_expect(h, 1, NULL, "PRIORITY=5", why, NULL));
 
         assert_int_equal(prlimit(h->pid, RLIMIT_NOFILE, &old, NULL), 0);
         vconn_free(late);
+        vconn_free(refused);
         for (size_t i = 0; i < n_fillers; i++)
                 vconn_free(fillers[i]);
         free(grant);
