@@ -412,11 +412,9 @@ ssize_t coh_frame_recv(struct coh_frame *f, int sock) {
                         f->ahead = 0;
                         return r;
                 }
-                if (n == 0)
-                        return total > 0 ? total : 0; /* EOF (the look raced with a shutdown) */
                 total += (ssize_t) n;
                 if (n < iov[i].iov_len) {
-                        /* K4 says this cannot happen; if it does, look again rather than trust it. */
+                        /* K4 says this cannot happen; if it does (0: EOF), look again rather than trust it. */
                         f->ahead = 0;
                         return total;
                 }
