@@ -548,7 +548,7 @@ static struct coh_conn *conn_new(struct coh_server *s, int fd, uint64_t id, bool
         evtimer_assign(&c->ev_timer, s->base, conn_timer_cb, c); /* so conn_free may always event_del it */
         coh_frame_init(&c->in);
 
-        int pidfd_error;
+        int pidfd_error = 0;
         int r = conn_identify(c, &pidfd_error);
         if (r < 0) {
                 coh_log_debug("connection: cannot identify peer: %s", strerror(-r));
