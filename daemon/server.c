@@ -40,7 +40,6 @@
  * by its bound (coh_conn_abort), long before OUTPUT_MAX. */
 #define OUTPUT_PAUSE (64u * 1024u)
 #define OUTPUT_MAX COH_REPLY_MAX
-#define READS_PER_EVENT 16          /* fairness between clients */
 #define GROUPS_START 64 /* SO_PEERGROUPS is retried with what the kernel asks for */
 
 /*
@@ -55,8 +54,7 @@
 #define CONN_FDS 2u
 #define OWN_FDS 32u
 
-static void conn_read_cb(evutil_socket_t fd, short what, void *userdata);
-static void conn_write_cb(evutil_socket_t fd, short what, void *userdata);
+static void conn_io_cb(evutil_socket_t fd, short what, void *userdata);
 static void conn_pidfd_cb(evutil_socket_t fd, short what, void *userdata);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *userdata);
 
@@ -132,7 +130,7 @@ static int peer_pidfd(int fd, pid_t pid) {
         return pidfd < 0 ? -errno : pidfd;
 }
 
-static int conn_identify(struct coh_conn *c) {
+static int conn_identify(struct coh_conn *c, int *ret_pidfd_error) {
         struct ucred cred;
         socklen_t len = sizeof cred;
 
@@ -159,14 +157,21 @@ static int conn_identify(struct coh_conn *c) {
                         return errno == ERANGE ? -E2BIG : -errno;
                 len = want;
         }
+        /* Kept at its size, for the connection's life: most peers have a few groups or none. */
+        if (len == 0) {
+                free(c->groups);
+                c->groups = NULL;
+        } else if (len < GROUPS_START * sizeof(gid_t)) {
+                gid_t *groups = realloc(c->groups, len);
+                if (groups)
+                        c->groups = groups;
+        }
         c->peer.groups = c->groups;
         c->peer.n_groups = len / sizeof(gid_t);
 
         int pidfd = peer_pidfd(c->fd, cred.pid);
-        /* Without a pidfd (out of descriptors, say) the connection is still
-         * served, but its VMM's exit is seen only as its connection closing,
-         * and RevokeKill= cannot end it (issue 11 asks to refuse it instead;
-         * the accept-pause tests rely on it being served). */
+        /* Without one the caller refuses the connection (conn_new). */
+        *ret_pidfd_error = pidfd < 0 ? pidfd : 0;
         if (pidfd >= 0) {
                 c->pidfd = pidfd;
                 /* The unit comes from /proc/PID/cgroup; it is trusted only if
@@ -188,14 +193,11 @@ static int conn_identify(struct coh_conn *c) {
 }
 
 static void conn_free(struct coh_conn *c) {
-        if (c->ev_read)
-                event_free(c->ev_read);
-        if (c->ev_write)
-                event_free(c->ev_write);
-        if (c->ev_pidfd)
-                event_free(c->ev_pidfd);
-        if (c->ev_timer)
-                event_free(c->ev_timer);
+        if (c->io_events)
+                event_del(&c->ev_io);
+        if (c->pidfd_watched)
+                event_del(&c->ev_pidfd);
+        event_del(&c->ev_timer);
         coh_frame_done(&c->in);
         coh_outbuf_done(&c->out);
         if (c->pidfd >= 0)
@@ -239,7 +241,24 @@ size_t coh_conn_queued(const struct coh_conn *c) {
 
 static void timer_add(struct coh_conn *c, uint64_t usec) {
         struct timeval tv = { .tv_sec = (time_t) (usec / 1000000), .tv_usec = (suseconds_t) (usec % 1000000) };
-        event_add(c->ev_timer, &tv);
+        event_add(&c->ev_timer, &tv);
+}
+
+/*
+ * What the socket's one event watches: EV_READ while calls are taken,
+ * EV_WRITE while replies wait for room. Changed only when the output backs
+ * up or drains, so the usual call costs no epoll_ctl.
+ */
+static void conn_watch(struct coh_conn *c, short want) {
+        if (want == c->io_events)
+                return;
+        if (c->io_events)
+                event_del(&c->ev_io);
+        c->io_events = want;
+        if (!want)
+                return;
+        event_assign(&c->ev_io, c->server->base, c->fd, want | EV_PERSIST, conn_io_cb, c);
+        event_add(&c->ev_io, NULL);
 }
 
 void coh_conn_abort(struct coh_conn *c, const char *error, json_object *parameters) {
@@ -255,11 +274,10 @@ void coh_conn_abort(struct coh_conn *c, const char *error, json_object *paramete
         free(json);
         c->closing = true;
         c->timing = false;
-        event_del(c->ev_read);
-        event_del(c->ev_timer);
+        event_del(&c->ev_timer);
         int r = coh_outbuf_flush(&c->out, c->fd);
+        conn_watch(c, r == -EAGAIN ? EV_WRITE : 0);
         if (r == -EAGAIN) {
-                event_add(c->ev_write, NULL);
                 /* Its reader fell behind: as long as for a call begun to take
                  * what is left, then it is closed anyway. */
                 timer_add(c, c->server->limits.message_timeout_usec);
@@ -283,9 +301,9 @@ static int conn_send(struct coh_conn *c, char *json, const int *fds, size_t n_fd
         }
         r = coh_outbuf_flush(&c->out, c->fd);
         if (r == -EAGAIN) {
-                event_add(c->ev_write, NULL);
-                if (c->out.len - c->out.off > OUTPUT_PAUSE)
-                        event_del(c->ev_read);
+                /* Reading pauses while replies pile up past OUTPUT_PAUSE. */
+                bool read = (c->io_events & EV_READ) && c->out.len - c->out.off <= OUTPUT_PAUSE;
+                conn_watch(c, EV_WRITE | (read ? EV_READ : 0));
                 return 0;
         }
         if (r < 0)
@@ -337,26 +355,37 @@ int coh_conn_error(struct coh_conn *c, const char *error, json_object *parameter
         return conn_send(c, coh_error_format(error, parameters), NULL, 0);
 }
 
-/* Returns false when the connection was closed; *taken counts the messages handled. */
-static bool conn_process(struct coh_conn *c, unsigned *taken) {
-        for (;;) {
-                struct coh_message m;
-                int r = coh_frame_next(&c->in, &m);
-                if (r == 0)
-                        return true;
-                (*taken)++;
-                if (r < 0) {
-                        coh_log_debug("connection %" PRIu64 ": bad framing: %s", c->id, strerror(-r));
-                        coh_conn_close(c, "disconnect");
-                        return false;
-                }
-                r = c->server->cb.message(c, &m, c->server->cb.userdata);
-                coh_message_done(&m);
-                if (r < 0 || c->closing) {
-                        coh_conn_close(c, "disconnect");
-                        return false;
-                }
+/* Serves the next buffered message, if there is one; false when the connection was closed. */
+static bool conn_serve_one(struct coh_conn *c, bool *served) {
+        struct coh_message m;
+        int r = coh_frame_next(&c->in, &m);
+        if (r == 0)
+                return true;
+        *served = true;
+        if (r < 0) {
+                coh_log_debug("connection %" PRIu64 ": bad framing: %s", c->id, strerror(-r));
+                coh_conn_close(c, "disconnect");
+                return false;
         }
+        r = c->server->cb.message(c, &m, c->server->cb.userdata);
+        coh_message_done(&m);
+        if (r < 0 || c->closing) {
+                coh_conn_close(c, "disconnect");
+                return false;
+        }
+        return true;
+}
+
+/*
+ * Fair service: a connection with another call buffered gets its next turn
+ * after every connection that is ready now. libevent runs an event activated
+ * from a callback after those already active (event_process_active_single_queue
+ * takes the queue's head until it is empty, event_active appends), and polls
+ * again once they are all done.
+ */
+static void conn_next_turn(struct coh_conn *c) {
+        if ((c->io_events & EV_READ) && coh_frame_complete(&c->in))
+                event_active(&c->ev_io, EV_READ, 0);
 }
 
 /*
@@ -370,7 +399,7 @@ static void conn_time_message(struct coh_conn *c, bool fresh) {
                 return; /* the timer bounds the flush now */
         if (!coh_frame_partial(&c->in)) {
                 if (c->timing)
-                        event_del(c->ev_timer);
+                        event_del(&c->ev_timer);
                 c->timing = false;
                 return;
         }
@@ -380,48 +409,58 @@ static void conn_time_message(struct coh_conn *c, bool fresh) {
         timer_add(c, c->server->limits.message_timeout_usec);
 }
 
-static void conn_read_cb(evutil_socket_t fd, short what, void *userdata) {
-        struct coh_conn *c = userdata;
+/*
+ * One call per connection and turn of the loop, however many it sent: one
+ * already buffered is served first, else one batch of reads is made
+ * (coh_frame_recv) and the first call it completed is served. A client that
+ * pipelines waits its turn behind the others instead of being served many
+ * times while they wait (issue 11).
+ */
+static void conn_read(struct coh_conn *c) {
         struct coh_server *s = c->server;
-        for (int i = 0; i < READS_PER_EVENT; i++) {
-                bool was_partial = coh_frame_partial(&c->in);
-                unsigned taken = 0;
+        bool was_partial = coh_frame_partial(&c->in), served = false;
+
+        if (!coh_frame_complete(&c->in)) {
                 ssize_t n = coh_frame_recv(&c->in, c->fd);
                 if (n == -EAGAIN || n == -EINTR)
-                        break;
+                        return;
                 if (n <= 0) {
                         if (n < 0)
                                 coh_log_debug("connection %" PRIu64 ": %s", c->id, strerror((int) -n));
                         coh_conn_close(c, "disconnect");
                         return;
                 }
-                if (!conn_process(c, &taken))
-                        return;
-                conn_time_message(c, !was_partial || taken > 0);
-                if (!event_pending(c->ev_read, EV_READ, NULL))
-                        break; /* paused: output backlog */
         }
+        if (!conn_serve_one(c, &served))
+                return;
+        conn_time_message(c, !was_partial || served);
+        conn_next_turn(c);
         /* Calls handled closed or took their descriptors. */
         coh_server_resume_accept(s);
 }
 
-static void conn_write_cb(evutil_socket_t fd, short what, void *userdata) {
-        struct coh_conn *c = userdata;
+/* Returns false when the connection was closed. */
+static bool conn_write(struct coh_conn *c) {
         int r = coh_outbuf_flush(&c->out, c->fd);
         if (r == -EAGAIN)
-                return;
-        event_del(c->ev_write);
-        if (r < 0) {
-                coh_conn_close(c, "disconnect");
-                return;
+                return true;
+        if (r < 0 || c->closing) {
+                coh_conn_close(c, "disconnect"); /* ended (coh_conn_abort) once flushed, or failed */
+                return false;
         }
-        if (c->closing) {
-                coh_conn_close(c, "disconnect");
-                return;
-        }
-        event_add(c->ev_read, NULL);
+        conn_watch(c, EV_READ);
+        conn_next_turn(c); /* calls that came while replies piled up */
         /* Descriptors that went out with replies are closed now. */
         coh_server_resume_accept(c->server);
+        return true;
+}
+
+static void conn_io_cb(evutil_socket_t fd, short what, void *userdata) {
+        struct coh_conn *c = userdata;
+        if ((what & EV_WRITE) && !conn_write(c))
+                return;
+        if ((what & EV_READ) && (c->io_events & EV_READ))
+                conn_read(c);
 }
 
 static void conn_pidfd_cb(evutil_socket_t fd, short what, void *userdata) {
@@ -439,7 +478,7 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *userdata) {
         c->timing = false;
         if (!coh_frame_partial(&c->in))
                 return;
-        if (!event_pending(c->ev_read, EV_READ, NULL)) {
+        if (!(c->io_events & EV_READ)) {
                 /* We stopped reading (its replies pile up): the rest may be waiting in the socket. */
                 conn_time_message(c, true);
                 return;
@@ -449,7 +488,18 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *userdata) {
         coh_conn_close(c, "disconnect");
 }
 
-static void reject(int fd, const char *limit) {
+/* Stops accepting until coh_server_resume_accept(): out of descriptors, said once until one is accepted. */
+static void pause_accept(struct coh_server *s, int error) {
+        if (!s->accept_warned)
+                coh_log(LOG_WARNING, NULL, "accept: %s; pausing until descriptors come back", strerror(error));
+        s->accept_warned = true;
+        s->accept_paused = true;
+        for (size_t i = 0; i < s->n_listen; i++)
+                event_del(s->ev_listen[i]);
+}
+
+/* Answers a connection's first call with LimitExceeded(limit), if it can, and closes it. */
+static void reject(int fd, const char *limit, const char *why) {
         json_object *p = json_object_new_object();
         coh_json_add(p, "limit", json_object_new_string(limit));
         char *json = coh_json_failed(p) ? (json_object_put(p), NULL)
@@ -459,7 +509,10 @@ static void reject(int fd, const char *limit) {
                 (void) send(fd, json, strlen(json) + 1, MSG_DONTWAIT | MSG_NOSIGNAL);
                 free(json);
         }
-        coh_log(LOG_NOTICE, COH_MESSAGE_REQUEST_ERROR, "Connection refused: %s reached", limit);
+        if (why)
+                coh_log(LOG_NOTICE, COH_MESSAGE_REQUEST_ERROR, "Connection refused: %s", why);
+        else
+                coh_log(LOG_NOTICE, COH_MESSAGE_REQUEST_ERROR, "Connection refused: %s reached", limit);
         close(fd);
 }
 
@@ -492,12 +545,34 @@ static struct coh_conn *conn_new(struct coh_server *s, int fd, uint64_t id, bool
         c->fd = fd;
         c->pidfd = -EBADF;
         c->id = id;
+        evtimer_assign(&c->ev_timer, s->base, conn_timer_cb, c); /* so conn_free may always event_del it */
         coh_frame_init(&c->in);
 
-        int r = conn_identify(c);
+        int pidfd_error = 0;
+        int r = conn_identify(c, &pidfd_error);
         if (r < 0) {
                 coh_log_debug("connection: cannot identify peer: %s", strerror(-r));
                 conn_free(c);
+                return NULL;
+        }
+        /*
+         * Without a pidfd its VMM's exit would be seen only as its connection
+         * closing, and RevokeKill= could not end it: a new connection is refused
+         * rather than served untracked (adopted ones were admitted with one;
+         * their VMM may be gone since, which their grants' end tells). Out of
+         * descriptors, accepting pauses too, so that the connections waiting
+         * are served once descriptors come back rather than refused in turn.
+         */
+        if (pidfd_error < 0 && !adopted) {
+                char why[160];
+                bool out = pidfd_error == -EMFILE || pidfd_error == -ENFILE || pidfd_error == -ENOMEM;
+                snprintf(why, sizeof why, "no pidfd for pid %d (uid %u): %s", (int) c->peer.pid,
+                         (unsigned) c->peer.uid, strerror(-pidfd_error));
+                c->fd = -EBADF;
+                reject(fd, "LimitNOFILE", why);
+                conn_free(c);
+                if (out)
+                        pause_accept(s, -pidfd_error);
                 return NULL;
         }
         c->owner = (struct coh_grant_owner) { .id = id, .peer = &c->peer, .pidfd = c->pidfd };
@@ -506,23 +581,17 @@ static struct coh_conn *conn_new(struct coh_server *s, int fd, uint64_t id, bool
         const char *limit = adopted ? NULL : limit_reached(s, c);
         if (limit) {
                 c->fd = -EBADF;
-                reject(fd, limit);
+                reject(fd, limit, NULL);
                 conn_free(c);
                 return NULL;
         }
 
-        c->ev_read = event_new(s->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
-        c->ev_write = event_new(s->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
-        c->ev_timer = evtimer_new(s->base, conn_timer_cb, c);
-        if (c->pidfd >= 0)
-                c->ev_pidfd = event_new(s->base, c->pidfd, EV_READ, conn_pidfd_cb, c);
-        if (!c->ev_read || !c->ev_write || !c->ev_timer || (c->pidfd >= 0 && !c->ev_pidfd)) {
-                conn_free(c);
-                return NULL;
+        conn_watch(c, EV_READ);
+        if (c->pidfd >= 0) {
+                event_assign(&c->ev_pidfd, s->base, c->pidfd, EV_READ, conn_pidfd_cb, c);
+                event_add(&c->ev_pidfd, NULL);
+                c->pidfd_watched = true;
         }
-        event_add(c->ev_read, NULL);
-        if (c->ev_pidfd)
-                event_add(c->ev_pidfd, NULL);
         if (adopted) {
                 /* The previous instance may hand over part of a call (restore.c
                  * feeds it in after this): its time starts again now. */
@@ -541,17 +610,10 @@ static void listen_cb(evutil_socket_t lfd, short what, void *userdata) {
 
         int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
-                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                        /* Pause instead of spinning on a listener we cannot serve; tried
-                         * again whenever descriptors may have come back, said once. */
-                        if (!s->accept_warned)
-                                coh_log(LOG_WARNING, NULL, "accept: %s; pausing until descriptors come back",
-                                        strerror(errno));
-                        s->accept_warned = true;
-                        s->accept_paused = true;
-                        for (size_t i = 0; i < s->n_listen; i++)
-                                event_del(s->ev_listen[i]);
-                }
+                /* Pause instead of spinning on a listener we cannot serve; tried
+                 * again whenever descriptors may have come back. */
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                        pause_accept(s, errno);
                 return;
         }
         s->accept_warned = false;

@@ -5,11 +5,14 @@
  * Connections: accepting (with per-uid and total limits, slots kept for the
  * operator, pausing on EMFILE), the peer's identity taken at connect time,
  * reading calls with their descriptors (a call begun must be whole within
- * MessageTimeoutSec=), and writing replies without blocking. What a call
+ * MessageTimeoutSec=; one call per connection and turn of the loop, so that
+ * a client that pipelines is served in turn with the others), and writing
+ * replies without blocking. What a call
  * means is not this module's business: each complete message goes to the
  * callback the owner gave (OpenBSD's p_cb), and so does each close.
  */
 
+#include <event2/event_struct.h>
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,8 +24,6 @@
 #include "policy.h"
 
 struct coh_server;
-struct event;
-struct event_base;
 struct coh_fdstore;
 
 struct coh_conn {
@@ -30,8 +31,12 @@ struct coh_conn {
         struct coh_server *server;
         uint64_t id;
         int fd;
-        struct event *ev_read, *ev_write, *ev_pidfd;
-        struct event *ev_timer; /* a call begun and not whole (MessageTimeoutSec=), or closing: the flush's bound */
+        /* Embedded (event_assign), so that a connection is one allocation: the
+         * socket's one event watches what io_events says (EV_READ, EV_WRITE). */
+        struct event ev_io, ev_pidfd;
+        struct event ev_timer; /* a call begun and not whole (MessageTimeoutSec=), or closing: the flush's bound */
+        short io_events;       /* what ev_io is added with; 0: not added */
+        bool pidfd_watched;    /* ev_pidfd is added */
         struct coh_frame in;
         struct coh_outbuf out;
 

@@ -47,6 +47,10 @@ void coh_frame_done(struct coh_frame *f) {
         coh_frame_init_max(f, max);
 }
 
+bool coh_frame_complete(const struct coh_frame *f) {
+        return f->len > 0 && memchr(f->buf, '\0', f->len);
+}
+
 bool coh_frame_partial(const struct coh_frame *f) {
         /* Messages are taken from the front, so unfinished bytes are always at the end. */
         return f->len > 0 && f->buf[f->len - 1] != '\0';
@@ -162,6 +166,8 @@ int coh_frame_feed(struct coh_frame *f, const void *data, size_t len, const int 
         }
         if (n_fds > 0)
                 memcpy(copy, fds, n_fds * sizeof(int));
+        /* Bytes fed in take the place of what a look showed: look again next time. */
+        f->ahead = 0;
 
         /* Here the caller decides how big "one read" is. */
         if (len > SIZE_MAX - f->len) {
@@ -216,7 +222,8 @@ static bool collect_fds(struct msghdr *mh, int fds[static COH_MESSAGE_FDS_MAX], 
 }
 
 /*
- * How many bytes the next read takes, from a look at what is queued.
+ * How coh_frame_recv reads, and why descriptors always reach the message they
+ * were sent with.
  *
  * What Linux does (net/unix/af_unix.c and net/core/scm.c; seen on 6.18, and
  * tests/proto/test-frame.c checks each point on the kernel it runs on):
@@ -224,9 +231,9 @@ static bool collect_fds(struct msghdr *mh, int fds[static COH_MESSAGE_FDS_MAX], 
  *      queues: they sit on the first byte that sendmsg() wrote. A client that
  *      follows the convention writes a message's descriptors with its first byte.
  *  K2. unix_stream_read_generic() takes an skb's descriptors with the first of
- *      its bytes that a read copies (swap(scm.fp, UNIXCB(skb).fp)), and ends the
- *      read right after that skb ("if (unix_skb_len(skb)) break" when part of it
- *      is left, "if (scm.fp) break" when it is used up). So one read brings at
+ *      its bytes that a read copies (unix_detach_fds() under !MSG_PEEK), and ends
+ *      the read right after that skb ("if (unix_skb_len(skb)) break" when part of
+ *      it is left, "if (scm.fp) break" when it is used up). So one read brings at
  *      most one skb's descriptors, the read contains that skb's first byte, and
  *      every byte of the read before it comes from earlier skbs (glued in front).
  *  K3. A MSG_PEEK read that copies any byte of an skb still carrying descriptors
@@ -234,95 +241,186 @@ static bool collect_fds(struct msghdr *mh, int fds[static COH_MESSAGE_FDS_MAX], 
  *      sets MSG_CTRUNC, installing nothing. It may also report those of the skb
  *      right after the last byte it returns (in peek mode the loop steps on to
  *      the next skb before it sees that the size is used up): MSG_CTRUNC is "maybe",
- *      its absence is "none".
- *  K4. Only we take bytes from this socket's receive queue, so a read of at most
- *      as many bytes as a peek returned copies bytes of the same skbs.
+ *      its absence is "none". A look ends after an skb that carries descriptors
+ *      (the peek branch's "if (UNIXCB(skb).fp) break").
+ *  K4. Only we take bytes from this socket's receive queue, so bytes a look
+ *      showed stay queued, unchanged and in order, until we read them.
+ *  K5. recvmmsg() on a stream socket is one ___sys_recvmsg() per entry, in
+ *      order, each a read of its own as in K2 with its own control data
+ *      (net/socket.c, do_recvmmsg()); with MSG_DONTWAIT it stops at the first
+ *      entry that finds nothing.
  *
  * From K1 and K2: descriptors that come with a read belong to a message that
  * starts in that read (frame_commit ties them to the only one, or refuses).
- * The read sizes below make sure that a read that brings descriptors has at
- * most one message start in it, and that it is the true one:
- *  - no descriptors ahead (K3, K4): any size, crossing boundaries freely;
- *  - on a boundary: one byte. One byte comes from one skb; by K2 its descriptors
- *    come with it exactly when that byte is the first of the skb that carried
- *    them, i.e. they were sent with this message's first byte;
- *  - inside a message: no further than its end when the peek shows the end
- *    (else what the peek showed). Then no message starts in the read, and
- *    descriptors that come with it were sent in the middle of this message:
- *    -EPROTO. Those of the next message stay queued for the one-byte read.
- * So back-to-back calls keep their descriptors, however the kernel glued the
- * writes, and descriptors sent mid-message are always refused.
+ *
+ * Why a look first, and not one plain read: a client that wrote X, then Y
+ * with a descriptor, and one that wrote X and Y in one write with a descriptor
+ * (it is X's: several messages in one write are how sd-varlink and
+ * coh_outbuf_flush send), queue the same bytes, and by K2 a read of both gets
+ * the same bytes and descriptor in either case. No read of more than one byte
+ * from a message start can tell them apart, so whatever reads past a message
+ * start must first know that no descriptors are queued there, or where the
+ * messages end: that is the look (K3).
+ *
+ * So: one look (MSG_PEEK) of up to FRAME_READ_SIZE bytes when nothing is known
+ * (f->ahead == 0); what it showed is remembered (K4) and read without looking
+ * again, in one batch of reads (K5) cut where the descriptors need it:
+ *  - no descriptors ahead (K3): one read of all of it, crossing boundaries freely;
+ *  - maybe some: on a boundary, one byte, then the rest of that message (to its
+ *    NUL, as far as the look showed it); inside a message, to its end.
+ *    One byte comes from one skb; by K2 its descriptors come with it exactly
+ *    when that byte is the first of the skb that carried them, i.e. they were
+ *    sent with this message's first byte. A read inside a message has no message
+ *    start in it, so descriptors that come with it were sent in the middle of
+ *    this message: -EPROTO. Those of the next message stay queued for its own
+ *    one-byte read, in this call or the next, which needs no look while the last
+ *    one's bytes last.
+ * A call and its descriptors, read when they are all queued, costs two system
+ * calls (the look, the batch); calls sent back to back cost one batch each and
+ * a look per write that carries descriptors (K3). Calls keep their descriptors however the kernel
+ * glued the writes, and descriptors sent mid-message are always refused.
  */
-static size_t read_size(const struct coh_frame *f, int sock, size_t room, ssize_t *ret_error) {
-        struct iovec iov = { .iov_base = f->buf + f->len, .iov_len = room };
+
+/* Every descriptor of one read, judged and handed to frame_commit (which takes them). */
+static int commit_read(struct coh_frame *f, struct msghdr *mh, size_t n) {
+        int fds[COH_MESSAGE_FDS_MAX];
+        size_t n_fds = 0;
+
+        if (!collect_fds(mh, fds, &n_fds)) {
+                close_fds(fds, n_fds);
+                return -EPROTO;
+        }
+        /* Descriptors need a byte to ride on, so none can come with EOF. */
+        if (n == 0 && n_fds > 0) {
+                close_fds(fds, n_fds);
+                return -EPROTO;
+        }
+        return frame_commit(f, n, fds, n_fds);
+}
+
+/* The look, into dst: how many bytes are queued (up to room) and whether descriptors may ride on them. */
+static ssize_t frame_look(struct coh_frame *f, int sock, char *dst, size_t room) {
+        struct iovec iov = { .iov_base = dst, .iov_len = room };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
         ssize_t n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_PEEK);
 
-        *ret_error = 0;
-        if (n < 0) {
-                *ret_error = -errno;
-                return 0;
-        }
-        if (n == 0)
-                return 1; /* EOF: the read says so (and refuses descriptors without a byte) */
-        if (!(mh.msg_flags & MSG_CTRUNC))
-                return (size_t) n;
-        if (!coh_frame_partial(f))
-                return 1;
-        const char *nul = memchr(f->buf + f->len, '\0', (size_t) n);
-        return nul ? (size_t) (nul - (f->buf + f->len)) + 1 : (size_t) n;
+        if (n < 0)
+                return -errno;
+        f->ahead = (size_t) n;
+        f->ahead_fds = mh.msg_flags & MSG_CTRUNC;
+        return n;
+}
+
+/* Bytes from buf + from to the end of the message they are in, as far as the look showed. */
+static size_t to_message_end(const struct coh_frame *f, size_t from) {
+        size_t known = f->len + f->ahead;
+        const char *nul = memchr(f->buf + from, '\0', known - from);
+
+        return nul ? (size_t) (nul - (f->buf + from)) + 1 : known - from;
 }
 
 ssize_t coh_frame_recv(struct coh_frame *f, int sock) {
         /* Exactly COH_MESSAGE_FDS_MAX: one more and the kernel reports MSG_CTRUNC. */
-        union {
+        union control {
                 struct cmsghdr align;
                 char buf[CMSG_SPACE(sizeof(int) * COH_MESSAGE_FDS_MAX)];
-        } control;
-        int fds[COH_MESSAGE_FDS_MAX];
-        size_t n_fds = 0;
-        struct iovec iov;
-        struct msghdr mh = {
-                .msg_iov = &iov,
-                .msg_iovlen = 1,
-                .msg_control = &control,
-                .msg_controllen = sizeof(control),
-        };
-        ssize_t n, error;
+        } control[2];
+        struct iovec iov[2];
+        struct mmsghdr mm[2] = {};
+        unsigned vlen = 0;
+        ssize_t total = 0;
         int r;
 
         /* Only a caller that stopped taking messages gets here with a full buffer. */
         if (f->len >= FRAME_BUF_MAX(f))
                 return -ENOBUFS;
-        r = frame_grow(f, f->len + FRAME_READ_SIZE < FRAME_BUF_MAX(f) ? f->len + FRAME_READ_SIZE : FRAME_BUF_MAX(f),
-                       FRAME_BUF_MAX(f));
-        if (r < 0)
-                return r;
-
-        size_t want = read_size(f, sock, f->cap - f->len < FRAME_READ_SIZE ? f->cap - f->len : FRAME_READ_SIZE, &error);
-        if (error < 0)
-                return error;
-        iov = (struct iovec) { .iov_base = f->buf + f->len, .iov_len = want };
-        n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (n < 0)
-                return -errno;
-        if (!collect_fds(&mh, fds, &n_fds)) {
-                close_fds(fds, n_fds);
-                return -EPROTO;
-        }
-        if (n == 0) {
-                /* Descriptors need a byte to ride on, so none can come with EOF. */
-                if (n_fds > 0) {
-                        close_fds(fds, n_fds);
-                        return -EPROTO;
+        if (f->ahead == 0 && f->len == 0) {
+                /* Nothing buffered: look into the stack and keep exactly what was
+                 * seen, so that an idle connection holds no buffer (coh_frame_next
+                 * frees it once empty) and a small call a small one. */
+                char stack[FRAME_READ_SIZE];
+                ssize_t n = frame_look(f, sock, stack, sizeof stack);
+                if (n <= 0)
+                        return n; /* 0: EOF, queue empty and shut down */
+                if ((size_t) n > f->cap) {
+                        char *p = realloc(f->buf, (size_t) n);
+                        if (!p) {
+                                f->ahead = 0;
+                                return -ENOMEM;
+                        }
+                        f->buf = p;
+                        f->cap = (size_t) n;
                 }
-                return 0;
+                memcpy(f->buf, stack, (size_t) n);
+        } else if (f->ahead == 0) {
+                r = frame_grow(f, f->len + FRAME_READ_SIZE < FRAME_BUF_MAX(f) ? f->len + FRAME_READ_SIZE : FRAME_BUF_MAX(f),
+                               FRAME_BUF_MAX(f));
+                if (r < 0)
+                        return r;
+                ssize_t n = frame_look(f, sock, f->buf + f->len,
+                                       f->cap - f->len < FRAME_READ_SIZE ? f->cap - f->len : FRAME_READ_SIZE);
+                if (n <= 0)
+                        return n;
         }
 
-        r = frame_commit(f, (size_t) n, fds, n_fds);
-        if (r < 0)
-                return r;
-        return n;
+        /* What the look showed sits at buf + len already: it says where messages end. */
+        if (!f->ahead_fds)
+                iov[vlen++] = (struct iovec) { .iov_base = f->buf + f->len, .iov_len = f->ahead };
+        else {
+                size_t at = f->len;
+                if (!coh_frame_partial(f)) {
+                        iov[vlen++] = (struct iovec) { .iov_base = f->buf + at, .iov_len = 1 };
+                        at++;
+                }
+                /* A one-byte message (its NUL alone) has no rest. */
+                size_t rest = at < f->len + f->ahead && (at == f->len || f->buf[at - 1] != '\0')
+                                      ? to_message_end(f, at) : 0;
+                if (rest > 0)
+                        iov[vlen++] = (struct iovec) { .iov_base = f->buf + at, .iov_len = rest };
+        }
+        for (unsigned i = 0; i < vlen; i++)
+                mm[i].msg_hdr = (struct msghdr) {
+                        .msg_iov = &iov[i],
+                        .msg_iovlen = 1,
+                        .msg_control = &control[i],
+                        .msg_controllen = sizeof(control[i]),
+                };
+
+        /* One entry is a plain recvmsg(), which every seccomp filter knows. */
+        int got;
+        if (vlen == 1) {
+                ssize_t n = recvmsg(sock, &mm[0].msg_hdr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+                got = n < 0 ? -1 : 1;
+                mm[0].msg_len = n < 0 ? 0 : (unsigned) n;
+        } else
+                got = recvmmsg(sock, mm, vlen, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, NULL);
+        if (got < 0) {
+                f->ahead = 0;
+                return -errno;
+        }
+        for (int i = 0; i < got; i++) {
+                size_t n = mm[i].msg_len;
+                r = commit_read(f, &mm[i].msg_hdr, n);
+                if (r < 0) {
+                        /* Entries after it were read all the same: their descriptors go too. */
+                        for (int k = i + 1; k < got; k++) {
+                                int fds[COH_MESSAGE_FDS_MAX];
+                                size_t n_fds = 0;
+                                (void) collect_fds(&mm[k].msg_hdr, fds, &n_fds);
+                                close_fds(fds, n_fds);
+                        }
+                        f->ahead = 0;
+                        return r;
+                }
+                total += (ssize_t) n;
+                if (n < iov[i].iov_len) {
+                        /* K4 says this cannot happen; if it does (0: EOF), look again rather than trust it. */
+                        f->ahead = 0;
+                        return total;
+                }
+        }
+        f->ahead -= (size_t) total;
+        return total;
 }
 
 int coh_frame_next(struct coh_frame *f, struct coh_message *m) {
@@ -342,7 +440,13 @@ int coh_frame_next(struct coh_frame *f, struct coh_message *m) {
         len = nul - f->buf;
         used = len + 1;
 
-        if (len > 0) {
+        /* The usual case, one message and nothing after it: the buffer itself is
+         * handed out (no copy), and the frame holds none until the next read. */
+        bool whole = len > 0 && used == f->len && f->ahead == 0;
+        if (whole) {
+                m->json = f->buf;
+                m->len = len;
+        } else if (len > 0) {
                 json = malloc(used);
                 if (!json)
                         return -ENOMEM;
@@ -366,8 +470,20 @@ int coh_frame_next(struct coh_frame *f, struct coh_message *m) {
                 }
         }
 
-        memmove(f->buf, f->buf + used, f->len - used);
-        f->len -= used;
+        if (whole) {
+                f->buf = NULL;
+                f->len = f->cap = 0;
+        } else {
+                /* What the last look showed beyond len moves along: it is still to be read (K4). */
+                memmove(f->buf, f->buf + used, f->len - used + f->ahead);
+                f->len -= used;
+                if (f->len == 0 && f->ahead == 0) {
+                        /* Empty: an idle connection keeps no buffer. */
+                        free(f->buf);
+                        f->buf = NULL;
+                        f->cap = 0;
+                }
+        }
 
         if (len == 0) {
                 /* Consumed all the same, with whatever it carried, so the frame stays
@@ -405,6 +521,14 @@ static void close_fds_const(const int *fds, size_t n) {
                         (void) close(fds[i]);
 }
 
+/* Frees the buffer of an empty queue (no descriptors wait in one). */
+static void outbuf_release(struct coh_outbuf *o) {
+        assert(o->n_fds == 0);
+        free(o->fds);
+        free(o->buf);
+        *o = (struct coh_outbuf) {};
+}
+
 void coh_outbuf_done(struct coh_outbuf *o) {
         for (size_t i = 0; i < o->n_fds; i++)
                 close_fds(o->fds[i].fds, o->fds[i].n);
@@ -429,7 +553,8 @@ int coh_outbuf_append(struct coh_outbuf *o, const char *json, size_t limit) {
         }
 
         if (o->cap - o->len < n) {
-                size_t cap = o->cap > 0 ? o->cap : 4096;
+                /* From the first message's size: most queues hold one reply, briefly. */
+                size_t cap = o->cap > 0 ? o->cap : n;
                 char *p;
 
                 while (cap - o->len < n) {
@@ -518,8 +643,8 @@ int coh_outbuf_flush(struct coh_outbuf *o, int sock) {
                         o->midway = o->off < o->len && o->buf[o->off - 1] != '\0';
         }
 
-        o->off = o->len = 0;
-        o->midway = false;
+        /* Empty: an idle connection keeps no buffer. */
+        outbuf_release(o);
         return 0;
 }
 
@@ -538,7 +663,7 @@ void coh_outbuf_discard(struct coh_outbuf *o) {
         o->n_fds = 0;
         o->len = keep;
         if (o->off == o->len)
-                o->off = o->len = 0;
+                outbuf_release(o);
 }
 
 int coh_send_message(int sock, const char *json, const int *fds, size_t n_fds) {

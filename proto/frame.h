@@ -9,12 +9,14 @@
  *
  * The stream kernel code stops a read right after the segment that carried
  * descriptors, but may glue earlier bytes in front of it. So coh_frame_recv
- * looks first (MSG_PEEK): with descriptors ahead it reads a single byte on a
- * message boundary (descriptors that come with it belong to the message it
- * starts), and inside a message no further than its end when that is already
- * queued (descriptors that come then were sent mid-message: a protocol error,
- * the connection must be closed). So calls sent back to back, with
- * descriptors or not, keep theirs. The proofs are in frame.c.
+ * looks first (MSG_PEEK) and remembers what it saw: with no descriptors ahead
+ * it reads all of it at once; with descriptors ahead it reads, in one batch
+ * (recvmmsg), a single byte on a message boundary (descriptors that come with
+ * it belong to the message it starts) and then no further than that message's
+ * end (descriptors that come then were sent mid-message: a protocol error, the
+ * connection must be closed). So calls sent back to back, with descriptors or
+ * not, keep theirs, and a call costs a look and one read. Why no plain read
+ * without a look can be exact, and the proofs, are in frame.c.
  *
  * No policy and no kernel objects here: bytes and descriptors only.
  */
@@ -43,6 +45,8 @@ struct coh_frame {
         size_t n_fds;
         size_t fds_at;                /* offset in buf of the message start they belong to */
         size_t max;                   /* bytes of one message, NUL included */
+        size_t ahead;                 /* bytes past len the last look (MSG_PEEK) showed, still queued */
+        bool ahead_fds;               /* that look said descriptors may ride on them */
 };
 
 /* An empty frame for messages of at most COH_MESSAGE_MAX bytes (the daemon's calls). */
@@ -53,7 +57,8 @@ void coh_frame_init_max(struct coh_frame *f, size_t max);
 void coh_frame_done(struct coh_frame *f);
 
 /*
- * One recvmsg(MSG_DONTWAIT|MSG_CMSG_CLOEXEC) into the buffer.
+ * One batch of reads (MSG_DONTWAIT|MSG_CMSG_CLOEXEC) into the buffer, after a
+ * look (MSG_PEEK) only when the last look's bytes are all read.
  * Returns bytes read (> 0), 0 on orderly EOF, -EAGAIN when nothing is there,
  * -EPROTO when descriptors arrived that cannot be tied to a message (sent in
  * the middle of one, descriptors already pending, MSG_CTRUNC, more than
@@ -81,6 +86,8 @@ int coh_frame_feed(struct coh_frame *f, const void *data, size_t len, const int 
  */
 int coh_frame_next(struct coh_frame *f, struct coh_message *m);
 
+/* True when a complete message is buffered (coh_frame_next would hand it out). */
+bool coh_frame_complete(const struct coh_frame *f);
 /* True while bytes of an incomplete message are buffered. */
 bool coh_frame_partial(const struct coh_frame *f);
 

@@ -703,7 +703,7 @@ static struct vconn *vconn_new(int fd) {
         return c;
 }
 
-struct vconn *vconn_connect(struct harness *h) {
+struct vconn *vconn_connect_queued(struct harness *h) {
         struct sockaddr_un sa;
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -711,11 +711,16 @@ struct vconn *vconn_connect(struct harness *h) {
         unix_address(&sa, h->socket);
         if (connect(fd, (struct sockaddr *) &sa, sizeof sa) < 0)
                 fail_msg("connect(%s): %s", h->socket, strerror(errno));
+        return vconn_new(fd);
+}
+
+struct vconn *vconn_connect(struct harness *h) {
+        struct vconn *c = vconn_connect_queued(h);
         /* connect() returns once the kernel queued us; the daemon accepts later. Until it
          * has, what we send does not follow in order what others send. */
         if (h->sync)
                 harness_sync(h);
-        return vconn_new(fd);
+        return c;
 }
 
 static void vconn_close_reply_fds(struct vconn *c) {

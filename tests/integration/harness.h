@@ -7,9 +7,11 @@
  * journald (tests/lib/with-journald).
  *
  * Synchronization is by protocol, never by sleeping: the daemon is ready when
- * it says READY=1 on our NOTIFY_SOCKET, and it has finished with everything a
- * client sent before once it answers a later call (it is one event loop, and
- * epoll hands out readiness in the order it arose), which harness_sync() does.
+ * it says READY=1 on our NOTIFY_SOCKET, and it has finished with a call any
+ * other client sent before once it answers a later call (it is one event loop,
+ * epoll hands out readiness in the order it arose, and each ready connection
+ * gets one call served per turn), which harness_sync() does. Calls pipelined
+ * on one connection are done once that connection's last answer came.
  *
  * Helpers assert with cmocka, so they may only be used in the test process
  * itself, never in a forked child.
@@ -126,6 +128,9 @@ void expect_daemon_fds(const struct harness *h, const char *prefix, unsigned exp
 
 /* Connects and returns once the daemon has accepted the connection (while it can). */
 struct vconn *vconn_connect(struct harness *h);
+/* Connects and returns at once, the daemon untouched (no harness_sync(): a call
+ * handled may resume a paused accept). */
+struct vconn *vconn_connect_queued(struct harness *h);
 void vconn_free(struct vconn *c);
 /* Bytes as they are, with descriptors on the first byte (plain sendmsg, no limits). */
 void vconn_send_raw(struct vconn *c, const void *data, size_t len, const int *fds, size_t n_fds);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * What no client can get past, however it behaves (issue 9): calls sent back
- * to back keep their descriptors; unprivileged connections from any number of
+ * to back keep their descriptors; a client that pipelines is served in turn
+ * with the others (issue 11); unprivileged connections from any number of
  * uids never lock the operator out (ReservedAdminConnections=); the limits are
  * made to fit RLIMIT_NOFILE at start; an accept paused on EMFILE goes on when a
- * grant's descriptors come back; a call begun and never finished is cut off
+ * grant's descriptors come back, and a connection it has no pidfd for is
+ * refused; a call begun and never finished is cut off
  * (MessageTimeoutSec=); a Monitor that stops reading is ended and its queue
  * dropped.
  *
@@ -138,6 +140,66 @@ static void test_calls_back_to_back_with_and_without_descriptors_are_all_answere
         free(grant);
         close(vm);
         vconn_free(c);
+}
+
+/* ---- fair service ----------------------------------------------------------- */
+
+/*
+ * Issue 11: a client that pipelines many calls gets one served per turn of
+ * the daemon's loop, as every other ready client does, never many back to
+ * back while the others wait. Both are queued while the daemon is stopped,
+ * the pipeliner's first (epoll hands out readiness in the order it arose);
+ * Monitor tells the order of the decisions: the other client's is the second,
+ * not the last.
+ */
+static void test_a_client_that_pipelines_does_not_starve_another(void **state) {
+        enum { N = 8 };
+        struct harness *h = *state;
+        struct peer fast, other;
+        struct coh_reply reply;
+        char params[160];
+        uid_t order[N + 1];
+
+        write_conf(h, "");
+        harness_start(h);
+        struct vconn *monitor = vconn_connect(h);
+        vconn_send(monitor, MANAGER "Monitor", NULL, NULL, 0, true);
+        json_object_put(vconn_next_event(monitor, "subscribed"));
+        peer_connect(h, UID_A, GID_VMM, NULL, 0, &fast);
+        peer_connect(h, UID_B, GID_VMM, NULL, 0, &other);
+        int fds[2] = { sim_object("kvm-vm"), sim_object("vfio-container:noncoherent") };
+        snprintf(params, sizeof params, "{\"vm\":0,\"device\":\"%s\",\"iommu\":1}", group_slot(REFUSED_GROUP));
+
+        stop_daemon(h);
+        for (size_t i = 0; i < N; i++)
+                vconn_send(fast.conn, BROKER "RequestGrant", params, fds, 2, false);
+        vconn_send(other.conn, BROKER "RequestGrant", params, fds, 2, false);
+        resume_daemon(h);
+        close(fds[0]);
+        close(fds[1]);
+
+        for (size_t i = 0; i < N + 1; i++) {
+                json_object *e = vconn_next_event(monitor, "decision");
+                order[i] = (uid_t) jint(e, "peerUid");
+                json_object_put(e);
+        }
+        assert_int_equal(order[0], UID_A);
+        assert_int_equal(order[1], UID_B);
+        for (size_t i = 2; i < N + 1; i++)
+                assert_int_equal(order[i], UID_A);
+
+        /* Every call answered, in order, on its own connection. */
+        for (size_t i = 0; i < N + 1; i++) {
+                struct vconn *c = i < N ? fast.conn : other.conn;
+                assert_int_equal(vconn_recv(c, &reply), 0);
+                if (reply.error)
+                        fail_msg("RequestGrant: %s", json_object_to_json_string(reply.root));
+                assert_string_equal(jstr(reply.parameters, "decision"), "refused");
+                coh_reply_done(&reply);
+        }
+        peer_done(&fast);
+        peer_done(&other);
+        vconn_free(monitor);
 }
 
 /* ---- the operator's reserve ------------------------------------------------- */
@@ -306,8 +368,9 @@ static void test_accept_paused_on_emfile_goes_on_as_clients_leave(void **state) 
         harness_idle(h);
         unsigned before = daemon_fds(h, NULL);
         size_t k = daemon_fd_numbers(h, fds, FDS_MAX);
-        /* One connection (its socket and pidfd) and the socket of a second, without a pidfd. */
-        struct rlimit old = daemon_set_fd_limit(h, limit_with_free(fds, k, 3));
+        /* Two connections, each its socket and its peer's pidfd: nothing is left over for
+         * a third's socket alone, which would be refused without a pidfd. */
+        struct rlimit old = daemon_set_fd_limit(h, limit_with_free(fds, k, 4));
         for (size_t i = 0; i < n; i++)
                 c[i] = vconn_connect(h); /* the kernel queues what the daemon cannot accept */
         json_object_put(journal_expect_eventually(h, 1, NULL, "PRIORITY=4", PAUSING, NULL));
@@ -328,10 +391,13 @@ static void test_accept_paused_on_emfile_goes_on_as_clients_leave(void **state) 
 }
 
 /*
- * Out of descriptors (its RLIMIT_NOFILE lowered while it runs, below every
- * free number), the daemon pauses accepting; then a grant ends because its VMM
- * let go of the group (no call, no connection closing): the descriptor that
- * frees lets the waiting connection in.
+ * Out of descriptors (its RLIMIT_NOFILE lowered while it runs, to leave one
+ * free number), the daemon accepts a connection but has no pidfd for its peer:
+ * that one is refused, with a reason its client reads (issue 11: never served
+ * untracked), and the daemon pauses accepting, so the next one waits rather
+ * than being refused too. Then a grant ends because its VMM let go of the group
+ * (no call, no connection closing): the descriptor that frees lets the waiting
+ * connection in, served whole.
  */
 static void test_accept_paused_on_emfile_goes_on_when_a_grant_ends(void **state) {
         struct harness *h = *state;
@@ -376,19 +442,29 @@ static void test_accept_paused_on_emfile_goes_on_when_a_grant_ends(void **state)
                 harness_idle(h);
                 n_after = daemon_fd_numbers(h, after, FDS_MAX);
         }
-        /* Every number below the limit taken: the next descriptor is EMFILE. */
-        struct rlimit old = daemon_set_fd_limit(h, limit_with_free(after, n_after, 0));
+        /* One number free below the limit: a socket, and no pidfd for its peer. */
+        struct rlimit old = daemon_set_fd_limit(h, limit_with_free(after, n_after, 1));
 
-        struct vconn *late = vconn_connect(h);
+        struct vconn *refused = vconn_connect_queued(h);
+        expect_refused(refused, "LimitNOFILE");
+        char why[128];
+        snprintf(why, sizeof why, "MESSAGE=Connection refused: no pidfd for pid %d (uid 0): Too many open files",
+                 (int) getpid());
+        json_object_put(journal_expect_eventually(h, 1, NULL, "PRIORITY=5", why, NULL));
         json_object_put(journal_expect_eventually(h, 1, NULL, "PRIORITY=4", PAUSING, NULL));
+
+        /* Paused: it waits, though the refused one's number is free again. */
+        struct vconn *late = vconn_connect_queued(h);
 
         /* The VMM lets go: the grant ends, its descriptor comes back, the accept goes on. */
         close(group);
         vconn_ping(late);
         json_object_put(journal_expect(h, 1, MESSAGE_ID_GRANT_END, NULL));
+        json_object_put(journal_expect(h, 1, NULL, "PRIORITY=5", why, NULL));
 
         assert_int_equal(prlimit(h->pid, RLIMIT_NOFILE, &old, NULL), 0);
         vconn_free(late);
+        vconn_free(refused);
         for (size_t i = 0; i < n_fillers; i++)
                 vconn_free(fillers[i]);
         free(grant);
@@ -513,6 +589,7 @@ static void test_a_monitor_that_stops_reading_is_ended_and_its_queue_dropped(voi
 int main(void) {
         const struct CMUnitTest tests[] = {
                 HARNESS_TEST(test_calls_back_to_back_with_and_without_descriptors_are_all_answered),
+                HARNESS_TEST(test_a_client_that_pipelines_does_not_starve_another),
                 HARNESS_TEST(test_unprivileged_connections_never_lock_the_operator_out),
                 HARNESS_TEST(test_limits_are_lowered_to_fit_rlimit_nofile_at_start),
                 HARNESS_TEST(test_accept_paused_on_emfile_goes_on_as_clients_leave),
