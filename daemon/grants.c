@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
+#include <search.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,28 +29,150 @@
 #define PROBE_FIRST_MS 10u
 #define PROBE_MAX_MS 1000u
 
+/*
+ * The VMs, sorted by the order kcmp(KCMP_FILE) gives their descriptors
+ * (platform.c, coh_file_order()): finding the VM a request names is a
+ * binary search, log2(n) kcmp calls where comparing with each VM was n.
+ * Every kvm-vm descriptor shares one anonymous inode, so nothing cheaper
+ * than kcmp tells two VMs apart, and a VM not held yet costs the whole
+ * search. A VM's order label grows with its place, so that taking it out
+ * (its descriptor about to close) is a search without kcmp.
+ *
+ * Returns the index of the VM that vm_fd is, or -(insertion index) - 1;
+ * -errno as *error when kcmp fails (then nothing is found).
+ */
+static ssize_t vm_search(struct coh_grants *g, int vm_fd, int *error) {
+        size_t lo = 0, hi = g->n_vms;
+        *error = 0;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                int order, r = coh_file_order(g->self, vm_fd, g->vm_order[mid]->vm_fd, &order);
+                if (r < 0) {
+                        *error = r;
+                        return -1;
+                }
+                if (order == 0)
+                        return (ssize_t) mid;
+                if (order < 0)
+                        hi = mid;
+                else
+                        lo = mid + 1;
+        }
+        return -(ssize_t) lo - 1;
+}
+
 struct coh_vm *coh_grants_find_vm(struct coh_grants *g, int vm_fd) {
-        struct coh_vm *vm;
-        LIST_FOREACH(vm, &g->vms, link)
-                if (coh_same_file(vm->vm_fd, vm_fd) > 0)
-                        return vm;
-        return NULL;
+        int error;
+        ssize_t i = vm_search(g, vm_fd, &error);
+        return i >= 0 ? g->vm_order[i] : NULL;
+}
+
+/* Spreads the labels evenly: when two neighbours have no label left between them. */
+static void vm_relabel(struct coh_grants *g) {
+        uint64_t step = UINT64_MAX / (g->n_vms + 2);
+        for (size_t i = 0; i < g->n_vms; i++)
+                g->vm_order[i]->order = (i + 1) * step;
+}
+
+/* Puts vm at its place: search is what vm_search() said of its descriptor. */
+static int vm_insert(struct coh_grants *g, struct coh_vm *vm, ssize_t search) {
+        if (search >= 0)
+                return -EEXIST;
+        size_t at = (size_t) (-search - 1);
+        if (g->n_vms == g->n_vm_order_alloc) {
+                size_t n = g->n_vm_order_alloc ? g->n_vm_order_alloc * 2 : 16;
+                struct coh_vm **a = reallocarray(g->vm_order, n, sizeof *a);
+                if (!a)
+                        return -ENOMEM;
+                g->vm_order = a;
+                g->n_vm_order_alloc = n;
+        }
+        memmove(g->vm_order + at + 1, g->vm_order + at, (g->n_vms - at) * sizeof *g->vm_order);
+        g->vm_order[at] = vm;
+        g->n_vms++;
+        uint64_t lo = at > 0 ? g->vm_order[at - 1]->order : 0;
+        uint64_t hi = at + 1 < g->n_vms ? g->vm_order[at + 1]->order : UINT64_MAX;
+        if (hi - lo < 2)
+                vm_relabel(g);
+        else
+                vm->order = lo + (hi - lo) / 2;
+        return 0;
+}
+
+static void vm_remove(struct coh_grants *g, struct coh_vm *vm) {
+        size_t lo = 0, hi = g->n_vms;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (g->vm_order[mid]->order < vm->order)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        if (lo >= g->n_vms || g->vm_order[lo] != vm)
+                return; /* never inserted (kcmp failed) */
+        memmove(g->vm_order + lo, g->vm_order + lo + 1, (g->n_vms - lo - 1) * sizeof *g->vm_order);
+        g->n_vms--;
+}
+
+static int cmp_grant_id(const void *a, const void *b) {
+        return strcmp(((const struct coh_grant *) a)->rec.grant, ((const struct coh_grant *) b)->rec.grant);
+}
+
+static int cmp_grant_group(const void *a, const void *b) {
+        int64_t x = ((const struct coh_grant *) a)->rec.iommu_group, y = ((const struct coh_grant *) b)->rec.iommu_group;
+        return (x > y) - (x < y);
 }
 
 struct coh_grant *coh_grants_find(struct coh_grants *g, const char *id) {
-        struct coh_grant *grant;
-        LIST_FOREACH(grant, &g->grants, link)
-                if (strcmp(grant->rec.grant, id) == 0)
-                        return grant;
-        return NULL;
+        struct coh_grant key;
+        if (snprintf(key.rec.grant, sizeof key.rec.grant, "%s", id) >= (int) sizeof key.rec.grant)
+                return NULL;
+        struct coh_grant **found = tfind(&key, &g->by_id, cmp_grant_id);
+        return found ? *found : NULL;
 }
 
 struct coh_grant *coh_grants_find_group(struct coh_grants *g, int group) {
-        struct coh_grant *grant;
-        LIST_FOREACH(grant, &g->grants, link)
-                if (grant->rec.iommu_group == group)
-                        return grant;
-        return NULL;
+        struct coh_grant key = { .rec.iommu_group = group };
+        struct coh_grant **found = tfind(&key, &g->by_group, cmp_grant_group);
+        return found ? *found : NULL;
+}
+
+/* Indexes a grant by id and group. -ENOMEM, or 0. */
+static int grant_index(struct coh_grants *g, struct coh_grant *grant) {
+        struct coh_grant **by_id = tsearch(grant, &g->by_id, cmp_grant_id);
+        if (!by_id)
+                return -ENOMEM;
+        grant->by_id = *by_id == grant;
+        struct coh_grant **by_group = tsearch(grant, &g->by_group, cmp_grant_group);
+        grant->by_group = by_group && *by_group == grant;
+        if (!grant->by_group)
+                g->n_group_dups++; /* grant_unindex() undoes it */
+        return by_group ? 0 : -ENOMEM;
+}
+
+static void grant_unindex(struct coh_grants *g, struct coh_grant *grant) {
+        if (grant->by_id)
+                tdelete(grant, &g->by_id, cmp_grant_id);
+        grant->by_id = false;
+        if (!grant->by_group) {
+                g->n_group_dups--;
+                return;
+        }
+        tdelete(grant, &g->by_group, cmp_grant_group);
+        grant->by_group = false;
+        if (g->n_group_dups == 0)
+                return;
+        /* Only after an adoption of two grants of one group (an older state):
+         * the other one takes its place. */
+        struct coh_grant *other;
+        LIST_FOREACH(other, &g->grants, link)
+                if (other != grant && !other->by_group && other->rec.iommu_group == grant->rec.iommu_group) {
+                        if (tsearch(other, &g->by_group, cmp_grant_group)) {
+                                other->by_group = true;
+                                g->n_group_dups--;
+                        }
+                        break;
+                }
 }
 
 const char *coh_vm_wbinvd(const struct coh_vm *vm) {
@@ -82,6 +206,9 @@ void coh_grants_init(struct coh_grants *g, struct event_base *base, struct coh_p
                 .store = store,
                 .release_timeout_usec = 30u * 1000000u,
                 .cb = *cb,
+                /* The process that holds the grants and asks kcmp: the
+                 * privileged helper, forked at start, never does. */
+                .self = getpid(),
         };
         LIST_INIT(&g->vms);
         LIST_INIT(&g->grants);
@@ -105,6 +232,7 @@ static const char *vm_store_id(const struct coh_vm *vm, char buf[static 16]) {
 void coh_vm_free(struct coh_grants *g, struct coh_vm *vm) {
         char id[16];
         LIST_REMOVE(vm, link);
+        vm_remove(g, vm);
         coh_fdstore_remove(g->store, COH_FDSTORE_VM, vm_store_id(vm, id));
         safe_close(vm->vm_fd);
         free(vm);
@@ -140,12 +268,24 @@ static void grant_free(struct coh_grant *g, bool forget) {
         free(g);
 }
 
-static struct coh_vm *vm_new(struct coh_grants *g, unsigned id, int vm_fd) {
+/* What vm_search() says when kcmp failed. */
+#define VM_UNSORTED (-SSIZE_MAX - 1)
+
+/* search: what vm_search() said of vm_fd, or VM_UNSORTED. */
+static struct coh_vm *vm_new(struct coh_grants *g, unsigned id, int vm_fd, ssize_t search) {
         struct coh_vm *vm = calloc(1, sizeof *vm);
         if (!vm)
                 return NULL;
         vm->id = id;
         vm->vm_fd = vm_fd;
+        /* Where kcmp failed (-ENOSYS: a kernel without CONFIG_KCMP) the VM
+         * is held unsorted and never found again, as before sorting: its
+         * next grant gets a VM of its own. */
+        int r = search == VM_UNSORTED ? 0 : vm_insert(g, vm, search);
+        if (r == -ENOMEM) {
+                free(vm);
+                return NULL;
+        }
         LIST_INSERT_HEAD(&g->vms, vm, link);
         if (id >= g->next_vm_id)
                 g->next_vm_id = id;
@@ -193,9 +333,12 @@ int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm
                 return r;
         }
 
-        struct coh_vm *vm = coh_grants_find_vm(g, vm_fd);
+        int error;
+        ssize_t at = vm_search(g, vm_fd, &error);
+        struct coh_vm *vm = at >= 0 ? g->vm_order[at] : NULL;
+        bool vm_made = !vm;
         if (!vm) {
-                vm = vm_new(g, g->next_vm_id + 1, vm_owned);
+                vm = vm_new(g, g->next_vm_id + 1, vm_owned, error < 0 ? VM_UNSORTED : at);
                 if (!vm) {
                         grant_free(grant, false);
                         return -ENOMEM;
@@ -212,6 +355,14 @@ int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm
         snprintf(grant->rec.peer_unit, sizeof grant->rec.peer_unit, "%s", owner->peer->unit ?: "");
         grant->rec.since = now_usec();
         grant->rec.pending = true; /* until the reply that hands the file over is queued */
+        r = grant_index(g, grant);
+        if (r < 0) {
+                grant_unindex(g, grant);
+                if (vm_made)
+                        coh_vm_free(g, vm);
+                grant_free(grant, false);
+                return r;
+        }
         LIST_INSERT_HEAD(&g->grants, grant, link);
         if (grant->custody.pin_fd >= 0)
                 coh_fdstore_put(g->store, COH_FDSTORE_PIN, grant->rec.grant, grant->custody.pin_fd);
@@ -285,6 +436,7 @@ static void grant_finish(struct coh_grant *grant, bool probed) {
         log_grant(grant, true, LOG_INFO, COH_MESSAGE_GRANT_END, message, extra, ELEMENTSOF(extra));
 
         LIST_REMOVE(grant, link);
+        grant_unindex(g, grant);
         g->n_grants--;
         g->n_ending--;
         grant->rec.state = COH_GRANT_ENDED;
@@ -466,7 +618,9 @@ struct coh_vm *coh_grants_find_vm_id(struct coh_grants *g, unsigned id) {
 }
 
 struct coh_vm *coh_grants_adopt_vm(struct coh_grants *g, unsigned id, int vm_fd) {
-        struct coh_vm *vm = vm_new(g, id, vm_fd);
+        int error;
+        ssize_t at = vm_search(g, vm_fd, &error);
+        struct coh_vm *vm = vm_new(g, id, vm_fd, error < 0 ? VM_UNSORTED : at);
         if (!vm)
                 safe_close(vm_fd);
         return vm;
@@ -475,16 +629,18 @@ struct coh_vm *coh_grants_adopt_vm(struct coh_grants *g, unsigned id, int vm_fd)
 int coh_grants_adopt(struct coh_grants *g, struct coh_grant *grant, struct coh_vm *vm, struct coh_grant_owner *owner) {
         grant->grants = g;
         grant->ev_probe = grant->ev_timeout = NULL;
+        /* Without memory for its index it is held all the same, found by nothing but its end. */
+        int r = grant_index(g, grant);
         LIST_INSERT_HEAD(&g->grants, grant, link);
         g->n_grants++;
         if (grant->rec.state == COH_GRANT_ENDING) {
                 g->n_ending++;
-                return 0;
+                return r;
         }
         grant_attach(grant, vm, owner);
         if (owner && owner->pidfd >= 0)
                 grant->pidfd = fcntl(owner->pidfd, F_DUPFD_CLOEXEC, 3);
-        return 0;
+        return r;
 }
 
 static json_object *holders_json(const struct coh_grant *g) {
@@ -518,7 +674,15 @@ unsigned coh_grants_n_vms(const struct coh_grants *g) {
         return n;
 }
 
+static void no_free(void *p) {
+}
+
 void coh_grants_forget(struct coh_grants *g) {
+        tdestroy(TAKE_PTR(g->by_id), no_free);
+        tdestroy(TAKE_PTR(g->by_group), no_free);
+        g->n_group_dups = 0;
+        free(TAKE_PTR(g->vm_order));
+        g->n_vms = g->n_vm_order_alloc = 0;
         while (!LIST_EMPTY(&g->grants)) {
                 struct coh_grant *grant = LIST_FIRST(&g->grants);
                 LIST_REMOVE(grant, link);

@@ -45,6 +45,7 @@ struct coh_vm {
         LIST_ENTRY(coh_vm) link;
         unsigned id;          /* names its descriptor in the fd store */
         int vm_fd;            /* owned */
+        uint64_t order;       /* grows with vm_fd's kcmp order: finds it in vm_order without kcmp */
         unsigned n_grants;    /* active grants */
         unsigned n_granted;   /* active grants that are "granted": vmWbinvd is "allowed" while > 0 */
 };
@@ -63,6 +64,8 @@ struct coh_grant {
         unsigned probe_ms;             /* current polling interval (no probe descriptor) */
         struct event *ev_probe;        /* probe fd readable, or the polling timer */
         struct event *ev_timeout;      /* ReleaseTimeoutSec= */
+        bool by_id;                    /* in grants->by_id (false only for a duplicate from a bad store) */
+        bool by_group;                 /* in grants->by_group (false for a second grant of its group) */
 };
 
 LIST_HEAD(coh_vm_list, coh_vm);
@@ -85,12 +88,20 @@ struct coh_grants {
         struct coh_grants_callbacks cb;
         struct coh_vm_list vms;
         struct coh_grant_list grants;
+        /* Lookups that stay O(log n) at 100,000 grants: VMs sorted by kcmp
+         * order (coh_file_order(), in this process: self), grants in
+         * tsearch() trees by id and by IOMMU group. */
+        pid_t self;
+        struct coh_vm **vm_order;
+        size_t n_vms, n_vm_order_alloc;
+        void *by_id, *by_group;
+        unsigned n_group_dups;   /* grants not in by_group: their group is held by another */
         unsigned n_grants;       /* every grant, active and ending */
         unsigned n_ending;
         unsigned next_vm_id;
 };
 
-/* The VM that vm_fd is (kcmp), or NULL. */
+/* The VM that vm_fd is (kcmp: log2(n) calls), or NULL. */
 struct coh_vm *coh_grants_find_vm(struct coh_grants *g, int vm_fd);
 struct coh_grant *coh_grants_find(struct coh_grants *g, const char *id);
 /* The grant, active or ending, that holds IOMMU group `group`, or NULL. */

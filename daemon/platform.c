@@ -44,14 +44,23 @@ void coh_platform_free(struct coh_platform *p) {
         p->ops->free(p);
 }
 
-int coh_same_file(int a, int b) {
+int coh_file_order(pid_t self, int a, int b, int *ret) {
         /* All kvm-vm descriptors share one anonymous inode, so only the open
-         * file (struct file) tells two VMs apart. */
-        pid_t self = getpid();
+         * file (struct file) tells two VMs apart. kernel/kcmp.c, kcmp_ptr():
+         * 0 equal, 1 when a's file is less, 2 when greater, comparing the
+         * file pointers xor'ed and multiplied by cookies drawn once per boot
+         * (kptr_obfuscate()): a total order, fixed while both stay open. */
         long r = syscall(SYS_kcmp, self, self, KCMP_FILE, (unsigned long) a, (unsigned long) b);
         if (r < 0)
                 return -errno;
-        return r == 0;
+        *ret = r == 0 ? 0 : r == 1 ? -1 : 1;
+        return 0;
+}
+
+int coh_same_file(int a, int b) {
+        int order;
+        int r = coh_file_order(getpid(), a, b, &order);
+        return r < 0 ? r : order == 0;
 }
 
 int coh_kill_pidfd(struct coh_platform *p, int pidfd) {
