@@ -109,9 +109,14 @@ struct coh_platform_ops {
         void (*free)(struct coh_platform *p);
 };
 
+struct coh_facts_cache;
+
 struct coh_platform {
         const struct coh_platform_ops *ops;
         int sysfs_fd;   /* O_PATH|O_DIRECTORY root of the sysfs tree */
+        /* Device facts between requests, and the uevent source that drops
+         * them (facts-cache.h); NULL: read from sysfs every time. */
+        struct coh_facts_cache *facts;
         void *data;
 };
 

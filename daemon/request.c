@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "facts-cache.h"
 #include "json-util.h"
 #include "grants.h"
 #include "log.h"
@@ -73,23 +74,29 @@ int request_read_device(struct call_ctx *x, const char *slot, struct request *re
         struct coh_platform *p = x->ms->platform;
         struct coh_device_facts device, *facts = NULL;
         size_t n = 0;
-        int r;
+        int group_error, r;
 
         /* A canonical PCI address as sysfs spells it; never a path. */
         if (!coh_slot_valid(slot))
                 return method_reply_errno(x, -EINVAL, "device") ?: 0;
         snprintf(req->slot, sizeof req->slot, "%s", slot);
-        r = coh_facts_read_device(p->sysfs_fd, slot, &device);
+        /* From the cache while no uevent said the device changed (facts-cache.h). */
+        r = coh_facts_cache_read(p->facts, p->sysfs_fd, slot, &device, &facts, &n, &group_error);
         if (r == -ENOENT)
                 return method_reply_errno(x, -ENODEV, slot) ?: 0;
+        if (r == -ENOMEM)
+                return r;
         if (r < 0)
                 return method_backend_error(x, r, "read device facts from sysfs") ?: 0;
         /* Only a device bound to vfio-pci has a VFIO group to hand over. */
-        if (!streq(device.driver, VFIO_DRIVER) || device.iommu_group < 0)
+        if (!streq(device.driver, VFIO_DRIVER) || device.iommu_group < 0) {
+                free(facts);
                 return method_reply_errno(x, -ENODEV, slot) ?: 0;
-        r = coh_facts_read_group(p->sysfs_fd, device.iommu_group, &facts, &n);
-        if (r < 0)
-                return method_backend_error(x, r, "read IOMMU group facts from sysfs") ?: 0;
+        }
+        if (group_error < 0) {
+                free(facts);
+                return method_backend_error(x, group_error, "read IOMMU group facts from sysfs") ?: 0;
+        }
         req->devices = calloc(n, sizeof *req->devices);
         if (!req->devices) {
                 free(facts);
