@@ -366,7 +366,8 @@ int coh_manager_startup(struct coh_manager *m) {
 int coh_manager_run(struct coh_manager *m) {
         int r = event_base_dispatch(m->base) < 0 ? -EIO : 0;
 
-        coh_methods_flush_refusals();        if (m->helper_lost)
+        coh_methods_flush_refusals(&m->methods);
+        if (m->helper_lost)
                 r = -ECHILD;
 
         coh_server_stop_listening(&m->server);

@@ -10,6 +10,7 @@
  */
 
 #include "frame.h"
+#include "refusal-fold.h"
 
 struct coh_conn;
 struct coh_grant;
@@ -27,6 +28,7 @@ struct coh_methods {
         /* Manager.ReloadPolicy: re-reads the policy; on failure *err says where. */
         int (*reload)(struct coh_policy_error *err, void *userdata);
         void *userdata;
+        struct coh_refusal_fold fold;     /* refusals counted in this interval (refusal-fold.h) */
 };
 
 /*
@@ -36,7 +38,7 @@ struct coh_methods {
 int coh_methods_dispatch(struct coh_methods *ms, struct coh_conn *c, struct coh_message *m);
 
 /* Writes the summaries of refusals folded so far (at a stop: they would be lost). */
-void coh_methods_flush_refusals(void);
+void coh_methods_flush_refusals(struct coh_methods *ms);
 
 /* Tells the grant's VMM (WatchGrants) and Monitor streams that it changed:
  * "revoked", "ending", "held" or "ended". */

@@ -17,6 +17,7 @@
 #include "grants.h"
 #include "log.h"
 #include "methods-internal.h"
+#include "refusal-fold.h"
 #include "server.h"
 #include "decision-record.h"
 #include "util.h"
@@ -188,96 +189,6 @@ static const char *decision_message_id(enum coh_decision d) {
                                            : COH_MESSAGE_NOT_NEEDED;
 }
 
-/*
- * Refusals folded per peer uid (DESIGN.md §7, issue 9): the first refusal of a
- * uid in an interval (RefusalLogIntervalSec=) is recorded in full, the next
- * ones from that uid are only counted, and when the interval ends one record
- * says "N more refused for uid U". So one client asking again and again costs
- * the journal two records per interval, and cannot crowd other VMMs' records
- * out of journald's rate limit; no refusal goes unrecorded. Grants and ends
- * are never folded, and Monitor sees every decision.
- *
- * Process-wide, like log.c. The interval's end is a one-shot libevent timer
- * (event_base_once: libevent frees it, with the base if it never fires), armed
- * by the first refusal after a quiet interval; nothing runs while no client is
- * refused. A uid beyond the table's bound is recorded in full, not folded.
- */
-#define FOLD_UIDS_MAX 1024
-
-static struct {
-        struct event_base *base; /* the timer's; another base (a new daemon in this process) starts afresh */
-        bool armed;              /* an interval runs */
-        uint64_t interval_usec;  /* of the interval that runs */
-        size_t n;
-        struct {
-                uid_t uid;
-                unsigned folded; /* refusals counted, not recorded, after the first */
-        } uids[FOLD_UIDS_MAX];
-} fold;
-
-static void fold_interval_end(evutil_socket_t fd, short what, void *userdata) {
-        char uid[24], count[24], interval[24], message[160];
-
-        snprintf(interval, sizeof interval, "%" PRIu64, fold.interval_usec / 1000000);
-        for (size_t i = 0; i < fold.n; i++) {
-                if (fold.uids[i].folded == 0)
-                        continue;
-                snprintf(uid, sizeof uid, "%u", (unsigned) fold.uids[i].uid);
-                snprintf(count, sizeof count, "%u", fold.uids[i].folded);
-                snprintf(message, sizeof message, "%s more refused for uid %s (within %s s of the refusal recorded)",
-                         count, uid, interval);
-                const struct coh_journal_field fields[] = {
-                        { "COHERENCYD_DECISION", "refused" },
-                        { "COHERENCYD_PEER_UID", uid },
-                        { "COHERENCYD_FOLDED", count },
-                        { "COHERENCYD_INTERVAL_SEC", interval },
-                };
-                coh_log_record(LOG_NOTICE, COH_MESSAGE_REFUSED_FOLDED, message, fields, ELEMENTSOF(fields));
-        }
-        fold.n = 0;
-        fold.armed = false;
-}
-
-void coh_methods_flush_refusals(void) {
-        /* Counts still waiting for their interval's end would be lost with the process. */
-        if (fold.armed)
-                fold_interval_end(-1, 0, NULL);
-}
-
-/* Whether this refusal of uid is only counted (true), or recorded in full. */
-static bool fold_refusal(struct call_ctx *x, uid_t uid) {
-        uint64_t interval = coh_policy_broker(call_policy(x))->refusal_log_interval_usec;
-        struct event_base *base = x->ms->server ? x->ms->server->base : NULL;
-
-        if (interval == 0 || !base)
-                return false;
-        if (fold.base != base) {
-                fold.base = base;
-                fold.armed = false;
-                fold.n = 0;
-        }
-        for (size_t i = 0; i < fold.n; i++)
-                if (fold.uids[i].uid == uid) {
-                        if (fold.uids[i].folded == UINT_MAX)
-                                return false;
-                        fold.uids[i].folded++;
-                        return true;
-                }
-        if (fold.n == FOLD_UIDS_MAX)
-                return false;
-        if (!fold.armed) {
-                struct timeval tv = { .tv_sec = (time_t) (interval / 1000000), .tv_usec = (suseconds_t) (interval % 1000000) };
-                if (event_base_once(base, -1, EV_TIMEOUT, fold_interval_end, NULL, &tv) < 0)
-                        return false;
-                fold.armed = true;
-                fold.interval_usec = interval;
-        }
-        fold.uids[fold.n].uid = uid;
-        fold.uids[fold.n].folded = 0;
-        fold.n++;
-        return false;
-}
-
 /* The decision's journal record. */
 static void record_decision(const struct request *req, const struct coh_decision_record *rec) {
         const struct device_verdict *v = &req->devices[req->deciding];
@@ -304,7 +215,7 @@ static void record_decision(const struct request *req, const struct coh_decision
 }
 
 void request_log_decision(struct call_ctx *x, const struct request *req, const struct coh_decision_record *rec) {
-        if (rec->decision != COH_DECISION_REFUSED || !fold_refusal(x, (uid_t) rec->peer_uid))
+        if (rec->decision != COH_DECISION_REFUSED || !refusal_fold_note(x->ms, (uid_t) rec->peer_uid, NULL))
                 record_decision(req, rec);
 
         /* Monitor sees every decision, folded or not. */
