@@ -63,6 +63,7 @@ static void apply_policy(struct coh_manager *m) {
                 .admin_gid = cfg->admin_gid,
         });
         m->grants.release_timeout_usec = cfg->release_timeout_usec;
+        coh_methods_policy_changed(&m->methods);
 }
 
 static void state_changed(void *userdata);
@@ -412,6 +413,7 @@ struct coh_manager *coh_manager_free(struct coh_manager *m) {
         if (m->base)
                 event_base_free(m->base);
         coh_platform_free(m->platform);
+        coh_methods_done(&m->methods);
         coh_policy_free(m->policy);
         free(m);
         return NULL;

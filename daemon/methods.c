@@ -194,6 +194,14 @@ int coh_methods_dispatch(struct coh_methods *ms, struct coh_conn *c, struct coh_
         return r == -ENOBUFS ? 0 : r;
 }
 
+void coh_methods_policy_changed(struct coh_methods *ms) {
+        coh_policy_memo_drop(&ms->policy_memo);
+}
+
+void coh_methods_done(struct coh_methods *ms) {
+        coh_policy_memo_drop(&ms->policy_memo);
+}
+
 /* ---- errnos to wire errors: the one place ---------------------------- */
 
 int method_reply_errno(struct call_ctx *x, int error, const char *subject) {

@@ -10,6 +10,7 @@
  */
 
 #include "frame.h"
+#include "policy-memo.h"
 #include "refusal-fold.h"
 
 struct coh_conn;
@@ -29,7 +30,13 @@ struct coh_methods {
         int (*reload)(struct coh_policy_error *err, void *userdata);
         void *userdata;
         struct coh_refusal_fold fold;     /* refusals counted in this interval (refusal-fold.h) */
+        struct coh_policy_memo policy_memo; /* the policy's results per device and peer (policy-memo.h) */
 };
+
+/* Another policy is in force: what the old one said is forgotten. */
+void coh_methods_policy_changed(struct coh_methods *ms);
+/* Frees what the methods keep (the policy's results). */
+void coh_methods_done(struct coh_methods *ms);
 
 /*
  * Handles one message. Errors a client can cause are replies; a negative

@@ -123,7 +123,8 @@ int request_decide(struct call_ctx *x, const struct coh_peer *peer, const struct
                 return -ENOMEM;
         for (size_t i = 0; i < req->n_devices; i++) {
                 struct device_verdict *v = &req->devices[i];
-                coh_policy_evaluate(call_policy(x), &v->facts, peer, &v->policy);
+                /* Remembered per facts and peer until the policy changes: a rule scan is linear. */
+                coh_policy_memo_evaluate(&x->ms->policy_memo, call_policy(x), &v->facts, peer, &v->policy);
                 v->ioas_coherent = claimed >= 0 ? claimed
                                    : ioas       ? p->ops->ioas_coherent(p, &v->facts, ioas)
                                                 : v->facts.iommu_enforces; /* the daemon sets the IOMMU itself */
