@@ -56,6 +56,8 @@ static void put_name(struct coh_fdstore *s, const char *name, int fd) {
 
 void coh_fdstore_put(struct coh_fdstore *s, enum coh_fdstore_kind kind, const char *id, int fd) {
         char name[COH_FDSTORE_NAME_MAX];
+        if (!s->enabled) /* no name to format either: this is on every grant's way */
+                return;
         put_name(s, coh_fdstore_name(name, kind, id), fd);
 }
 
@@ -69,6 +71,8 @@ void coh_fdstore_remove_name(struct coh_fdstore *s, const char *name) {
 
 void coh_fdstore_remove(struct coh_fdstore *s, enum coh_fdstore_kind kind, const char *id) {
         char name[COH_FDSTORE_NAME_MAX];
+        if (!s->enabled)
+                return;
         coh_fdstore_remove_name(s, coh_fdstore_name(name, kind, id));
 }
 

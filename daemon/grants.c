@@ -125,8 +125,10 @@ static int cmp_grant_group(const void *a, const void *b) {
 
 struct coh_grant *coh_grants_find(struct coh_grants *g, const char *id) {
         struct coh_grant key;
-        if (snprintf(key.rec.grant, sizeof key.rec.grant, "%s", id) >= (int) sizeof key.rec.grant)
+        size_t len = strnlen(id, sizeof key.rec.grant);
+        if (len >= sizeof key.rec.grant)
                 return NULL;
+        memcpy(key.rec.grant, id, len + 1);
         struct coh_grant **found = tfind(&key, &g->by_id, cmp_grant_id);
         return found ? *found : NULL;
 }
@@ -233,7 +235,8 @@ void coh_vm_free(struct coh_grants *g, struct coh_vm *vm) {
         char id[16];
         LIST_REMOVE(vm, link);
         vm_remove(g, vm);
-        coh_fdstore_remove(g->store, COH_FDSTORE_VM, vm_store_id(vm, id));
+        if (g->store->enabled)
+                coh_fdstore_remove(g->store, COH_FDSTORE_VM, vm_store_id(vm, id));
         safe_close(vm->vm_fd);
         free(vm);
 }
@@ -345,14 +348,15 @@ int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm
                 }
                 vm_owned = -EBADF;
                 char id[16];
-                coh_fdstore_put(g->store, COH_FDSTORE_VM, vm_store_id(vm, id), vm->vm_fd);
+                if (g->store->enabled)
+                        coh_fdstore_put(g->store, COH_FDSTORE_VM, vm_store_id(vm, id), vm->vm_fd);
         }
 
         grant->rec.state = COH_GRANT_ACTIVE;
         grant->rec.owner = owner->id;
         grant->rec.peer_pid = owner->peer->pid;
         grant->rec.peer_uid = owner->peer->uid;
-        snprintf(grant->rec.peer_unit, sizeof grant->rec.peer_unit, "%s", owner->peer->unit ?: "");
+        strscpy0(grant->rec.peer_unit, owner->peer->unit ?: "", sizeof grant->rec.peer_unit);
         grant->rec.since = now_usec();
         grant->rec.pending = true; /* until the reply that hands the file over is queued */
         r = grant_index(g, grant);
@@ -589,7 +593,7 @@ int coh_grant_end(struct coh_grant *g, const char *end, bool kill) {
         g->rec.state = COH_GRANT_ENDING;
         g->rec.kill = kill;
         g->rec.ending_since = now_usec();
-        snprintf(g->rec.end, sizeof g->rec.end, "%s", end);
+        strscpy0(g->rec.end, end, sizeof g->rec.end);
         g->grants->n_ending++;
         /* A group already free ends at once: watchers hear "ended" alone. */
         if (probe(g) > 0)

@@ -86,6 +86,7 @@ struct device_verdict {
         struct coh_policy_result policy;
         bool ioas_coherent;
         struct coh_verdict verdict;
+        struct coh_device_record record; /* all of the above as replies and records show it, once decided */
 };
 
 struct request {

@@ -42,12 +42,12 @@ static struct coh_device_record device_record(const struct device_verdict *v) {
                 .decision = v->verdict.decision,
                 .reason = v->verdict.reason,
         };
-        snprintf(d.slot, sizeof d.slot, "%s", f->slot);
-        snprintf(d.vendor, sizeof d.vendor, "%s", f->vendor);
-        snprintf(d.device, sizeof d.device, "%s", f->device);
-        snprintf(d.class_, sizeof d.class_, "%s", f->class);
-        snprintf(d.driver, sizeof d.driver, "%s", f->driver);
-        snprintf(d.iommu, sizeof d.iommu, "%s", f->iommu);
+        strscpy0(d.slot, f->slot, sizeof d.slot);
+        strscpy0(d.vendor, f->vendor, sizeof d.vendor);
+        strscpy0(d.device, f->device, sizeof d.device);
+        strscpy0(d.class_, f->class, sizeof d.class_);
+        strscpy0(d.driver, f->driver, sizeof d.driver);
+        strscpy0(d.iommu, f->iommu, sizeof d.iommu);
         coh_origin_format(&v->policy.access_origin, d.access_rule, sizeof d.access_rule);
         coh_origin_format(&v->policy.nosnoop_origin, d.nosnoop_rule, sizeof d.nosnoop_rule);
         coh_origin_format(&v->policy.mode_origin, d.mode_rule, sizeof d.mode_rule);
@@ -55,9 +55,8 @@ static struct coh_device_record device_record(const struct device_verdict *v) {
 }
 
 static json_object *device_facts_json(const struct device_verdict *v, unsigned form) {
-        struct coh_device_record d = device_record(v);
         json_object *o = json_object_new_object();
-        coh_record_to_json(coh_device_record_fields, &d, form, o);
+        coh_record_to_json(coh_device_record_fields, &v->record, form, o);
         return o;
 }
 
@@ -80,7 +79,7 @@ int request_read_device(struct call_ctx *x, const char *slot, struct request *re
         /* A canonical PCI address as sysfs spells it; never a path. */
         if (!coh_slot_valid(slot))
                 return method_reply_errno(x, -EINVAL, "device") ?: 0;
-        snprintf(req->slot, sizeof req->slot, "%s", slot);
+        strscpy0(req->slot, slot, sizeof req->slot);
         /* From the cache while no uevent said the device changed (facts-cache.h). */
         r = coh_facts_cache_read(p->facts, p->sysfs_fd, slot, &device, &facts, &n, &group_error);
         if (r == -ENOENT)
@@ -137,6 +136,9 @@ int request_decide(struct call_ctx *x, const struct coh_peer *peer, const struct
         }
         coh_decide_group(verdicts, req->n_devices, &req->verdict, &req->deciding);
         free(verdicts);
+        /* Made once: the reply shows each device, the record the deciding one again. */
+        for (size_t i = 0; i < req->n_devices; i++)
+                req->devices[i].record = device_record(&req->devices[i]);
         /* A group carries every device of its IOMMU group; with an iommufd the
          * device's own cdev is bound to it instead (platform.h). */
         if (ioas && ioas->kind == COH_FD_IOMMUFD)
@@ -171,8 +173,8 @@ struct coh_decision_record request_record(const struct request *req) {
                 .wbinvd = req->verdict.wbinvd,
                 .kvm_attach = req->verdict.kvm_attach,
         };
-        snprintf(d.rule, sizeof d.rule, "%s", req->rule);
-        snprintf(d.device, sizeof d.device, "%s", req->slot);
+        strscpy0(d.rule, req->rule, sizeof d.rule);
+        strscpy0(d.device, req->slot, sizeof d.device);
         return d;
 }
 
@@ -193,7 +195,7 @@ static const char *decision_message_id(enum coh_decision d) {
 /* The decision's journal record. */
 static void record_decision(const struct request *req, const struct coh_decision_record *rec) {
         const struct device_verdict *v = &req->devices[req->deciding];
-        struct coh_device_record device = device_record(v);
+        const struct coh_device_record *device = &v->record;
         struct coh_record_journal_field from_decision[16], from_device[24];
         struct coh_journal_field fields[40];
         char message[768];
@@ -206,7 +208,7 @@ static void record_decision(const struct request *req, const struct coh_decision
                  rec->rule, rec->wbinvd ? "allowed once added" : "unaffected", coh_vm_wbinvd_to_string(rec->vm_wbinvd));
         /* The decision's fields (decision-record.c), then the deciding device's. */
         size_t a = coh_record_to_journal(coh_decision_record_fields, rec, from_decision, ELEMENTSOF(from_decision));
-        size_t b = coh_record_to_journal(coh_device_record_fields, &device, from_device, ELEMENTSOF(from_device));
+        size_t b = coh_record_to_journal(coh_device_record_fields, device, from_device, ELEMENTSOF(from_device));
         for (size_t i = 0; i < a; i++)
                 fields[n++] = (struct coh_journal_field) { from_decision[i].name, from_decision[i].value };
         for (size_t i = 0; i < b; i++)
