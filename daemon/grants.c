@@ -188,11 +188,25 @@ static uint64_t now_usec(void) {
 }
 
 /* Random, so ids stay unique across restarts of the daemon too. */
+/* Drawn ahead, a pool at a time: one getrandom() per COH_GRANT_IDS_POOL grants, not per grant. */
+static int next_random(struct coh_grants *g, uint64_t *ret) {
+        if (g->n_random_ids == 0) {
+                ssize_t n = getrandom(g->random_ids, sizeof g->random_ids, 0);
+                if (n < (ssize_t) sizeof *g->random_ids)
+                        return n < 0 ? -errno : -EIO;
+                g->n_random_ids = (unsigned) ((size_t) n / sizeof *g->random_ids);
+        }
+        *ret = g->random_ids[--g->n_random_ids];
+        g->random_ids[g->n_random_ids] = 0; /* a used one does not linger */
+        return 0;
+}
+
 static int grant_id(struct coh_grants *g, char id[static 24]) {
         for (int attempt = 0; attempt < 8; attempt++) {
-                uint64_t v;
-                if (getrandom(&v, sizeof v, 0) != sizeof v)
-                        return -errno ?: -EIO;
+                uint64_t v = 0;
+                int r = next_random(g, &v);
+                if (r < 0)
+                        return r;
                 snprintf(id, 24, "g-%016" PRIx64, v);
                 if (!coh_grants_find(g, id))
                         return 0;

@@ -68,6 +68,8 @@ struct coh_grant {
         bool by_group;                 /* in grants->by_group (false for a second grant of its group) */
 };
 
+#define COH_GRANT_IDS_POOL 32
+
 LIST_HEAD(coh_vm_list, coh_vm);
 LIST_HEAD(coh_grant_list, coh_grant);
 
@@ -96,6 +98,8 @@ struct coh_grants {
         size_t n_vms, n_vm_order_alloc;
         void *by_id, *by_group;
         unsigned n_group_dups;   /* grants not in by_group: their group is held by another */
+        uint64_t random_ids[COH_GRANT_IDS_POOL]; /* for grant ids, drawn ahead */
+        unsigned n_random_ids;
         unsigned n_grants;       /* every grant, active and ending */
         unsigned n_ending;
         unsigned next_vm_id;
