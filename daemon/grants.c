@@ -228,6 +228,49 @@ void coh_grants_init(struct coh_grants *g, struct event_base *base, struct coh_p
         };
         LIST_INIT(&g->vms);
         LIST_INIT(&g->grants);
+        LIST_INIT(&g->dirty);
+}
+
+void coh_grant_touch(struct coh_grant *g) {
+        struct coh_grants *gs = g->grants;
+        if (!gs->store->enabled || g->dirty)
+                return;
+        g->dirty = true;
+        LIST_INSERT_HEAD(&gs->dirty, g, dirty_link);
+}
+
+/* The grant is gone: the state is told its id. */
+static void grant_gone(struct coh_grants *gs, struct coh_grant *g) {
+        if (g->dirty) {
+                LIST_REMOVE(g, dirty_link);
+                g->dirty = false;
+        }
+        if (!gs->store->enabled)
+                return;
+        if (gs->n_gone == gs->n_gone_alloc) {
+                size_t n = gs->n_gone_alloc ? gs->n_gone_alloc * 2 : 16;
+                char (*a)[24] = reallocarray(gs->gone, n, sizeof *a);
+                if (!a) {
+                        gs->changes_lost = true;
+                        return;
+                }
+                gs->gone = a;
+                gs->n_gone_alloc = n;
+        }
+        memcpy(gs->gone[gs->n_gone++], g->rec.grant, sizeof gs->gone[0]);
+}
+
+void coh_grants_changes_clear(struct coh_grants *g) {
+        while (!LIST_EMPTY(&g->dirty)) {
+                struct coh_grant *grant = LIST_FIRST(&g->dirty);
+                LIST_REMOVE(grant, dirty_link);
+                grant->dirty = false;
+        }
+        g->n_gone = 0;
+        g->changes_lost = false;
+        /* A burst of ends does not keep its array for ever. */
+        if (g->n_gone_alloc > 1024)
+                g->n_gone_alloc = 0, free(TAKE_PTR(g->gone));
 }
 
 static void changed(struct coh_grants *g) {
@@ -388,6 +431,7 @@ int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm
                 coh_fdstore_put(g->store, COH_FDSTORE_PROBE, grant->rec.grant, grant->custody.probe_fd);
         grant_attach(grant, vm, owner);
         g->n_grants++;
+        coh_grant_touch(grant);
         *ret = grant;
         changed(g);
         return 0;
@@ -455,6 +499,7 @@ static void grant_finish(struct coh_grant *grant, bool probed) {
 
         LIST_REMOVE(grant, link);
         grant_unindex(g, grant);
+        grant_gone(g, grant);
         g->n_grants--;
         g->n_ending--;
         grant->rec.state = COH_GRANT_ENDED;
@@ -519,6 +564,7 @@ static void held_warning(struct coh_grant *g) {
         };
         log_grant(g, false, LOG_WARNING, COH_MESSAGE_GRANT_HELD, message, extra, ELEMENTSOF(extra));
         g->rec.warned = true;
+        coh_grant_touch(g);
         event(g->grants, g, "held");
 }
 
@@ -538,6 +584,7 @@ static void kill_peer(struct coh_grant *g) {
                 return;
         }
         g->rec.killed = true;
+        coh_grant_touch(g);
         coh_log(LOG_NOTICE, NULL, "Killed the VMM of revoked grant %s (pid %d): it still held %s", g->rec.grant,
                 (int) g->rec.peer_pid, g->rec.device);
 }
@@ -591,6 +638,7 @@ int coh_grant_end(struct coh_grant *g, const char *end, bool kill) {
                 /* A revoke of a grant that already ended: it keeps its end, gains the kill. */
                 if (kill && !g->rec.kill) {
                         g->rec.kill = true;
+                        coh_grant_touch(g);
                         if (g->rec.warned)
                                 kill_peer(g);
                 }
@@ -607,6 +655,7 @@ int coh_grant_end(struct coh_grant *g, const char *end, bool kill) {
         g->rec.state = COH_GRANT_ENDING;
         g->rec.kill = kill;
         g->rec.ending_since = now_usec();
+        coh_grant_touch(g);
         strscpy0(g->rec.end, end, sizeof g->rec.end);
         g->grants->n_ending++;
         /* A group already free ends at once: watchers hear "ended" alone. */
@@ -651,6 +700,8 @@ int coh_grants_adopt(struct coh_grants *g, struct coh_grant *grant, struct coh_v
         int r = grant_index(g, grant);
         LIST_INSERT_HEAD(&g->grants, grant, link);
         g->n_grants++;
+        grant->dirty = false;
+        coh_grant_touch(grant);
         if (grant->rec.state == COH_GRANT_ENDING) {
                 g->n_ending++;
                 return r;
@@ -696,6 +747,9 @@ static void no_free(void *p) {
 }
 
 void coh_grants_forget(struct coh_grants *g) {
+        LIST_INIT(&g->dirty);
+        free(TAKE_PTR(g->gone));
+        g->n_gone = g->n_gone_alloc = 0;
         tdestroy(TAKE_PTR(g->by_id), no_free);
         tdestroy(TAKE_PTR(g->by_group), no_free);
         g->n_group_dups = 0;

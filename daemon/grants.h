@@ -65,6 +65,8 @@ struct coh_grant {
         struct event *ev_probe;        /* probe fd readable, or the polling timer */
         struct event *ev_timeout;      /* ReleaseTimeoutSec= */
         bool by_id;                    /* in grants->by_id (false only for a duplicate from a bad store) */
+        bool dirty;                    /* in grants->dirty: its record changed since the state was written */
+        LIST_ENTRY(coh_grant) dirty_link;
         bool by_group;                 /* in grants->by_group (false for a second grant of its group) */
 };
 
@@ -98,6 +100,14 @@ struct coh_grants {
         size_t n_vms, n_vm_order_alloc;
         void *by_id, *by_group;
         unsigned n_group_dups;   /* grants not in by_group: their group is held by another */
+        /* What changed since the fd store's state was last written (restore.c
+         * appends it there, O(1) per change): grants whose record changed,
+         * and the ids of grants gone. Kept only while the store is enabled;
+         * lost: a change could not be noted (no memory), write it all. */
+        struct coh_grant_list dirty;
+        char (*gone)[24];
+        size_t n_gone, n_gone_alloc;
+        bool changes_lost;
         uint64_t random_ids[COH_GRANT_IDS_POOL]; /* for grant ids, drawn ahead */
         unsigned n_random_ids;
         unsigned n_grants;       /* every grant, active and ending */
@@ -153,6 +163,11 @@ int coh_grants_adopt(struct coh_grants *g, struct coh_grant *grant, struct coh_v
 /* A VM from the fd store: takes vm_fd. */
 struct coh_vm *coh_grants_adopt_vm(struct coh_grants *g, unsigned id, int vm_fd);
 struct coh_vm *coh_grants_find_vm_id(struct coh_grants *g, unsigned id);
+
+/* Its record changed: the fd store's state is told on the next save. */
+void coh_grant_touch(struct coh_grant *g);
+/* The state was written whole, or the changes appended: nothing is pending. */
+void coh_grants_changes_clear(struct coh_grants *g);
 
 /* Starts watching an ending grant (after adoption from the fd store). */
 void coh_grant_watch(struct coh_grant *g);

@@ -162,6 +162,7 @@ static int reply_grant(struct call_ctx *x, const struct request *req, const stru
         int fd = TAKE_FD(*file_fd);
         int r = coh_conn_reply_fds(x->conn, p, &fd, 1);
         grant->rec.pending = false;
+        coh_grant_touch(grant);
         if (x->ms->grants->cb.changed)
                 x->ms->grants->cb.changed(x->ms->grants->cb.userdata);
         return r;
