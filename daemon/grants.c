@@ -361,8 +361,10 @@ static void grant_attach(struct coh_grant *grant, struct coh_vm *vm, struct coh_
                 if (grant->rec.decision == COH_DECISION_GRANTED)
                         vm->n_granted++;
         }
-        if (owner)
+        if (owner) {
                 owner->n_grants++;
+                LIST_INSERT_HEAD(&owner->owned, grant, owner_link);
+        }
 }
 
 int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm_fd, const struct coh_custody *custody,
@@ -621,8 +623,10 @@ void coh_grant_watch(struct coh_grant *g) {
 static void grant_detach(struct coh_grant *g) {
         struct coh_vm *vm = TAKE_PTR(g->vm);
         struct coh_grant_owner *owner = TAKE_PTR(g->owner);
-        if (owner)
+        if (owner) {
                 owner->n_grants--;
+                LIST_REMOVE(g, owner_link);
+        }
         if (!vm)
                 return;
         vm->n_grants--;
@@ -668,12 +672,10 @@ int coh_grant_end(struct coh_grant *g, const char *end, bool kill) {
 }
 
 void coh_grants_end_owned(struct coh_grants *g, struct coh_grant_owner *owner, const char *end) {
-        struct coh_grant *grant, *next;
-        for (grant = LIST_FIRST(&g->grants); grant; grant = next) {
-                next = LIST_NEXT(grant, link);
-                if (grant->owner == owner && grant->rec.state == COH_GRANT_ACTIVE)
-                        coh_grant_end(grant, end, false);
-        }
+        /* Each end takes the grant out of the owner's list (grant_detach()). */
+        struct coh_grant *grant;
+        while ((grant = LIST_FIRST(&owner->owned)))
+                coh_grant_end(grant, end, false);
 }
 
 struct coh_vm *coh_grants_find_vm_id(struct coh_grants *g, unsigned id) {

@@ -34,11 +34,15 @@ struct event_base;
  * Whoever grants belong to (a client connection, embedded in it): grants
  * know it only by this. peer and pidfd are the owner's, borrowed.
  */
+struct coh_grant;
+LIST_HEAD(coh_grant_list, coh_grant);
+
 struct coh_grant_owner {
         uint64_t id;                  /* names it in the fd-store record */
         const struct coh_peer *peer;
         int pidfd;                    /* -EBADF when unknown */
         unsigned n_grants;            /* active grants it owns */
+        struct coh_grant_list owned;  /* those grants (zeroed: empty): a disconnect ends them without a walk of all */
 };
 
 struct coh_vm {
@@ -55,6 +59,7 @@ struct coh_grant {
         struct coh_grants *grants;     /* for its timers' callbacks */
         struct coh_vm *vm;             /* while active */
         struct coh_grant_owner *owner; /* while active and the connection is open */
+        LIST_ENTRY(coh_grant) owner_link; /* in owner->owned */
         struct coh_custody custody;    /* pin while active; probe until ended */
         int pidfd;                     /* the VMM's, for a revoke with kill; owned, -EBADF when unknown */
         /* Everything that is shown, logged and stored (grant-record.h): the
@@ -73,7 +78,6 @@ struct coh_grant {
 #define COH_GRANT_IDS_POOL 32
 
 LIST_HEAD(coh_vm_list, coh_vm);
-LIST_HEAD(coh_grant_list, coh_grant);
 
 /* What grants tell the layer above; calls go down only. */
 struct coh_grants_callbacks {

@@ -66,14 +66,18 @@ static void fixture_free(struct fixture *f) {
         free(f);
 }
 
-static struct coh_grant *grant(struct fixture *f, int vm_fd, int group) {
+static struct coh_grant *grant_of(struct fixture *f, struct coh_grant_owner *owner, int vm_fd, int group) {
         struct coh_custody custody = { .pin_fd = -EBADF, .probe_fd = -EBADF };
         struct coh_grant_record tmpl = { .decision = COH_DECISION_GRANTED, .iommu_group = group };
         snprintf(tmpl.device, sizeof tmpl.device, "0000:00:%02x.%x", group / 8 % 256, group % 8);
         struct coh_grant *g = NULL;
-        assert_int_equal(coh_grant_create(&f->grants, &f->owner, vm_fd, &custody, &tmpl, &g), 0);
+        assert_int_equal(coh_grant_create(&f->grants, owner, vm_fd, &custody, &tmpl, &g), 0);
         assert_non_null(g);
         return g;
+}
+
+static struct coh_grant *grant(struct fixture *f, int vm_fd, int group) {
+        return grant_of(f, &f->owner, vm_fd, group);
 }
 
 /* A dup of each VM's descriptor finds that VM, and only it, as VMs come and go. */
@@ -159,10 +163,33 @@ static void test_vm_labels_spread_again(void **state) {
         fixture_free(f);
 }
 
+/* A connection's end ends its grants, and only its own: another's stay. */
+static void test_end_owned_ends_only_the_owners(void **state) {
+        struct fixture *f = fixture_new();
+        struct coh_grant_owner other = { .id = 2, .peer = &f->peer, .pidfd = -EBADF };
+        struct coh_grant *theirs[4];
+        for (int i = 0; i < 4; i++) {
+                (void) grant(f, eventfd(0, EFD_CLOEXEC), 2 * i);
+                theirs[i] = grant_of(f, &other, eventfd(0, EFD_CLOEXEC), 2 * i + 1);
+        }
+        assert_int_equal(f->owner.n_grants, 4);
+        assert_int_equal(other.n_grants, 4);
+        coh_grants_end_owned(&f->grants, &f->owner, "disconnect");
+        assert_int_equal(f->owner.n_grants, 0);
+        assert_true(LIST_EMPTY(&f->owner.owned));
+        assert_int_equal(f->grants.n_grants, 4);
+        for (int i = 0; i < 4; i++) {
+                assert_null(coh_grants_find_group(&f->grants, 2 * i));
+                assert_ptr_equal(coh_grants_find_group(&f->grants, 2 * i + 1), theirs[i]);
+        }
+        fixture_free(f);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_vm_found_among_many),
                 cmocka_unit_test(test_vm_labels_spread_again),
+                cmocka_unit_test(test_end_owned_ends_only_the_owners),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
