@@ -14,6 +14,7 @@
  *   kernel/iommu_groups/<N>/devices/<slot>
  *   class/iommu/<unit>/intel-iommu/ecap  hex, SC = bit 7
  *   class/iommu/<unit>/amd-iommu/        AMD-Vi: always enforces
+ *   uevents                              sim only: a FIFO, the kernel's uevents (facts-cache.h)
  */
 
 #include <stdbool.h>

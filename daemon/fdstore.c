@@ -56,6 +56,8 @@ static void put_name(struct coh_fdstore *s, const char *name, int fd) {
 
 void coh_fdstore_put(struct coh_fdstore *s, enum coh_fdstore_kind kind, const char *id, int fd) {
         char name[COH_FDSTORE_NAME_MAX];
+        if (!s->enabled) /* no name to format either: this is on every grant's way */
+                return;
         put_name(s, coh_fdstore_name(name, kind, id), fd);
 }
 
@@ -69,6 +71,8 @@ void coh_fdstore_remove_name(struct coh_fdstore *s, const char *name) {
 
 void coh_fdstore_remove(struct coh_fdstore *s, enum coh_fdstore_kind kind, const char *id) {
         char name[COH_FDSTORE_NAME_MAX];
+        if (!s->enabled)
+                return;
         coh_fdstore_remove_name(s, coh_fdstore_name(name, kind, id));
 }
 
@@ -124,14 +128,50 @@ int coh_fdstore_write_state(struct coh_fdstore *s, const char *json) {
                 return 0;
         size_t len = strlen(json);
         /* Truncate after writing, so that a crash mid-write leaves the longer,
-         * older state rather than nothing; readers stop at the NUL. */
-        if (pwrite(s->state_fd, json, len + 1, 0) != (ssize_t) (len + 1) || ftruncate(s->state_fd, (off_t) len + 1) < 0)
+         * older state rather than nothing. The newline ends the whole state:
+         * changes follow it (a state written by an older instance ends in a
+         * NUL instead, and readers stop at a NUL). */
+        char *buf = malloc(len + 1);
+        if (!buf)
+                return -ENOMEM;
+        memcpy(buf, json, len);
+        buf[len] = '\n';
+        ssize_t n = pwrite(s->state_fd, buf, len + 1, 0);
+        free(buf);
+        if (n != (ssize_t) (len + 1) || ftruncate(s->state_fd, (off_t) len + 1) < 0) {
+                s->state_len = 0;
                 return -errno ?: -EIO;
+        }
+        s->state_len = s->base_len = len + 1;
         return 0;
 }
 
-json_object *coh_fdstore_read_state(int state_fd) {
+bool coh_fdstore_state_appendable(const struct coh_fdstore *s) {
+        /* Changes up to twice the whole state (and 64 KiB at least) before it is
+         * written whole again: appending stays O(1) per change, amortised, and
+         * a restart never replays more than about twice the state. */
+        size_t changes = s->state_len - s->base_len, bound = s->base_len * 2;
+        return s->enabled && s->state_len > 0 && changes <= (bound > 65536u ? bound : 65536u) &&
+               s->state_len < STATE_MAX / 2;
+}
+
+int coh_fdstore_append_state(struct coh_fdstore *s, const char *lines, size_t len) {
+        if (!s->enabled)
+                return 0;
+        if (len == 0)
+                return 0;
+        if (pwrite(s->state_fd, lines, len, (off_t) s->state_len) != (ssize_t) len) {
+                /* Half a line may be there: the next write is whole. */
+                s->state_len = 0;
+                return -errno ?: -EIO;
+        }
+        s->state_len += len;
+        return 0;
+}
+
+json_object *coh_fdstore_read_state(int state_fd, json_object **ret_changes) {
         struct stat st;
+        *ret_changes = NULL;
         if (state_fd < 0 || fstat(state_fd, &st) < 0 || st.st_size <= 0 || st.st_size > STATE_MAX)
                 return NULL;
         _cleanup_free_ char *buf = malloc((size_t) st.st_size + 1);
@@ -141,10 +181,38 @@ json_object *coh_fdstore_read_state(int state_fd) {
         if (n <= 0)
                 return NULL;
         buf[n] = 0;
-        json_object *root = json_tokener_parse(buf);
+        size_t len = strlen(buf); /* an older instance's state ends in a NUL */
+
+        json_tokener *tok = json_tokener_new();
+        if (!tok)
+                return NULL;
+        json_object *root = json_tokener_parse_ex(tok, buf, (int) len);
+        size_t off = root ? json_tokener_get_parse_end(tok) : len;
+        json_tokener_free(tok);
         if (root && !json_object_is_type(root, json_type_object)) {
                 json_object_put(root);
                 root = NULL;
         }
+        if (!root)
+                return NULL;
+        json_object *changes = json_object_new_array();
+        if (!changes) {
+                json_object_put(root);
+                return NULL;
+        }
+        while (off < len) {
+                char *line = buf + off + strspn(buf + off, "\n");
+                char *end = strchr(line, '\n');
+                if (!*line || !end)
+                        break; /* nothing more, or a line cut short */
+                *end = 0;
+                json_object *o = json_tokener_parse(line);
+                if (!o || !json_object_is_type(o, json_type_object) || json_object_array_add(changes, o) < 0) {
+                        json_object_put(o);
+                        break;
+                }
+                off = (size_t) (end + 1 - buf);
+        }
+        *ret_changes = changes;
         return root;
 }

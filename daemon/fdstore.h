@@ -4,8 +4,10 @@
 /*
  * systemd's file descriptor store, and the names of what the daemon keeps
  * there: every descriptor a grant (active or ending) or a connection needs
- * ("vm.N", "pin.GRANT", "probe.GRANT", "conn.N"), next to a memfd "state"
- * whose contents (JSON, written by the manager) say how they fit together.
+ * ("vm.N", "pin.GRANT", "probe.GRANT", "conn.N": a new instance adopts every
+ * VM and connection it finds by these names), next to a memfd "state" whose
+ * contents (JSON, written by the manager) hold the grants' records: the whole
+ * state, then each change as a line of its own.
  * This module knows the names and the store; what goes in the state, and how
  * a new instance rebuilds itself from it, is the manager's (restore.c).
  *
@@ -35,7 +37,9 @@ struct coh_stored_fd {
 
 struct coh_fdstore {
         bool enabled;
-        int state_fd; /* the state memfd, -EBADF while disabled */
+        int state_fd;     /* the state memfd, -EBADF while disabled */
+        size_t state_len; /* bytes in it written by this instance: 0 until it wrote it whole */
+        size_t base_len;  /* of them, the whole state; the rest is appended changes */
 };
 
 /* "<kind>.<id>" into buf. */
@@ -67,7 +71,19 @@ void coh_fdstore_release_rest(struct coh_fdstore *s, struct coh_stored_fd *entri
 /* The state memfd of a previous instance from entries, whether or not the store is enabled now, or -ENOENT. */
 int coh_fdstore_take_state(struct coh_stored_fd *entries, size_t n);
 
-/* Replaces the state memfd's contents. */
+/*
+ * The state memfd holds the whole state (a JSON object, written by
+ * coh_fdstore_write_state()) followed by changes, one JSON object a line
+ * (coh_fdstore_append_state()), so that a change costs one write of its
+ * own size, not the whole state's; once the changes outgrow the state
+ * (coh_fdstore_state_appendable() says no), the owner writes it whole again.
+ */
 int coh_fdstore_write_state(struct coh_fdstore *s, const char *json);
-/* A state memfd's contents (NULL when empty or when it does not parse). */
-json_object *coh_fdstore_read_state(int state_fd);
+/* Whether changes may be appended now (the state was written whole by this instance, and is not outgrown). */
+bool coh_fdstore_state_appendable(const struct coh_fdstore *s);
+/* lines: complete lines, each a JSON object and a newline. */
+int coh_fdstore_append_state(struct coh_fdstore *s, const char *lines, size_t len);
+/* A state memfd's whole state (NULL when empty or when it does not parse) and, in
+ * *ret_changes (an array, never NULL when the state is not), the changes after it
+ * up to the first that does not parse (one cut short by a crash mid-write). */
+json_object *coh_fdstore_read_state(int state_fd, json_object **ret_changes);

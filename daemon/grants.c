@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
+#include <search.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,28 +29,152 @@
 #define PROBE_FIRST_MS 10u
 #define PROBE_MAX_MS 1000u
 
+/*
+ * The VMs, sorted by the order kcmp(KCMP_FILE) gives their descriptors
+ * (platform.c, coh_file_order()): finding the VM a request names is a
+ * binary search, log2(n) kcmp calls where comparing with each VM was n.
+ * Every kvm-vm descriptor shares one anonymous inode, so nothing cheaper
+ * than kcmp tells two VMs apart, and a VM not held yet costs the whole
+ * search. A VM's order label grows with its place, so that taking it out
+ * (its descriptor about to close) is a search without kcmp.
+ *
+ * Returns the index of the VM that vm_fd is, or -(insertion index) - 1;
+ * -errno as *error when kcmp fails (then nothing is found).
+ */
+static ssize_t vm_search(struct coh_grants *g, int vm_fd, int *error) {
+        size_t lo = 0, hi = g->n_vms;
+        *error = 0;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                int order, r = coh_file_order(g->self, vm_fd, g->vm_order[mid]->vm_fd, &order);
+                if (r < 0) {
+                        *error = r;
+                        return -1;
+                }
+                if (order == 0)
+                        return (ssize_t) mid;
+                if (order < 0)
+                        hi = mid;
+                else
+                        lo = mid + 1;
+        }
+        return -(ssize_t) lo - 1;
+}
+
 struct coh_vm *coh_grants_find_vm(struct coh_grants *g, int vm_fd) {
-        struct coh_vm *vm;
-        LIST_FOREACH(vm, &g->vms, link)
-                if (coh_same_file(vm->vm_fd, vm_fd) > 0)
-                        return vm;
-        return NULL;
+        int error;
+        ssize_t i = vm_search(g, vm_fd, &error);
+        return i >= 0 ? g->vm_order[i] : NULL;
+}
+
+/* Spreads the labels evenly: when two neighbours have no label left between them. */
+static void vm_relabel(struct coh_grants *g) {
+        uint64_t step = UINT64_MAX / (g->n_vms + 2);
+        for (size_t i = 0; i < g->n_vms; i++)
+                g->vm_order[i]->order = (i + 1) * step;
+}
+
+/* Puts vm at its place: search is what vm_search() said of its descriptor. */
+static int vm_insert(struct coh_grants *g, struct coh_vm *vm, ssize_t search) {
+        if (search >= 0)
+                return -EEXIST;
+        size_t at = (size_t) (-search - 1);
+        if (g->n_vms == g->n_vm_order_alloc) {
+                size_t n = g->n_vm_order_alloc ? g->n_vm_order_alloc * 2 : 16;
+                struct coh_vm **a = reallocarray(g->vm_order, n, sizeof *a);
+                if (!a)
+                        return -ENOMEM;
+                g->vm_order = a;
+                g->n_vm_order_alloc = n;
+        }
+        memmove(g->vm_order + at + 1, g->vm_order + at, (g->n_vms - at) * sizeof *g->vm_order);
+        g->vm_order[at] = vm;
+        g->n_vms++;
+        uint64_t lo = at > 0 ? g->vm_order[at - 1]->order : 0;
+        uint64_t hi = at + 1 < g->n_vms ? g->vm_order[at + 1]->order : UINT64_MAX;
+        if (hi - lo < 2)
+                vm_relabel(g);
+        else
+                vm->order = lo + (hi - lo) / 2;
+        return 0;
+}
+
+static void vm_remove(struct coh_grants *g, struct coh_vm *vm) {
+        size_t lo = 0, hi = g->n_vms;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (g->vm_order[mid]->order < vm->order)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        if (lo >= g->n_vms || g->vm_order[lo] != vm)
+                return; /* never inserted (kcmp failed) */
+        memmove(g->vm_order + lo, g->vm_order + lo + 1, (g->n_vms - lo - 1) * sizeof *g->vm_order);
+        g->n_vms--;
+}
+
+static int cmp_grant_id(const void *a, const void *b) {
+        return strcmp(((const struct coh_grant *) a)->rec.grant, ((const struct coh_grant *) b)->rec.grant);
+}
+
+static int cmp_grant_group(const void *a, const void *b) {
+        int64_t x = ((const struct coh_grant *) a)->rec.iommu_group, y = ((const struct coh_grant *) b)->rec.iommu_group;
+        return (x > y) - (x < y);
 }
 
 struct coh_grant *coh_grants_find(struct coh_grants *g, const char *id) {
-        struct coh_grant *grant;
-        LIST_FOREACH(grant, &g->grants, link)
-                if (strcmp(grant->rec.grant, id) == 0)
-                        return grant;
-        return NULL;
+        struct coh_grant key;
+        size_t len = strnlen(id, sizeof key.rec.grant);
+        if (len >= sizeof key.rec.grant)
+                return NULL;
+        memcpy(key.rec.grant, id, len + 1);
+        struct coh_grant **found = tfind(&key, &g->by_id, cmp_grant_id);
+        return found ? *found : NULL;
 }
 
 struct coh_grant *coh_grants_find_group(struct coh_grants *g, int group) {
-        struct coh_grant *grant;
-        LIST_FOREACH(grant, &g->grants, link)
-                if (grant->rec.iommu_group == group)
-                        return grant;
-        return NULL;
+        struct coh_grant key = { .rec.iommu_group = group };
+        struct coh_grant **found = tfind(&key, &g->by_group, cmp_grant_group);
+        return found ? *found : NULL;
+}
+
+/* Indexes a grant by id and group. -ENOMEM, or 0. */
+static int grant_index(struct coh_grants *g, struct coh_grant *grant) {
+        struct coh_grant **by_id = tsearch(grant, &g->by_id, cmp_grant_id);
+        if (!by_id)
+                return -ENOMEM;
+        grant->by_id = *by_id == grant;
+        struct coh_grant **by_group = tsearch(grant, &g->by_group, cmp_grant_group);
+        grant->by_group = by_group && *by_group == grant;
+        if (!grant->by_group)
+                g->n_group_dups++; /* grant_unindex() undoes it */
+        return by_group ? 0 : -ENOMEM;
+}
+
+static void grant_unindex(struct coh_grants *g, struct coh_grant *grant) {
+        if (grant->by_id)
+                tdelete(grant, &g->by_id, cmp_grant_id);
+        grant->by_id = false;
+        if (!grant->by_group) {
+                g->n_group_dups--;
+                return;
+        }
+        tdelete(grant, &g->by_group, cmp_grant_group);
+        grant->by_group = false;
+        if (g->n_group_dups == 0)
+                return;
+        /* Only after an adoption of two grants of one group (an older state):
+         * the other one takes its place. */
+        struct coh_grant *other;
+        LIST_FOREACH(other, &g->grants, link)
+                if (other != grant && !other->by_group && other->rec.iommu_group == grant->rec.iommu_group) {
+                        if (tsearch(other, &g->by_group, cmp_grant_group)) {
+                                other->by_group = true;
+                                g->n_group_dups--;
+                        }
+                        break;
+                }
 }
 
 const char *coh_vm_wbinvd(const struct coh_vm *vm) {
@@ -62,11 +188,25 @@ static uint64_t now_usec(void) {
 }
 
 /* Random, so ids stay unique across restarts of the daemon too. */
+/* Drawn ahead, a pool at a time: one getrandom() per COH_GRANT_IDS_POOL grants, not per grant. */
+static int next_random(struct coh_grants *g, uint64_t *ret) {
+        if (g->n_random_ids == 0) {
+                ssize_t n = getrandom(g->random_ids, sizeof g->random_ids, 0);
+                if (n < (ssize_t) sizeof *g->random_ids)
+                        return n < 0 ? -errno : -EIO;
+                g->n_random_ids = (unsigned) ((size_t) n / sizeof *g->random_ids);
+        }
+        *ret = g->random_ids[--g->n_random_ids];
+        g->random_ids[g->n_random_ids] = 0; /* a used one does not linger */
+        return 0;
+}
+
 static int grant_id(struct coh_grants *g, char id[static 24]) {
         for (int attempt = 0; attempt < 8; attempt++) {
-                uint64_t v;
-                if (getrandom(&v, sizeof v, 0) != sizeof v)
-                        return -errno ?: -EIO;
+                uint64_t v = 0;
+                int r = next_random(g, &v);
+                if (r < 0)
+                        return r;
                 snprintf(id, 24, "g-%016" PRIx64, v);
                 if (!coh_grants_find(g, id))
                         return 0;
@@ -82,9 +222,55 @@ void coh_grants_init(struct coh_grants *g, struct event_base *base, struct coh_p
                 .store = store,
                 .release_timeout_usec = 30u * 1000000u,
                 .cb = *cb,
+                /* The process that holds the grants and asks kcmp: the
+                 * privileged helper, forked at start, never does. */
+                .self = getpid(),
         };
         LIST_INIT(&g->vms);
         LIST_INIT(&g->grants);
+        LIST_INIT(&g->dirty);
+}
+
+void coh_grant_touch(struct coh_grant *g) {
+        struct coh_grants *gs = g->grants;
+        if (!gs->store->enabled || g->dirty)
+                return;
+        g->dirty = true;
+        LIST_INSERT_HEAD(&gs->dirty, g, dirty_link);
+}
+
+/* The grant is gone: the state is told its id. */
+static void grant_gone(struct coh_grants *gs, struct coh_grant *g) {
+        if (g->dirty) {
+                LIST_REMOVE(g, dirty_link);
+                g->dirty = false;
+        }
+        if (!gs->store->enabled)
+                return;
+        if (gs->n_gone == gs->n_gone_alloc) {
+                size_t n = gs->n_gone_alloc ? gs->n_gone_alloc * 2 : 16;
+                char (*a)[24] = reallocarray(gs->gone, n, sizeof *a);
+                if (!a) {
+                        gs->changes_lost = true;
+                        return;
+                }
+                gs->gone = a;
+                gs->n_gone_alloc = n;
+        }
+        memcpy(gs->gone[gs->n_gone++], g->rec.grant, sizeof gs->gone[0]);
+}
+
+void coh_grants_changes_clear(struct coh_grants *g) {
+        while (!LIST_EMPTY(&g->dirty)) {
+                struct coh_grant *grant = LIST_FIRST(&g->dirty);
+                LIST_REMOVE(grant, dirty_link);
+                grant->dirty = false;
+        }
+        g->n_gone = 0;
+        g->changes_lost = false;
+        /* A burst of ends does not keep its array for ever. */
+        if (g->n_gone_alloc > 1024)
+                g->n_gone_alloc = 0, free(TAKE_PTR(g->gone));
 }
 
 static void changed(struct coh_grants *g) {
@@ -105,7 +291,9 @@ static const char *vm_store_id(const struct coh_vm *vm, char buf[static 16]) {
 void coh_vm_free(struct coh_grants *g, struct coh_vm *vm) {
         char id[16];
         LIST_REMOVE(vm, link);
-        coh_fdstore_remove(g->store, COH_FDSTORE_VM, vm_store_id(vm, id));
+        vm_remove(g, vm);
+        if (g->store->enabled)
+                coh_fdstore_remove(g->store, COH_FDSTORE_VM, vm_store_id(vm, id));
         safe_close(vm->vm_fd);
         free(vm);
 }
@@ -140,12 +328,24 @@ static void grant_free(struct coh_grant *g, bool forget) {
         free(g);
 }
 
-static struct coh_vm *vm_new(struct coh_grants *g, unsigned id, int vm_fd) {
+/* What vm_search() says when kcmp failed. */
+#define VM_UNSORTED (-SSIZE_MAX - 1)
+
+/* search: what vm_search() said of vm_fd, or VM_UNSORTED. */
+static struct coh_vm *vm_new(struct coh_grants *g, unsigned id, int vm_fd, ssize_t search) {
         struct coh_vm *vm = calloc(1, sizeof *vm);
         if (!vm)
                 return NULL;
         vm->id = id;
         vm->vm_fd = vm_fd;
+        /* Where kcmp failed (-ENOSYS: a kernel without CONFIG_KCMP) the VM
+         * is held unsorted and never found again, as before sorting: its
+         * next grant gets a VM of its own. */
+        int r = search == VM_UNSORTED ? 0 : vm_insert(g, vm, search);
+        if (r == -ENOMEM) {
+                free(vm);
+                return NULL;
+        }
         LIST_INSERT_HEAD(&g->vms, vm, link);
         if (id >= g->next_vm_id)
                 g->next_vm_id = id;
@@ -161,8 +361,10 @@ static void grant_attach(struct coh_grant *grant, struct coh_vm *vm, struct coh_
                 if (grant->rec.decision == COH_DECISION_GRANTED)
                         vm->n_granted++;
         }
-        if (owner)
+        if (owner) {
                 owner->n_grants++;
+                LIST_INSERT_HEAD(&owner->owned, grant, owner_link);
+        }
 }
 
 int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm_fd, const struct coh_custody *custody,
@@ -193,25 +395,37 @@ int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm
                 return r;
         }
 
-        struct coh_vm *vm = coh_grants_find_vm(g, vm_fd);
+        int error;
+        ssize_t at = vm_search(g, vm_fd, &error);
+        struct coh_vm *vm = at >= 0 ? g->vm_order[at] : NULL;
+        bool vm_made = !vm;
         if (!vm) {
-                vm = vm_new(g, g->next_vm_id + 1, vm_owned);
+                vm = vm_new(g, g->next_vm_id + 1, vm_owned, error < 0 ? VM_UNSORTED : at);
                 if (!vm) {
                         grant_free(grant, false);
                         return -ENOMEM;
                 }
                 vm_owned = -EBADF;
                 char id[16];
-                coh_fdstore_put(g->store, COH_FDSTORE_VM, vm_store_id(vm, id), vm->vm_fd);
+                if (g->store->enabled)
+                        coh_fdstore_put(g->store, COH_FDSTORE_VM, vm_store_id(vm, id), vm->vm_fd);
         }
 
         grant->rec.state = COH_GRANT_ACTIVE;
         grant->rec.owner = owner->id;
         grant->rec.peer_pid = owner->peer->pid;
         grant->rec.peer_uid = owner->peer->uid;
-        snprintf(grant->rec.peer_unit, sizeof grant->rec.peer_unit, "%s", owner->peer->unit ?: "");
+        strscpy0(grant->rec.peer_unit, owner->peer->unit ?: "", sizeof grant->rec.peer_unit);
         grant->rec.since = now_usec();
         grant->rec.pending = true; /* until the reply that hands the file over is queued */
+        r = grant_index(g, grant);
+        if (r < 0) {
+                grant_unindex(g, grant);
+                if (vm_made)
+                        coh_vm_free(g, vm);
+                grant_free(grant, false);
+                return r;
+        }
         LIST_INSERT_HEAD(&g->grants, grant, link);
         if (grant->custody.pin_fd >= 0)
                 coh_fdstore_put(g->store, COH_FDSTORE_PIN, grant->rec.grant, grant->custody.pin_fd);
@@ -219,6 +433,7 @@ int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm
                 coh_fdstore_put(g->store, COH_FDSTORE_PROBE, grant->rec.grant, grant->custody.probe_fd);
         grant_attach(grant, vm, owner);
         g->n_grants++;
+        coh_grant_touch(grant);
         *ret = grant;
         changed(g);
         return 0;
@@ -285,6 +500,8 @@ static void grant_finish(struct coh_grant *grant, bool probed) {
         log_grant(grant, true, LOG_INFO, COH_MESSAGE_GRANT_END, message, extra, ELEMENTSOF(extra));
 
         LIST_REMOVE(grant, link);
+        grant_unindex(g, grant);
+        grant_gone(g, grant);
         g->n_grants--;
         g->n_ending--;
         grant->rec.state = COH_GRANT_ENDED;
@@ -349,6 +566,7 @@ static void held_warning(struct coh_grant *g) {
         };
         log_grant(g, false, LOG_WARNING, COH_MESSAGE_GRANT_HELD, message, extra, ELEMENTSOF(extra));
         g->rec.warned = true;
+        coh_grant_touch(g);
         event(g->grants, g, "held");
 }
 
@@ -368,6 +586,7 @@ static void kill_peer(struct coh_grant *g) {
                 return;
         }
         g->rec.killed = true;
+        coh_grant_touch(g);
         coh_log(LOG_NOTICE, NULL, "Killed the VMM of revoked grant %s (pid %d): it still held %s", g->rec.grant,
                 (int) g->rec.peer_pid, g->rec.device);
 }
@@ -404,8 +623,10 @@ void coh_grant_watch(struct coh_grant *g) {
 static void grant_detach(struct coh_grant *g) {
         struct coh_vm *vm = TAKE_PTR(g->vm);
         struct coh_grant_owner *owner = TAKE_PTR(g->owner);
-        if (owner)
+        if (owner) {
                 owner->n_grants--;
+                LIST_REMOVE(g, owner_link);
+        }
         if (!vm)
                 return;
         vm->n_grants--;
@@ -421,6 +642,7 @@ int coh_grant_end(struct coh_grant *g, const char *end, bool kill) {
                 /* A revoke of a grant that already ended: it keeps its end, gains the kill. */
                 if (kill && !g->rec.kill) {
                         g->rec.kill = true;
+                        coh_grant_touch(g);
                         if (g->rec.warned)
                                 kill_peer(g);
                 }
@@ -437,7 +659,8 @@ int coh_grant_end(struct coh_grant *g, const char *end, bool kill) {
         g->rec.state = COH_GRANT_ENDING;
         g->rec.kill = kill;
         g->rec.ending_since = now_usec();
-        snprintf(g->rec.end, sizeof g->rec.end, "%s", end);
+        coh_grant_touch(g);
+        strscpy0(g->rec.end, end, sizeof g->rec.end);
         g->grants->n_ending++;
         /* A group already free ends at once: watchers hear "ended" alone. */
         if (probe(g) > 0)
@@ -449,12 +672,10 @@ int coh_grant_end(struct coh_grant *g, const char *end, bool kill) {
 }
 
 void coh_grants_end_owned(struct coh_grants *g, struct coh_grant_owner *owner, const char *end) {
-        struct coh_grant *grant, *next;
-        for (grant = LIST_FIRST(&g->grants); grant; grant = next) {
-                next = LIST_NEXT(grant, link);
-                if (grant->owner == owner && grant->rec.state == COH_GRANT_ACTIVE)
-                        coh_grant_end(grant, end, false);
-        }
+        /* Each end takes the grant out of the owner's list (grant_detach()). */
+        struct coh_grant *grant;
+        while ((grant = LIST_FIRST(&owner->owned)))
+                coh_grant_end(grant, end, false);
 }
 
 struct coh_vm *coh_grants_find_vm_id(struct coh_grants *g, unsigned id) {
@@ -466,7 +687,9 @@ struct coh_vm *coh_grants_find_vm_id(struct coh_grants *g, unsigned id) {
 }
 
 struct coh_vm *coh_grants_adopt_vm(struct coh_grants *g, unsigned id, int vm_fd) {
-        struct coh_vm *vm = vm_new(g, id, vm_fd);
+        int error;
+        ssize_t at = vm_search(g, vm_fd, &error);
+        struct coh_vm *vm = vm_new(g, id, vm_fd, error < 0 ? VM_UNSORTED : at);
         if (!vm)
                 safe_close(vm_fd);
         return vm;
@@ -475,16 +698,20 @@ struct coh_vm *coh_grants_adopt_vm(struct coh_grants *g, unsigned id, int vm_fd)
 int coh_grants_adopt(struct coh_grants *g, struct coh_grant *grant, struct coh_vm *vm, struct coh_grant_owner *owner) {
         grant->grants = g;
         grant->ev_probe = grant->ev_timeout = NULL;
+        /* Without memory for its index it is held all the same, found by nothing but its end. */
+        int r = grant_index(g, grant);
         LIST_INSERT_HEAD(&g->grants, grant, link);
         g->n_grants++;
+        grant->dirty = false;
+        coh_grant_touch(grant);
         if (grant->rec.state == COH_GRANT_ENDING) {
                 g->n_ending++;
-                return 0;
+                return r;
         }
         grant_attach(grant, vm, owner);
         if (owner && owner->pidfd >= 0)
                 grant->pidfd = fcntl(owner->pidfd, F_DUPFD_CLOEXEC, 3);
-        return 0;
+        return r;
 }
 
 static json_object *holders_json(const struct coh_grant *g) {
@@ -518,7 +745,18 @@ unsigned coh_grants_n_vms(const struct coh_grants *g) {
         return n;
 }
 
+static void no_free(void *p) {
+}
+
 void coh_grants_forget(struct coh_grants *g) {
+        LIST_INIT(&g->dirty);
+        free(TAKE_PTR(g->gone));
+        g->n_gone = g->n_gone_alloc = 0;
+        tdestroy(TAKE_PTR(g->by_id), no_free);
+        tdestroy(TAKE_PTR(g->by_group), no_free);
+        g->n_group_dups = 0;
+        free(TAKE_PTR(g->vm_order));
+        g->n_vms = g->n_vm_order_alloc = 0;
         while (!LIST_EMPTY(&g->grants)) {
                 struct coh_grant *grant = LIST_FIRST(&g->grants);
                 LIST_REMOVE(grant, link);

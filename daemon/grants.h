@@ -34,17 +34,22 @@ struct event_base;
  * Whoever grants belong to (a client connection, embedded in it): grants
  * know it only by this. peer and pidfd are the owner's, borrowed.
  */
+struct coh_grant;
+LIST_HEAD(coh_grant_list, coh_grant);
+
 struct coh_grant_owner {
         uint64_t id;                  /* names it in the fd-store record */
         const struct coh_peer *peer;
         int pidfd;                    /* -EBADF when unknown */
         unsigned n_grants;            /* active grants it owns */
+        struct coh_grant_list owned;  /* those grants (zeroed: empty): a disconnect ends them without a walk of all */
 };
 
 struct coh_vm {
         LIST_ENTRY(coh_vm) link;
         unsigned id;          /* names its descriptor in the fd store */
         int vm_fd;            /* owned */
+        uint64_t order;       /* grows with vm_fd's kcmp order: finds it in vm_order without kcmp */
         unsigned n_grants;    /* active grants */
         unsigned n_granted;   /* active grants that are "granted": vmWbinvd is "allowed" while > 0 */
 };
@@ -54,6 +59,7 @@ struct coh_grant {
         struct coh_grants *grants;     /* for its timers' callbacks */
         struct coh_vm *vm;             /* while active */
         struct coh_grant_owner *owner; /* while active and the connection is open */
+        LIST_ENTRY(coh_grant) owner_link; /* in owner->owned */
         struct coh_custody custody;    /* pin while active; probe until ended */
         int pidfd;                     /* the VMM's, for a revoke with kill; owned, -EBADF when unknown */
         /* Everything that is shown, logged and stored (grant-record.h): the
@@ -63,10 +69,15 @@ struct coh_grant {
         unsigned probe_ms;             /* current polling interval (no probe descriptor) */
         struct event *ev_probe;        /* probe fd readable, or the polling timer */
         struct event *ev_timeout;      /* ReleaseTimeoutSec= */
+        bool by_id;                    /* in grants->by_id (false only for a duplicate from a bad store) */
+        bool dirty;                    /* in grants->dirty: its record changed since the state was written */
+        LIST_ENTRY(coh_grant) dirty_link;
+        bool by_group;                 /* in grants->by_group (false for a second grant of its group) */
 };
 
+#define COH_GRANT_IDS_POOL 32
+
 LIST_HEAD(coh_vm_list, coh_vm);
-LIST_HEAD(coh_grant_list, coh_grant);
 
 /* What grants tell the layer above; calls go down only. */
 struct coh_grants_callbacks {
@@ -85,12 +96,30 @@ struct coh_grants {
         struct coh_grants_callbacks cb;
         struct coh_vm_list vms;
         struct coh_grant_list grants;
+        /* Lookups that stay O(log n) at 100,000 grants: VMs sorted by kcmp
+         * order (coh_file_order(), in this process: self), grants in
+         * tsearch() trees by id and by IOMMU group. */
+        pid_t self;
+        struct coh_vm **vm_order;
+        size_t n_vms, n_vm_order_alloc;
+        void *by_id, *by_group;
+        unsigned n_group_dups;   /* grants not in by_group: their group is held by another */
+        /* What changed since the fd store's state was last written (restore.c
+         * appends it there, O(1) per change): grants whose record changed,
+         * and the ids of grants gone. Kept only while the store is enabled;
+         * lost: a change could not be noted (no memory), write it all. */
+        struct coh_grant_list dirty;
+        char (*gone)[24];
+        size_t n_gone, n_gone_alloc;
+        bool changes_lost;
+        uint64_t random_ids[COH_GRANT_IDS_POOL]; /* for grant ids, drawn ahead */
+        unsigned n_random_ids;
         unsigned n_grants;       /* every grant, active and ending */
         unsigned n_ending;
         unsigned next_vm_id;
 };
 
-/* The VM that vm_fd is (kcmp), or NULL. */
+/* The VM that vm_fd is (kcmp: log2(n) calls), or NULL. */
 struct coh_vm *coh_grants_find_vm(struct coh_grants *g, int vm_fd);
 struct coh_grant *coh_grants_find(struct coh_grants *g, const char *id);
 /* The grant, active or ending, that holds IOMMU group `group`, or NULL. */
@@ -138,6 +167,11 @@ int coh_grants_adopt(struct coh_grants *g, struct coh_grant *grant, struct coh_v
 /* A VM from the fd store: takes vm_fd. */
 struct coh_vm *coh_grants_adopt_vm(struct coh_grants *g, unsigned id, int vm_fd);
 struct coh_vm *coh_grants_find_vm_id(struct coh_grants *g, unsigned id);
+
+/* Its record changed: the fd store's state is told on the next save. */
+void coh_grant_touch(struct coh_grant *g);
+/* The state was written whole, or the changes appended: nothing is pending. */
+void coh_grants_changes_clear(struct coh_grants *g);
 
 /* Starts watching an ending grant (after adoption from the fd store). */
 void coh_grant_watch(struct coh_grant *g);

@@ -92,6 +92,7 @@ static void apply_policy(struct coh_manager *m) {
                 .admin_gid = cfg->admin_gid,
         });
         m->grants.release_timeout_usec = cfg->release_timeout_usec;
+        coh_methods_policy_changed(&m->methods);
 }
 
 static void state_changed(void *userdata);
@@ -393,7 +394,8 @@ int coh_manager_startup(struct coh_manager *m) {
 int coh_manager_run(struct coh_manager *m) {
         int r = event_base_dispatch(m->base) < 0 ? -EIO : 0;
 
-        coh_methods_flush_refusals();        if (m->helper_lost)
+        coh_methods_flush_refusals(&m->methods);
+        if (m->helper_lost)
                 r = -ECHILD;
 
         coh_server_stop_listening(&m->server);
@@ -438,6 +440,7 @@ struct coh_manager *coh_manager_free(struct coh_manager *m) {
         if (m->base)
                 event_base_free(m->base);
         coh_platform_free(m->platform);
+        coh_methods_done(&m->methods);
         coh_policy_free(m->policy);
         free(m);
         return NULL;

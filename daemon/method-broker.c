@@ -138,9 +138,9 @@ static int hand_over(struct call_ctx *x, const struct request *req, int *vm_fd, 
                 .wbinvd = req->verdict.wbinvd,
                 .iommu_group = v->facts.iommu_group,
         };
-        snprintf(tmpl.rule, sizeof tmpl.rule, "%s", req->rule);
-        snprintf(tmpl.device, sizeof tmpl.device, "%s", req->slot);
-        snprintf(tmpl.file, sizeof tmpl.file, "%s", req->file);
+        strscpy0(tmpl.rule, req->rule, sizeof tmpl.rule);
+        strscpy0(tmpl.device, req->slot, sizeof tmpl.device);
+        strscpy0(tmpl.file, req->file, sizeof tmpl.file);
         r = coh_grant_create(ms->grants, &x->conn->owner, TAKE_FD(*vm_fd), &custody, &tmpl, ret_grant);
         if (r < 0) {
                 /* Its custody is closed: the group is free once our copy goes too. */
@@ -162,6 +162,7 @@ static int reply_grant(struct call_ctx *x, const struct request *req, const stru
         int fd = TAKE_FD(*file_fd);
         int r = coh_conn_reply_fds(x->conn, p, &fd, 1);
         grant->rec.pending = false;
+        coh_grant_touch(grant);
         if (x->ms->grants->cb.changed)
                 x->ms->grants->cb.changed(x->ms->grants->cb.userdata);
         return r;
@@ -212,9 +213,9 @@ static int method_request_grant(struct call_ctx *x) {
                 rec.vm_wbinvd = vm && vm->n_granted > 0;
                 rec.peer_pid = peer->pid;
                 rec.peer_uid = peer->uid;
-                snprintf(rec.peer_unit, sizeof rec.peer_unit, "%s", peer->unit ?: "");
+                strscpy0(rec.peer_unit, peer->unit ?: "", sizeof rec.peer_unit);
                 if (grant)
-                        snprintf(rec.grant, sizeof rec.grant, "%s", grant->rec.grant);
+                        strscpy0(rec.grant, grant->rec.grant, sizeof rec.grant);
                 request_log_decision(x, &req, &rec);
                 /* Our copies of the VMM's descriptors go before it has its answer,
                  * so a VMM that got a refusal finds nothing of its own held (the vm

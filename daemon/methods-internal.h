@@ -25,6 +25,10 @@ struct call_ctx {
         struct coh_conn *conn;
         struct coh_message *msg;
         struct coh_call call;
+        /* The parameters method_params() filled: their descriptors are
+         * closed, with the message's, before any reply (methods.c). */
+        const struct coh_param *params_table;
+        void *params;
 };
 
 struct coh_method {
@@ -82,6 +86,7 @@ struct device_verdict {
         struct coh_policy_result policy;
         bool ioas_coherent;
         struct coh_verdict verdict;
+        struct coh_device_record record; /* all of the above as replies and records show it, once decided */
 };
 
 struct request {

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "json-util.h"
 #include "grants.h"
@@ -17,15 +18,41 @@
 #include "server.h"
 #include "util.h"
 
+/*
+ * The VMM's descriptors (the call's, taken into parameters or not) are
+ * closed before it is answered: a reply is written to the socket at once
+ * (server.c, conn_send()), so a VMM that has its answer, an error above
+ * all, finds nothing of its own still held here (the vm tier checks
+ * /proc/PID/fd of the daemon then). A handler that keeps one (a grant's
+ * VM) has taken it out of its parameters before.
+ */
+static void close_call_fds(struct call_ctx *x) {
+        if (x->params_table)
+                coh_params_done(x->params_table, x->params);
+        if (!x->msg)
+                return;
+        for (size_t i = 0; i < x->msg->n_fds; i++)
+                if (x->msg->fds[i] >= 0) {
+                        (void) close(x->msg->fds[i]);
+                        x->msg->fds[i] = -1;
+                }
+}
+
 int method_reply(struct call_ctx *x, json_object *p) {
+        close_call_fds(x);
         return coh_conn_reply(x->conn, p, false);
+}
+
+static int call_error(struct call_ctx *x, const char *error, json_object *p) {
+        close_call_fds(x);
+        return coh_conn_error(x->conn, error, p);
 }
 
 int method_error(struct call_ctx *x, const char *error, const char *key, const char *value) {
         json_object *p = json_object_new_object();
         if (key)
                 coh_json_add(p, key, json_object_new_string(value));
-        return coh_conn_error(x->conn, error, p);
+        return call_error(x, error, p);
 }
 
 int method_invalid_fd(struct call_ctx *x, const char *parameter, const char *expected, const char *got) {
@@ -33,13 +60,16 @@ int method_invalid_fd(struct call_ctx *x, const char *parameter, const char *exp
         coh_json_add(p, "parameter", json_object_new_string(parameter));
         coh_json_add(p, "expected", json_object_new_string(expected));
         coh_json_add(p, "got", json_object_new_string(got));
-        return coh_conn_error(x->conn, BROKER "InvalidFileDescriptor", p);
+        return call_error(x, BROKER "InvalidFileDescriptor", p);
 }
 
 int method_params(struct call_ctx *x, const struct coh_param *table, void *ret) {
         const char *bad = NULL;
-        if (coh_params_dispatch(x->call.parameters, x->msg, table, ret, &bad) == 0)
+        if (coh_params_dispatch(x->call.parameters, x->msg, table, ret, &bad) == 0) {
+                x->params_table = table;
+                x->params = ret;
                 return 0;
+        }
         int r = method_error(x, SERVICE "InvalidParameter", "parameter", bad);
         return r < 0 ? r : 1;
 }
@@ -164,6 +194,14 @@ int coh_methods_dispatch(struct coh_methods *ms, struct coh_conn *c, struct coh_
         return r == -ENOBUFS ? 0 : r;
 }
 
+void coh_methods_policy_changed(struct coh_methods *ms) {
+        coh_policy_memo_drop(&ms->policy_memo);
+}
+
+void coh_methods_done(struct coh_methods *ms) {
+        coh_policy_memo_drop(&ms->policy_memo);
+}
+
 /* ---- errnos to wire errors: the one place ---------------------------- */
 
 int method_reply_errno(struct call_ctx *x, int error, const char *subject) {
@@ -195,5 +233,5 @@ int method_backend_error(struct call_ctx *x, int error, const char *operation) {
         json_object *p = json_object_new_object();
         coh_json_add(p, "errno", json_object_new_int(error));
         coh_json_add(p, "operation", json_object_new_string(operation));
-        return coh_conn_error(x->conn, BROKER "BackendError", p);
+        return call_error(x, BROKER "BackendError", p);
 }

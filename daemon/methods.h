@@ -10,6 +10,8 @@
  */
 
 #include "frame.h"
+#include "policy-memo.h"
+#include "refusal-fold.h"
 
 struct coh_conn;
 struct coh_grant;
@@ -27,7 +29,14 @@ struct coh_methods {
         /* Manager.ReloadPolicy: re-reads the policy; on failure *err says where. */
         int (*reload)(struct coh_policy_error *err, void *userdata);
         void *userdata;
+        struct coh_refusal_fold fold;     /* refusals counted in this interval (refusal-fold.h) */
+        struct coh_policy_memo policy_memo; /* the policy's results per device and peer (policy-memo.h) */
 };
+
+/* Another policy is in force: what the old one said is forgotten. */
+void coh_methods_policy_changed(struct coh_methods *ms);
+/* Frees what the methods keep (the policy's results). */
+void coh_methods_done(struct coh_methods *ms);
 
 /*
  * Handles one message. Errors a client can cause are replies; a negative
@@ -36,7 +45,7 @@ struct coh_methods {
 int coh_methods_dispatch(struct coh_methods *ms, struct coh_conn *c, struct coh_message *m);
 
 /* Writes the summaries of refusals folded so far (at a stop: they would be lost). */
-void coh_methods_flush_refusals(void);
+void coh_methods_flush_refusals(struct coh_methods *ms);
 
 /* Tells the grant's VMM (WatchGrants) and Monitor streams that it changed:
  * "revoked", "ending", "held" or "ended". */

@@ -221,6 +221,9 @@ int coh_platform_priv_new(struct coh_platform *inner, int fd, pid_t helper, stru
         d->helper = helper;
         p->ops = &d->ops;
         p->sysfs_fd = sysfs_fd;
+        /* Facts are read here, in the main process: the cache and its
+         * uevent source are this side's (the helper closed its copy). */
+        p->facts = TAKE_PTR(inner->facts);
         p->data = d;
         *ret = p;
         return 0;

@@ -109,9 +109,14 @@ struct coh_platform_ops {
         void (*free)(struct coh_platform *p);
 };
 
+struct coh_facts_cache;
+
 struct coh_platform {
         const struct coh_platform_ops *ops;
         int sysfs_fd;   /* O_PATH|O_DIRECTORY root of the sysfs tree */
+        /* Device facts between requests, and the uevent source that drops
+         * them (facts-cache.h); NULL: read from sysfs every time. */
+        struct coh_facts_cache *facts;
         void *data;
 };
 
@@ -129,3 +134,9 @@ int coh_kill_pidfd(struct coh_platform *p, int pidfd);
 
 /* Whether two descriptors are the same open file (kcmp KCMP_FILE): 1, 0, or -errno. */
 int coh_same_file(int a, int b);
+/*
+ * The order kcmp(KCMP_FILE) gives two descriptors of process self (the
+ * caller's pid: a descriptor number means nothing without its table):
+ * *ret < 0, 0 (the same open file) or > 0. 0 or -errno.
+ */
+int coh_file_order(pid_t self, int a, int b, int *ret);

@@ -40,6 +40,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "facts-cache.h"
 #include "priv.h"
 #include "sandbox.h"
 #include "util.h"
@@ -377,7 +378,9 @@ static _Noreturn void helper_main(int sock, struct coh_platform *inner, unsigned
         signal(SIGPIPE, SIG_IGN);
         /* Nothing of the main process stays here: no listening socket, no
          * connection, no pin from the fd store (a copy would keep a group
-         * held or a client's disconnect unseen). */
+         * held or a client's disconnect unseen). The facts cache and its
+         * uevent source are the main process's. */
+        coh_facts_cache_free(TAKE_PTR(inner->facts));
         int r = close_all_but(sock, inner->sysfs_fd);
         if (r < 0) {
                 helper_log("closing inherited descriptors: %s", strerror(-r));

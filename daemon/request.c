@@ -12,10 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "facts-cache.h"
 #include "json-util.h"
 #include "grants.h"
 #include "log.h"
 #include "methods-internal.h"
+#include "refusal-fold.h"
 #include "server.h"
 #include "decision-record.h"
 #include "util.h"
@@ -40,12 +42,12 @@ static struct coh_device_record device_record(const struct device_verdict *v) {
                 .decision = v->verdict.decision,
                 .reason = v->verdict.reason,
         };
-        snprintf(d.slot, sizeof d.slot, "%s", f->slot);
-        snprintf(d.vendor, sizeof d.vendor, "%s", f->vendor);
-        snprintf(d.device, sizeof d.device, "%s", f->device);
-        snprintf(d.class_, sizeof d.class_, "%s", f->class);
-        snprintf(d.driver, sizeof d.driver, "%s", f->driver);
-        snprintf(d.iommu, sizeof d.iommu, "%s", f->iommu);
+        strscpy0(d.slot, f->slot, sizeof d.slot);
+        strscpy0(d.vendor, f->vendor, sizeof d.vendor);
+        strscpy0(d.device, f->device, sizeof d.device);
+        strscpy0(d.class_, f->class, sizeof d.class_);
+        strscpy0(d.driver, f->driver, sizeof d.driver);
+        strscpy0(d.iommu, f->iommu, sizeof d.iommu);
         coh_origin_format(&v->policy.access_origin, d.access_rule, sizeof d.access_rule);
         coh_origin_format(&v->policy.nosnoop_origin, d.nosnoop_rule, sizeof d.nosnoop_rule);
         coh_origin_format(&v->policy.mode_origin, d.mode_rule, sizeof d.mode_rule);
@@ -53,9 +55,8 @@ static struct coh_device_record device_record(const struct device_verdict *v) {
 }
 
 static json_object *device_facts_json(const struct device_verdict *v, unsigned form) {
-        struct coh_device_record d = device_record(v);
         json_object *o = json_object_new_object();
-        coh_record_to_json(coh_device_record_fields, &d, form, o);
+        coh_record_to_json(coh_device_record_fields, &v->record, form, o);
         return o;
 }
 
@@ -73,23 +74,29 @@ int request_read_device(struct call_ctx *x, const char *slot, struct request *re
         struct coh_platform *p = x->ms->platform;
         struct coh_device_facts device, *facts = NULL;
         size_t n = 0;
-        int r;
+        int group_error, r;
 
         /* A canonical PCI address as sysfs spells it; never a path. */
         if (!coh_slot_valid(slot))
                 return method_reply_errno(x, -EINVAL, "device") ?: 0;
-        snprintf(req->slot, sizeof req->slot, "%s", slot);
-        r = coh_facts_read_device(p->sysfs_fd, slot, &device);
+        strscpy0(req->slot, slot, sizeof req->slot);
+        /* From the cache while no uevent said the device changed (facts-cache.h). */
+        r = coh_facts_cache_read(p->facts, p->sysfs_fd, slot, &device, &facts, &n, &group_error);
         if (r == -ENOENT)
                 return method_reply_errno(x, -ENODEV, slot) ?: 0;
+        if (r == -ENOMEM)
+                return r;
         if (r < 0)
                 return method_backend_error(x, r, "read device facts from sysfs") ?: 0;
         /* Only a device bound to vfio-pci has a VFIO group to hand over. */
-        if (!streq(device.driver, VFIO_DRIVER) || device.iommu_group < 0)
+        if (!streq(device.driver, VFIO_DRIVER) || device.iommu_group < 0) {
+                free(facts);
                 return method_reply_errno(x, -ENODEV, slot) ?: 0;
-        r = coh_facts_read_group(p->sysfs_fd, device.iommu_group, &facts, &n);
-        if (r < 0)
-                return method_backend_error(x, r, "read IOMMU group facts from sysfs") ?: 0;
+        }
+        if (group_error < 0) {
+                free(facts);
+                return method_backend_error(x, group_error, "read IOMMU group facts from sysfs") ?: 0;
+        }
         req->devices = calloc(n, sizeof *req->devices);
         if (!req->devices) {
                 free(facts);
@@ -115,7 +122,8 @@ int request_decide(struct call_ctx *x, const struct coh_peer *peer, const struct
                 return -ENOMEM;
         for (size_t i = 0; i < req->n_devices; i++) {
                 struct device_verdict *v = &req->devices[i];
-                coh_policy_evaluate(call_policy(x), &v->facts, peer, &v->policy);
+                /* Remembered per facts and peer until the policy changes: a rule scan is linear. */
+                coh_policy_memo_evaluate(&x->ms->policy_memo, call_policy(x), &v->facts, peer, &v->policy);
                 v->ioas_coherent = claimed >= 0 ? claimed
                                    : ioas       ? p->ops->ioas_coherent(p, &v->facts, ioas)
                                                 : v->facts.iommu_enforces; /* the daemon sets the IOMMU itself */
@@ -128,6 +136,9 @@ int request_decide(struct call_ctx *x, const struct coh_peer *peer, const struct
         }
         coh_decide_group(verdicts, req->n_devices, &req->verdict, &req->deciding);
         free(verdicts);
+        /* Made once: the reply shows each device, the record the deciding one again. */
+        for (size_t i = 0; i < req->n_devices; i++)
+                req->devices[i].record = device_record(&req->devices[i]);
         /* A group carries every device of its IOMMU group; with an iommufd the
          * device's own cdev is bound to it instead (platform.h). */
         if (ioas && ioas->kind == COH_FD_IOMMUFD)
@@ -162,8 +173,8 @@ struct coh_decision_record request_record(const struct request *req) {
                 .wbinvd = req->verdict.wbinvd,
                 .kvm_attach = req->verdict.kvm_attach,
         };
-        snprintf(d.rule, sizeof d.rule, "%s", req->rule);
-        snprintf(d.device, sizeof d.device, "%s", req->slot);
+        strscpy0(d.rule, req->rule, sizeof d.rule);
+        strscpy0(d.device, req->slot, sizeof d.device);
         return d;
 }
 
@@ -181,100 +192,10 @@ static const char *decision_message_id(enum coh_decision d) {
                                            : COH_MESSAGE_NOT_NEEDED;
 }
 
-/*
- * Refusals folded per peer uid (DESIGN.md §7, issue 9): the first refusal of a
- * uid in an interval (RefusalLogIntervalSec=) is recorded in full, the next
- * ones from that uid are only counted, and when the interval ends one record
- * says "N more refused for uid U". So one client asking again and again costs
- * the journal two records per interval, and cannot crowd other VMMs' records
- * out of journald's rate limit; no refusal goes unrecorded. Grants and ends
- * are never folded, and Monitor sees every decision.
- *
- * Process-wide, like log.c. The interval's end is a one-shot libevent timer
- * (event_base_once: libevent frees it, with the base if it never fires), armed
- * by the first refusal after a quiet interval; nothing runs while no client is
- * refused. A uid beyond the table's bound is recorded in full, not folded.
- */
-#define FOLD_UIDS_MAX 1024
-
-static struct {
-        struct event_base *base; /* the timer's; another base (a new daemon in this process) starts afresh */
-        bool armed;              /* an interval runs */
-        uint64_t interval_usec;  /* of the interval that runs */
-        size_t n;
-        struct {
-                uid_t uid;
-                unsigned folded; /* refusals counted, not recorded, after the first */
-        } uids[FOLD_UIDS_MAX];
-} fold;
-
-static void fold_interval_end(evutil_socket_t fd, short what, void *userdata) {
-        char uid[24], count[24], interval[24], message[160];
-
-        snprintf(interval, sizeof interval, "%" PRIu64, fold.interval_usec / 1000000);
-        for (size_t i = 0; i < fold.n; i++) {
-                if (fold.uids[i].folded == 0)
-                        continue;
-                snprintf(uid, sizeof uid, "%u", (unsigned) fold.uids[i].uid);
-                snprintf(count, sizeof count, "%u", fold.uids[i].folded);
-                snprintf(message, sizeof message, "%s more refused for uid %s (within %s s of the refusal recorded)",
-                         count, uid, interval);
-                const struct coh_journal_field fields[] = {
-                        { "COHERENCYD_DECISION", "refused" },
-                        { "COHERENCYD_PEER_UID", uid },
-                        { "COHERENCYD_FOLDED", count },
-                        { "COHERENCYD_INTERVAL_SEC", interval },
-                };
-                coh_log_record(LOG_NOTICE, COH_MESSAGE_REFUSED_FOLDED, message, fields, ELEMENTSOF(fields));
-        }
-        fold.n = 0;
-        fold.armed = false;
-}
-
-void coh_methods_flush_refusals(void) {
-        /* Counts still waiting for their interval's end would be lost with the process. */
-        if (fold.armed)
-                fold_interval_end(-1, 0, NULL);
-}
-
-/* Whether this refusal of uid is only counted (true), or recorded in full. */
-static bool fold_refusal(struct call_ctx *x, uid_t uid) {
-        uint64_t interval = coh_policy_broker(call_policy(x))->refusal_log_interval_usec;
-        struct event_base *base = x->ms->server ? x->ms->server->base : NULL;
-
-        if (interval == 0 || !base)
-                return false;
-        if (fold.base != base) {
-                fold.base = base;
-                fold.armed = false;
-                fold.n = 0;
-        }
-        for (size_t i = 0; i < fold.n; i++)
-                if (fold.uids[i].uid == uid) {
-                        if (fold.uids[i].folded == UINT_MAX)
-                                return false;
-                        fold.uids[i].folded++;
-                        return true;
-                }
-        if (fold.n == FOLD_UIDS_MAX)
-                return false;
-        if (!fold.armed) {
-                struct timeval tv = { .tv_sec = (time_t) (interval / 1000000), .tv_usec = (suseconds_t) (interval % 1000000) };
-                if (event_base_once(base, -1, EV_TIMEOUT, fold_interval_end, NULL, &tv) < 0)
-                        return false;
-                fold.armed = true;
-                fold.interval_usec = interval;
-        }
-        fold.uids[fold.n].uid = uid;
-        fold.uids[fold.n].folded = 0;
-        fold.n++;
-        return false;
-}
-
 /* The decision's journal record. */
 static void record_decision(const struct request *req, const struct coh_decision_record *rec) {
         const struct device_verdict *v = &req->devices[req->deciding];
-        struct coh_device_record device = device_record(v);
+        const struct coh_device_record *device = &v->record;
         struct coh_record_journal_field from_decision[16], from_device[24];
         struct coh_journal_field fields[40];
         char message[768];
@@ -287,7 +208,7 @@ static void record_decision(const struct request *req, const struct coh_decision
                  rec->rule, rec->wbinvd ? "allowed once added" : "unaffected", coh_vm_wbinvd_to_string(rec->vm_wbinvd));
         /* The decision's fields (decision-record.c), then the deciding device's. */
         size_t a = coh_record_to_journal(coh_decision_record_fields, rec, from_decision, ELEMENTSOF(from_decision));
-        size_t b = coh_record_to_journal(coh_device_record_fields, &device, from_device, ELEMENTSOF(from_device));
+        size_t b = coh_record_to_journal(coh_device_record_fields, device, from_device, ELEMENTSOF(from_device));
         for (size_t i = 0; i < a; i++)
                 fields[n++] = (struct coh_journal_field) { from_decision[i].name, from_decision[i].value };
         for (size_t i = 0; i < b; i++)
@@ -297,7 +218,7 @@ static void record_decision(const struct request *req, const struct coh_decision
 }
 
 void request_log_decision(struct call_ctx *x, const struct request *req, const struct coh_decision_record *rec) {
-        if (rec->decision != COH_DECISION_REFUSED || !fold_refusal(x, (uid_t) rec->peer_uid))
+        if (rec->decision != COH_DECISION_REFUSED || !refusal_fold_note(x->ms, (uid_t) rec->peer_uid, NULL))
                 record_decision(req, rec);
 
         /* Monitor sees every decision, folded or not. */

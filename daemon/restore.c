@@ -2,7 +2,10 @@
 /*
  * The state the manager keeps in the fd store's memfd, and how a new
  * instance rebuilds VMs, connections and grants from it and the stored
- * descriptors (fdstore.h has the names).
+ * descriptors (fdstore.h has the names). The grants' records are written
+ * whole now and then, and between times each change is appended (grants.c
+ * notes which grants changed and which went): a change costs the state
+ * a write of its own size, not a rewrite of every grant's record.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -90,9 +93,59 @@ static json_object *state_json(struct coh_manager *m, bool shutdown) {
         return root;
 }
 
+/* One line of the state's changes: a grant's record as stored, or a grant gone. */
+static int append_line(FILE *f, json_object *o) {
+        if (coh_json_failed(o))
+                return -ENOMEM;
+        fputs(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), f);
+        fputc('\n', f);
+        return 0;
+}
+
+/* What changed since the state was written, appended to it: O(changes), not O(grants). */
+static int append_changes(struct coh_manager *m) {
+        _cleanup_free_ char *buf = NULL;
+        size_t size = 0;
+        int r = 0;
+        FILE *f = open_memstream(&buf, &size);
+        if (!f)
+                return -ENOMEM;
+        struct coh_grant *g;
+        LIST_FOREACH(g, &m->grants.dirty, dirty_link) {
+                struct coh_grant_record rec = g->rec;
+                rec.vm = g->vm ? g->vm->id : 0;
+                json_object *o = json_object_new_object(), *record = json_object_new_object();
+                coh_record_to_json(coh_grant_record_fields, &rec, COH_GRANT_FORM_STORE, record);
+                coh_json_add(o, "grant", record);
+                r = append_line(f, o);
+                json_object_put(o);
+                if (r < 0)
+                        break;
+        }
+        for (size_t i = 0; r >= 0 && i < m->grants.n_gone; i++) {
+                json_object *o = json_object_new_object();
+                coh_json_add(o, "gone", json_object_new_string(m->grants.gone[i]));
+                r = append_line(f, o);
+                json_object_put(o);
+        }
+        if (fclose(f) != 0 && r >= 0)
+                r = -ENOMEM;
+        if (r < 0)
+                return r;
+        return coh_fdstore_append_state(&m->store, buf, size);
+}
+
 void coh_manager_save_state(struct coh_manager *m, bool shutdown) {
         if (!m->store.enabled)
                 return;
+        /* Between writes of the whole state only what changed is appended
+         * (fdstore.h); at a stop the whole state goes, with the connections'
+         * unsent bytes. */
+        if (!shutdown && !m->grants.changes_lost && coh_fdstore_state_appendable(&m->store) &&
+            append_changes(m) >= 0) {
+                coh_grants_changes_clear(&m->grants);
+                return;
+        }
         json_object *root = state_json(m, shutdown);
         /* Half a state would lose grants on the next start: the older one stays instead. */
         int r = coh_json_failed(root) ? -ENOMEM
@@ -101,18 +154,64 @@ void coh_manager_save_state(struct coh_manager *m, bool shutdown) {
         json_object_put(root);
         if (r < 0)
                 coh_log(LOG_ERR, NULL, "Cannot write the grant state: %s", strerror(-r));
+        else
+                coh_grants_changes_clear(&m->grants);
 }
 
-static void adopt_vms(struct coh_manager *m, json_object *list, struct coh_stored_fd *e, size_t n) {
-        for (size_t i = 0; list && i < json_object_array_length(list); i++) {
-                int64_t id;
-                char sid[24];
-                if (coh_json_get_int64(json_object_array_get_idx(list, i), "id", 1, UINT32_MAX, &id) < 0)
-                        continue;
-                snprintf(sid, sizeof sid, "%" PRId64, id);
-                int vm_fd = coh_fdstore_take(e, n, COH_FDSTORE_VM, sid);
-                if (vm_fd >= 0)
-                        (void) coh_grants_adopt_vm(&m->grants, (unsigned) id, vm_fd);
+/*
+ * The stored grants as the state says after its changes: the whole state's
+ * list, each "grant" line replacing (or adding) the record of that id, each
+ * "gone" line taking one out. Returns a new array.
+ */
+static json_object *grants_replayed(json_object *root, json_object *changes) {
+        json_object *by_id = json_object_new_object(), *list, *v;
+        if (!by_id)
+                return NULL;
+        if (json_object_object_get_ex(root, "grants", &list))
+                for (size_t i = 0; i < json_object_array_length(list); i++) {
+                        json_object *o = json_object_array_get_idx(list, i);
+                        const char *id;
+                        if (coh_json_get_string(o, "grant", &id) == 0)
+                                json_object_object_add(by_id, id, json_object_get(o));
+                }
+        for (size_t i = 0; changes && i < json_object_array_length(changes); i++) {
+                json_object *c = json_object_array_get_idx(changes, i);
+                const char *id;
+                if (json_object_object_get_ex(c, "grant", &v) && coh_json_get_string(v, "grant", &id) == 0)
+                        json_object_object_add(by_id, id, json_object_get(v));
+                else if (coh_json_get_string(c, "gone", &id) == 0)
+                        json_object_object_del(by_id, id);
+        }
+        json_object *out = json_object_new_array();
+        if (out) {
+                json_object_object_foreach(by_id, key, value) {
+                        (void) key;
+                        if (json_object_array_add(out, json_object_get(value)) < 0)
+                                json_object_put(value);
+                }
+        }
+        json_object_put(by_id);
+        return out;
+}
+
+/* The id after "<kind>." of a stored entry's name, or -1. */
+static int64_t stored_id(const struct coh_stored_fd *e, enum coh_fdstore_kind kind, int64_t max) {
+        char prefix[COH_FDSTORE_NAME_MAX];
+        const char *s = e->fd >= 0 ? startswith(e->name, coh_fdstore_name(prefix, kind, "")) : NULL;
+        char *end;
+        if (!s || *s < '0' || *s > '9')
+                return -1;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        return errno || *end || v < 1 || v > (unsigned long long) max ? -1 : (int64_t) v;
+}
+
+/* Every VM in the store: its name says its id (a grant names its VM by it). */
+static void adopt_vms(struct coh_manager *m, struct coh_stored_fd *e, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                int64_t id = stored_id(&e[i], COH_FDSTORE_VM, UINT32_MAX);
+                if (id > 0)
+                        (void) coh_grants_adopt_vm(&m->grants, (unsigned) id, take_fd(&e[i].fd));
         }
 }
 
@@ -137,20 +236,21 @@ static void restore_buffers(struct coh_conn *c, json_object *o) {
         }
 }
 
+/* Every connection in the store, with its unsent bytes where the state has them (a stop's). */
 static void adopt_conns(struct coh_manager *m, json_object *list, struct coh_stored_fd *e, size_t n) {
-        for (size_t i = 0; list && i < json_object_array_length(list); i++) {
-                json_object *o = json_object_array_get_idx(list, i);
-                int64_t id;
-                char sid[24];
-                if (coh_json_get_int64(o, "id", 1, INT64_MAX, &id) < 0)
+        for (size_t i = 0; i < n; i++) {
+                int64_t id = stored_id(&e[i], COH_FDSTORE_CONN, INT64_MAX);
+                if (id <= 0)
                         continue;
-                snprintf(sid, sizeof sid, "%" PRId64, id);
-                int fd = coh_fdstore_take(e, n, COH_FDSTORE_CONN, sid);
-                if (fd < 0)
-                        continue;
-                struct coh_conn *c = coh_server_adopt_conn(&m->server, fd, (uint64_t) id);
-                if (c)
-                        restore_buffers(c, o);
+                struct coh_conn *c = coh_server_adopt_conn(&m->server, take_fd(&e[i].fd), (uint64_t) id);
+                for (size_t j = 0; c && list && j < json_object_array_length(list); j++) {
+                        json_object *o = json_object_array_get_idx(list, j);
+                        int64_t saved;
+                        if (coh_json_get_int64(o, "id", 1, INT64_MAX, &saved) == 0 && saved == id) {
+                                restore_buffers(c, o);
+                                break;
+                        }
+                }
         }
 }
 
@@ -234,14 +334,17 @@ int coh_manager_restore(struct coh_manager *m) {
 
         /* Without the store enabled now, a previous instance's state is still among the entries. */
         int state_fd = m->store.enabled ? m->store.state_fd : coh_fdstore_take_state(e, n);
-        json_object *root = coh_fdstore_read_state(state_fd);
+        json_object *changes = NULL;
+        json_object *root = coh_fdstore_read_state(state_fd, &changes);
         if (!m->store.enabled)
                 safe_close(state_fd);
         if (root) {
-                json_object *v;
-                adopt_vms(m, json_object_object_get_ex(root, "vms", &v) ? v : NULL, e, n);
+                json_object *v, *grants = grants_replayed(root, changes);
+                adopt_vms(m, e, n);
                 adopt_conns(m, json_object_object_get_ex(root, "conns", &v) ? v : NULL, e, n);
-                adopt_grants(m, json_object_object_get_ex(root, "grants", &v) ? v : NULL, e, n, &undone, &ended);
+                adopt_grants(m, grants, e, n, &undone, &ended);
+                json_object_put(grants);
+                json_object_put(changes);
                 json_object_put(root);
         }
         adopted = m->grants.n_grants + ended;

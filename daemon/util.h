@@ -16,6 +16,15 @@ static inline const char *startswith(const char *s, const char *prefix) {
         return strncmp(s, prefix, n) == 0 ? s + n : NULL;
 }
 
+/* Copies src into dst of size n (> 0), cut short if need be, always terminated: snprintf(dst, n, "%s",
+ * src) without the format machinery (a few hundred instructions a copy, on every request). */
+static inline char *strscpy0(char *dst, const char *src, size_t n) {
+        size_t len = strnlen(src, n - 1);
+        memcpy(dst, src, len);
+        dst[len] = 0;
+        return dst;
+}
+
 static inline void closep(int *fd) {
         if (*fd >= 0) {
                 int saved = errno;

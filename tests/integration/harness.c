@@ -615,6 +615,28 @@ char *harness_stderr_line(struct harness *h, const char *needle) {
         }
 }
 
+void harness_uevent(struct harness *h, const char *line) {
+        char fifo[PATH_MAX];
+        snprintf(fifo, sizeof fifo, "%s/uevents", h->sysfs);
+        /* O_NONBLOCK: ENXIO, not a hang, when no daemon has it open. */
+        int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        assert_true(fd >= 0);
+        size_t len = strlen(line);
+        assert_int_equal(write(fd, line, len), (ssize_t) len);
+        close(fd);
+}
+
+void harness_relink_device(struct harness *h, const char *slot, const char *name, const char *target) {
+        char link[PATH_MAX], line[128];
+        snprintf(link, sizeof link, "%s/devices/pci0000:00/%s/%s", h->sysfs, slot, name);
+        (void) unlink(link);
+        assert_int_equal(symlink(target, link), 0);
+        if (h->pid > 0) {
+                snprintf(line, sizeof line, "change %s %s\n", slot, name);
+                harness_uevent(h, line);
+        }
+}
+
 void harness_write_config(struct harness *h, const char *relative, const char *text) {
         char path[PATH_MAX];
 

@@ -114,6 +114,13 @@ void harness_sighup(struct harness *h);
  * arrives; returns that line (free()). */
 char *harness_stderr_line(struct harness *h, const char *needle);
 
+/* Changes the link `name` ("driver", "iommu", "iommu_group") of a device of the
+ * sysfs tree to point at target, and tells a running daemon as the kernel
+ * would: a line into the tree's "uevents" FIFO (daemon/facts-cache.h). */
+void harness_relink_device(struct harness *h, const char *slot, const char *name, const char *target);
+/* The uevent alone: what a change the daemon was not told of would lack. */
+void harness_uevent(struct harness *h, const char *line);
+
 /* Writes (or, with text NULL, removes) a file under the config directory. */
 void harness_write_config(struct harness *h, const char *relative, const char *text);
 /* "<config>/<relative>:<line>", as the daemon names a rule. */

@@ -11,6 +11,8 @@
  */
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -550,6 +552,57 @@ static void test_max_connections_per_user_is_limit_exceeded_for_the_next_connect
         expect_daemon_fds_settled(h, NULL, before);
 }
 
+/* Whether a pipe's read end sees its last writer gone, now (no waiting). */
+static bool writers_gone(int read_end) {
+        struct pollfd pfd = { .fd = read_end, .events = POLLIN };
+        return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP);
+}
+
+/*
+ * An error answered before any decision: the daemon has closed the VMM's
+ * descriptors by the time the VMM has the answer, not just after. A pipe's
+ * write end passed as the VM shows it without waiting: once our own copy is
+ * closed, its read end hangs up exactly when the daemon's copy is gone.
+ */
+static void test_error_replies_come_after_the_vmms_descriptors_are_closed(void **state) {
+        struct harness *h = *state;
+        static const struct {
+                const char *method, *params, *error;
+        } calls[] = {
+                /* classify: not a VM */
+                { BROKER "RequestGrant", "{\"vm\":0,\"device\":\"0000:00:05.0\",\"iommu\":1}",
+                  BROKER "InvalidFileDescriptor" },
+                /* a parameter no method has, with descriptors */
+                { BROKER "RequestGrant", "{\"vm\":0,\"device\":\"0000:00:05.0\",\"iommu\":1,\"x\":1}",
+                  SERVICE "InvalidParameter" },
+                /* a method nobody serves, with descriptors */
+                { BROKER "Frobnicate", "{\"vm\":0,\"iommu\":1}", SERVICE "MethodNotFound" },
+        };
+
+        harness_start(h);
+        for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+                int pipe_fds[2];
+                assert_int_equal(pipe2(pipe_fds, O_CLOEXEC), 0);
+                int fds[] = { pipe_fds[1], sim_object("vfio-container:noncoherent") };
+                json_object_put(vconn_call_error(h->sync, calls[i].method, calls[i].params, fds, 2, calls[i].error));
+                close(pipe_fds[1]);
+                assert_true(writers_gone(pipe_fds[0]));
+                expect_daemon_fds(h, "/memfd:coherencyd-sim:vfio-container", 0);
+                close(pipe_fds[0]);
+                close(fds[1]);
+        }
+
+        /* With a real VM and container, for a device that is not there: the same. */
+        int vm = sim_object("kvm-vm"), container = sim_object("vfio-container:noncoherent");
+        int fds[] = { vm, container };
+        json_object_put(vconn_call_error(h->sync, BROKER "RequestGrant",
+                                         "{\"vm\":0,\"device\":\"0000:00:1f.0\",\"iommu\":1}", fds, 2,
+                                         BROKER "NoSuchDevice"));
+        expect_daemon_fds(h, "/memfd:coherencyd-sim", 0);
+        close(vm);
+        close(container);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 HARNESS_TEST(test_pipe_as_vm_is_invalid_file_descriptor),
@@ -581,6 +634,7 @@ int main(void) {
                 HARNESS_TEST(test_call_on_a_streaming_connection_closes_it),
                 HARNESS_TEST(test_max_grants_per_connection_is_limit_exceeded),
                 HARNESS_TEST(test_max_connections_per_user_is_limit_exceeded_for_the_next_connection),
+                HARNESS_TEST(test_error_replies_come_after_the_vmms_descriptors_are_closed),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

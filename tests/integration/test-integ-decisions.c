@@ -613,6 +613,36 @@ static void test_vm_wbinvd_reports_the_vms_grants_not_only_this_one(void **state
         close(other);
 }
 
+/* The daemon keeps a device's facts between requests (daemon/facts-cache.h):
+ * a device moved behind another IOMMU, then bound to another driver, while it
+ * runs is decided anew on the next request, as the uevent arrives. */
+static void test_device_changed_between_requests_is_decided_anew(void **state) {
+        struct harness *h = *state;
+
+        harness_start(h);
+        json_object *p = probe(h->sync, 4, "noncoherent");
+        assert_string_equal(jstr(p, "decision"), "granted");
+        assert_string_equal(jstr(p, "reason"), "platform-cannot-enforce");
+        json_object_put(p);
+
+        /* Behind dmar0, which enforces: a non-coherent IOAS is refused now (row 5). */
+        harness_relink_device(h, "0000:00:05.0", "iommu", "../../virtual/iommu/dmar0");
+        p = probe(h->sync, 4, "noncoherent");
+        assert_string_equal(jstr(p, "decision"), "refused");
+        assert_string_equal(jstr(p, "reason"), "coherent-ioas-required");
+        assert_string_equal(jstr(jmember(p, "facts"), "iommu"), "dmar0");
+        json_object_put(p);
+
+        /* Bound to a host driver: no VFIO group to hand over. */
+        harness_relink_device(h, "0000:00:05.0", "driver", "../../../bus/pci/drivers/nvme");
+        json_object_put(vconn_call_error(h->sync, BROKER "Probe", "{\"device\":\"0000:00:05.0\"}", NULL, 0,
+                                         BROKER "NoSuchDevice"));
+        /* A policy reload keeps what the kernel said: still refused. */
+        harness_sighup(h);
+        json_object_put(vconn_call_error(h->sync, BROKER "Probe", "{\"device\":\"0000:00:05.0\"}", NULL, 0,
+                                         BROKER "NoSuchDevice"));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 HARNESS_TEST(test_row0_management_nic_the_policy_denies_is_refused_and_nothing_is_opened),
@@ -635,6 +665,7 @@ int main(void) {
                 HARNESS_TEST(test_probe_claiming_coherent_ioas_on_iommu_that_cannot_enforce_is_unsupported),
                 HARNESS_TEST(test_request_with_coherent_container_on_iommu_that_cannot_enforce_is_unsupported),
                 HARNESS_TEST(test_vm_wbinvd_reports_the_vms_grants_not_only_this_one),
+                HARNESS_TEST(test_device_changed_between_requests_is_decided_anew),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

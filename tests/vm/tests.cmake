@@ -9,7 +9,8 @@ add_library(coh_platform_only STATIC
   ${PROJECT_SOURCE_DIR}/daemon/platform-linux.c
   ${PROJECT_SOURCE_DIR}/daemon/platform.c
   ${PROJECT_SOURCE_DIR}/daemon/platform-sim.c
-  ${PROJECT_SOURCE_DIR}/daemon/facts.c)
+  ${PROJECT_SOURCE_DIR}/daemon/facts.c
+  ${PROJECT_SOURCE_DIR}/daemon/facts-cache.c)
 target_include_directories(coh_platform_only PUBLIC ${PROJECT_SOURCE_DIR}/daemon)
 
 add_executable(kvm-probe ${CMAKE_CURRENT_LIST_DIR}/kvm-probe.c)
