@@ -41,7 +41,7 @@ static struct coh_policy *load(void) {
         };
         struct coh_policy_error err;
         struct coh_policy *p = NULL;
-        if (coh_policy_load_from_memory(&c, rules, 4, &p, &err) < 0)
+        if (coh_policy_load_from_memory(&c, rules, 4, NULL, NULL, &p, &err) < 0)
                 fail_msg("%s:%u: %s", err.file, err.line, err.message);
         return p;
 }
