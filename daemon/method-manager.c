@@ -8,35 +8,9 @@
 #include "json-util.h"
 #include "grants.h"
 #include "log.h"
-#include "messages.h"
 #include "methods-internal.h"
 #include "server.h"
 #include "util.h"
-
-/*
- * The audit trail: every Manager call that changes something (or tries to) leaves a record
- * of its own naming the operator (uid, pid, unit) and what came of it, so that
- * `journalctl MESSAGE_ID=<COH_MESSAGE_OPERATOR>` answers "who did this". A revoke's grant then
- * ends with its usual end record (COHERENCYD_END=revoke) under the same COHERENCYD_GRANT.
- * Never folded: only root and AdminGroup= members get this far.
- */
-static void audit(struct call_ctx *x, const char *operation, const char *result, const char *grant, int kill,
-                  const char *message) {
-        const struct coh_peer *peer = &x->conn->peer;
-        char uid[16], pid[16];
-        snprintf(uid, sizeof uid, "%u", (unsigned) peer->uid);
-        snprintf(pid, sizeof pid, "%d", (int) peer->pid);
-        const struct coh_journal_field fields[] = {
-                { "COHERENCYD_OPERATION", operation },
-                { "COHERENCYD_RESULT", result },
-                { "COHERENCYD_OPERATOR_UID", uid },
-                { "COHERENCYD_OPERATOR_PID", peer->pid > 0 ? pid : NULL },
-                { "COHERENCYD_OPERATOR_UNIT", peer->unit },
-                { "COHERENCYD_GRANT", grant },
-                { "COHERENCYD_KILL", kill < 0 ? NULL : kill ? "yes" : "no" },
-        };
-        coh_log_record(LOG_NOTICE, COH_MESSAGE_OPERATOR, message, fields, ELEMENTSOF(fields));
-}
 
 static int method_list_grants(struct call_ctx *x) {
         int r = method_no_params(x);
@@ -70,7 +44,7 @@ static int method_revoke_grant(struct call_ctx *x) {
         if (!g) {
                 snprintf(message, sizeof message, "Revoke of grant %s by uid %u: no such grant", p.grant,
                          (unsigned) peer->uid);
-                audit(x, "revoke", "no-such-grant", p.grant, p.kill, message);
+                method_audit(x, "RevokeGrant", "no-such-grant", p.grant, p.kill, message);
                 return method_reply_errno(x, -ENOENT, p.grant);
         }
         bool kill = p.kill >= 0 ? p.kill : cfg->revoke_kill;
@@ -78,13 +52,13 @@ static int method_revoke_grant(struct call_ctx *x) {
         if (kill && !cfg->revoke_kill) {
                 snprintf(message, sizeof message, "Revoke of grant %s by uid %u: killing is not enabled",
                          g->rec.grant, (unsigned) peer->uid);
-                audit(x, "revoke", "kill-not-enabled", g->rec.grant, kill, message);
+                method_audit(x, "RevokeGrant", "kill-not-enabled", g->rec.grant, kill, message);
                 return method_reply_errno(x, -ECANCELED, NULL);
         }
         snprintf(message, sizeof message, "Grant %s for %s revoked by uid %u%s%s%s%s", g->rec.grant, g->rec.device,
                  (unsigned) peer->uid, peer->unit ? " (" : "", peer->unit ?: "", peer->unit ? ")" : "",
                  kill ? ", its VMM to be killed if it holds on" : "");
-        audit(x, "revoke", "done", g->rec.grant, kill, message);
+        method_audit(x, "RevokeGrant", "done", g->rec.grant, kill, message);
         (void) coh_grant_end(g, "revoke", kill);
         return method_reply(x, json_object_new_object());
 }
@@ -134,7 +108,7 @@ static int method_reload_policy(struct call_ctx *x) {
         if (r < 0) {
                 snprintf(message, sizeof message, "Policy reload by uid %u failed, the policy in force is unchanged: %.256s:%u: %.200s",
                          (unsigned) peer->uid, err.file, err.line, err.message);
-                audit(x, "reload-policy", "invalid-policy", NULL, -1, message);
+                method_audit(x, "ReloadPolicy", "invalid-policy", NULL, -1, message);
                 json_object *p = json_object_new_object();
                 coh_json_add(p, "file", json_object_new_string(err.file));
                 coh_json_add(p, "line", json_object_new_int((int) err.line));
@@ -143,7 +117,7 @@ static int method_reload_policy(struct call_ctx *x) {
         }
         size_t n_rules = coh_policy_n_rules(call_policy(x));
         snprintf(message, sizeof message, "Policy reloaded by uid %u: %zu rule(s)", (unsigned) peer->uid, n_rules);
-        audit(x, "reload-policy", "done", NULL, -1, message);
+        method_audit(x, "ReloadPolicy", "done", NULL, -1, message);
         json_object *p = json_object_new_object();
         coh_json_add(p, "rules", json_object_new_int64((int64_t) n_rules));
         return method_reply(x, p);

@@ -117,3 +117,9 @@ json_object *request_facts_json(const struct request *req);
 int request_reply(struct call_ctx *x, const struct request *req);
 /* The decision record (journal) and event (Monitor). */
 void request_log_decision(struct call_ctx *x, const struct request *req, const struct coh_decision_record *rec);
+
+/* The audit record of a Manager call (methods.c): operation (the method's name in its
+ * interface), result ("done", or what stopped it), the grant and kill when they apply
+ * (NULL, -1 otherwise). */
+void method_audit(struct call_ctx *x, const char *operation, const char *result, const char *grant, int kill,
+                  const char *message);

@@ -14,7 +14,9 @@
 #include "json-util.h"
 #include "grants.h"
 #include "log.h"
+#include "messages.h"
 #include "methods-internal.h"
+#include "refusal-fold.h"
 #include "server.h"
 #include "util.h"
 
@@ -155,6 +157,44 @@ void coh_methods_grant_event(struct coh_methods *ms, const struct coh_grant *g, 
         methods_broadcast(ms, ev, 0);
 }
 
+/*
+ * The audit trail: every Manager call that changes something (or tries to), and every
+ * Manager call refused to a peer that is neither root nor in AdminGroup=, leaves a record
+ * of its own naming who asked (uid, pid, unit) and what came of it, so that
+ * `journalctl MESSAGE_ID=<COH_MESSAGE_OPERATOR>` answers "who did this" and "who tried".
+ * A revoke's grant then ends with its usual end record (COHERENCYD_END=revoke) under the
+ * same COHERENCYD_GRANT. Operators' own calls are never folded; refused ones are, per uid
+ * (refusal-fold.h), so that knocking on the operator's door cannot flood the journal.
+ */
+void method_audit(struct call_ctx *x, const char *operation, const char *result, const char *grant, int kill,
+                  const char *message) {
+        const struct coh_peer *peer = &x->conn->peer;
+        char uid[16], pid[16];
+        snprintf(uid, sizeof uid, "%u", (unsigned) peer->uid);
+        snprintf(pid, sizeof pid, "%d", (int) peer->pid);
+        const struct coh_journal_field fields[] = {
+                { "COHERENCYD_OPERATION", operation },
+                { "COHERENCYD_RESULT", result },
+                { "COHERENCYD_OPERATOR_UID", uid },
+                { "COHERENCYD_OPERATOR_PID", peer->pid > 0 ? pid : NULL },
+                { "COHERENCYD_OPERATOR_UNIT", peer->unit },
+                { "COHERENCYD_GRANT", grant },
+                { "COHERENCYD_KILL", kill < 0 ? NULL : kill ? "yes" : "no" },
+        };
+        coh_log_record(LOG_NOTICE, COH_MESSAGE_OPERATOR, message, fields, ELEMENTSOF(fields));
+}
+
+static void manager_call_refused(struct call_ctx *x, const char *method) {
+        const struct coh_peer *peer = &x->conn->peer;
+        const char *operation = startswith(method, MANAGER) ?: method;
+        char message[256];
+        if (refusal_fold_note(x->ms, peer->uid, "Manager calls"))
+                return;
+        snprintf(message, sizeof message, "%s refused to uid %u%s%s%s: not root, not in AdminGroup=", operation,
+                 (unsigned) peer->uid, peer->unit ? " (" : "", peer->unit ?: "", peer->unit ? ")" : "");
+        method_audit(x, operation, "permission-denied", NULL, -1, message);
+}
+
 static const struct coh_method *find_method(const char *name) {
         static const struct coh_method *const tables[] = {
                 coh_broker_methods,
@@ -183,8 +223,10 @@ int coh_methods_dispatch(struct coh_methods *ms, struct coh_conn *c, struct coh_
         const struct coh_method *method = find_method(x.call.method);
         if (!method)
                 r = method_error(&x, SERVICE "MethodNotFound", "method", x.call.method);
-        else if (method->manager && !coh_conn_is_admin(c))
+        else if (method->manager && !coh_conn_is_admin(c)) {
+                manager_call_refused(&x, method->name);
                 r = method_error(&x, BROKER "PermissionDenied", NULL, NULL);
+        }
         else if (x.call.upgrade)
                 r = method_error(&x, SERVICE "MethodNotImplemented", "method", x.call.method);
         else

@@ -166,6 +166,48 @@ static void test_repeated_refusals_of_one_uid_are_one_record_and_one_count(void 
         vconn_free(monitor);
 }
 
+/* Manager calls refused to a non-operator: the audit trail records the first in full and
+ * counts the rest of the interval (COHERENCYD_REFUSED=Manager calls), apart from the same
+ * uid's refused decisions. */
+static void test_refused_manager_calls_are_recorded_and_folded(void **state) {
+        struct harness *h = *state;
+        const size_t n = 6;
+        struct peer outsider;
+        char match[64];
+
+        write_conf(h, INTERVAL_SEC);
+        harness_start(h);
+        peer_connect(h, OTHER_UID, OTHER_GID, NULL, 0, &outsider);
+        int vm = sim_object("kvm-vm");
+        int64_t start = now_ms();
+        for (size_t i = 0; i < n; i++)
+                json_object_put(vconn_call_error(outsider.conn, i % 2 ? MANAGER "RevokeGrant" : MANAGER "ListGrants",
+                                                 i % 2 ? "{\"grant\":\"g-0000000000000000\"}" : NULL, NULL, 0,
+                                                 BROKER "PermissionDenied"));
+        refuse(outsider.conn, vm, 1);
+        snprintf(match, sizeof match, "COHERENCYD_OPERATOR_UID=%u", (unsigned) OTHER_UID);
+        json_object_put(journal_expect(h, 1, MESSAGE_ID_OPERATOR, match, "COHERENCYD_OPERATION=ListGrants",
+                                       "COHERENCYD_RESULT=permission-denied", NULL));
+        json_object_put(journal_expect(h, 1, MESSAGE_ID_OPERATOR, NULL));
+        /* The refused decision is a kind of its own: recorded in full. */
+        expect_records(h, 1, MESSAGE_ID_REFUSED, OTHER_UID);
+        if (now_ms() - start >= INTERVAL_SEC * 1000)
+                fail_msg("the requests took %lld ms, longer than the interval: nothing can be judged",
+                         (long long) (now_ms() - start));
+
+        snprintf(match, sizeof match, "COHERENCYD_PEER_UID=%u", (unsigned) OTHER_UID);
+        json_object *records = journal_expect_eventually(h, 1, MESSAGE_ID_REFUSED_FOLDED, match,
+                                                         "COHERENCYD_REFUSED=Manager calls", NULL);
+        json_object *r = json_object_array_get_idx(records, 0);
+        assert_string_equal(journal_field(r, "COHERENCYD_FOLDED"), "5");
+        json_object_put(records);
+        /* No operator record was written for the folded ones, and the decision had no summary. */
+        json_object_put(journal_expect(h, 1, MESSAGE_ID_OPERATOR, NULL));
+        json_object_put(journal_expect(h, 1, MESSAGE_ID_REFUSED_FOLDED, NULL));
+        close(vm);
+        peer_done(&outsider);
+}
+
 /* A uid refused once is one record and no summary: nothing was folded. */
 static void test_single_refusal_has_no_summary(void **state) {
         struct harness *h = *state;
@@ -210,6 +252,7 @@ static void test_interval_zero_records_every_refusal(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 HARNESS_TEST(test_repeated_refusals_of_one_uid_are_one_record_and_one_count),
+                HARNESS_TEST(test_refused_manager_calls_are_recorded_and_folded),
                 HARNESS_TEST(test_single_refusal_has_no_summary),
                 HARNESS_TEST(test_interval_zero_records_every_refusal),
         };
