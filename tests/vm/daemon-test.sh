@@ -163,6 +163,28 @@ POLICY
                 summary="$summary $mode:ok"
         fi
 
+        # The daemon keeps device facts between requests and drops them on the kernel's
+        # uevents (daemon/facts-cache.h): unbound from vfio-pci, the device is no longer
+        # one it hands out, and bound again it is, without a restart. Once, in the first mode.
+        if [ "$mode" = "${modes%% *}" ]; then
+                dev=/sys/bus/pci/devices/$COH_EDU_SLOT
+                before=$(vmm-client --socket $sock --probe "$COH_EDU_SLOT")
+                echo "$COH_EDU_SLOT" >/sys/bus/pci/drivers/vfio-pci/unbind
+                unbound=$(vmm-client --socket $sock --probe "$COH_EDU_SLOT")
+                echo "$COH_EDU_SLOT" >/sys/bus/pci/drivers_probe
+                rebound=$(vmm-client --socket $sock --probe "$COH_EDU_SLOT")
+                drv=$(basename "$(readlink "$dev/driver")")
+                ok=1
+                case "$before" in *": error "*) ok=0 ;; esac
+                case "$unbound" in *": error "*) ;; *) ok=0 ;; esac
+                [ "$rebound" = "$before" ] && [ "$drv" = vfio-pci ] || ok=0
+                if [ $ok -eq 1 ]; then
+                        say facts.rebind ok "(bound: $before; unbound: $unbound; bound again: $rebound)"
+                else
+                        say facts.rebind FAIL "(bound: $before; unbound: $unbound; bound again: $rebound; driver now $drv)"
+                fi
+        fi
+
         kill -TERM $pid
         reap $pid
         show_log "$log"

@@ -1097,6 +1097,26 @@ static int wait_socket(const char *path, int pid, unsigned timeout_s) {
         return 1;
 }
 
+/* --probe SLOT: one Probe as the caller (root here), its outcome on one line: "probe SLOT:
+ * decision REASON" or "probe SLOT: error NAME". For daemon-test.sh's rebind check. */
+static int probe_once(const char *path, const char *slot) {
+        coherency_client *c = NULL;
+        coherency_decision *d = NULL;
+        int r = coherency_connect(path, &c);
+
+        if (r >= 0)
+                r = coherency_probe(c, slot, -1, -1, &d);
+        if (r >= 0)
+                printf("probe %s: %s %s\n", slot,
+                       coherency_decision_get_decision(d) == COHERENCY_DECISION_REFUSED ? "refused" : "decided",
+                       coherency_decision_get_reason(d));
+        else
+                printf("probe %s: error %s\n", slot, c ? coherency_client_get_error_name(c) ?: strerror(-r) : strerror(-r));
+        coherency_decision_free(d);
+        coherency_client_free(c);
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct option options[] = {
                 { "socket", required_argument, NULL, 'S' },
@@ -1110,13 +1130,14 @@ int main(int argc, char **argv) {
                 { "daemon-log", required_argument, NULL, 'l' },
                 { "wait-socket", required_argument, NULL, 'W' },
                 { "timeout", required_argument, NULL, 'T' },
+                { "probe", required_argument, NULL, 'P' },
                 {}
         };
         struct ctx x = {
                 .group = -1,
                 .tracefs = "/sys/kernel/tracing",
         };
-        const char *snoop = NULL, *policy = NULL, *pid = getenv("COH_DAEMON_PID"), *wait_path = NULL;
+        const char *snoop = NULL, *policy = NULL, *pid = getenv("COH_DAEMON_PID"), *wait_path = NULL, *probe = NULL;
         unsigned timeout_s = 10;
         struct daemon_fds before, after;
         struct vmm a = { .pid = -1, .sock = -1 };
@@ -1135,8 +1156,11 @@ int main(int argc, char **argv) {
                 case 'l': x.daemon_log = optarg; break;
                 case 'W': wait_path = optarg; break;
                 case 'T': timeout_s = (unsigned) atoi(optarg); break;
+                case 'P': probe = optarg; break;
                 default: return 2;
                 }
+        if (probe && x.socket)
+                return probe_once(x.socket, probe);
         if (wait_path)
                 return wait_socket(wait_path, pid ? atoi(pid) : 0, timeout_s);
         if (streq(x.mode_name, "enable"))
