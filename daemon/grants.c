@@ -123,6 +123,16 @@ static int cmp_grant_group(const void *a, const void *b) {
         return (x > y) - (x < y);
 }
 
+bool coh_grant_id_valid(const char *id) {
+        /* As grant_new_id() makes them: "g-" and 16 lowercase hex digits. */
+        if (!startswith(id, "g-") || strlen(id) != 18)
+                return false;
+        for (const char *c = id + 2; *c; c++)
+                if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
+                        return false;
+        return true;
+}
+
 struct coh_grant *coh_grants_find(struct coh_grants *g, const char *id) {
         struct coh_grant key;
         size_t len = strnlen(id, sizeof key.rec.grant);

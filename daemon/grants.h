@@ -121,6 +121,8 @@ struct coh_grants {
 
 /* The VM that vm_fd is (kcmp: log2(n) calls), or NULL. */
 struct coh_vm *coh_grants_find_vm(struct coh_grants *g, int vm_fd);
+/* Whether id is spelt as a grant id ("g-" and 16 lowercase hex digits), held or not. */
+bool coh_grant_id_valid(const char *id);
 struct coh_grant *coh_grants_find(struct coh_grants *g, const char *id);
 /* The grant, active or ending, that holds IOMMU group `group`, or NULL. */
 struct coh_grant *coh_grants_find_group(struct coh_grants *g, int group);

@@ -242,6 +242,8 @@ static int method_release_grant(struct call_ctx *x) {
         int r = method_params(x, grant_params, &p);
         if (r != 0)
                 return r;
+        if (!coh_grant_id_valid(p.grant))
+                return method_reply_errno(x, -EINVAL, "grant");
         struct coh_grant *g = coh_grants_find(x->ms->grants, p.grant);
         if (!g || g->owner != &x->conn->owner || g->rec.state != COH_GRANT_ACTIVE)
                 return method_reply_errno(x, -ENOENT, p.grant);

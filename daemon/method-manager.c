@@ -40,6 +40,8 @@ static int method_revoke_grant(struct call_ctx *x) {
         int r = method_params(x, revoke_params, &p);
         if (r != 0)
                 return r;
+        if (!coh_grant_id_valid(p.grant))
+                return method_reply_errno(x, -EINVAL, "grant");
         struct coh_grant *g = coh_grants_find(x->ms->grants, p.grant);
         if (!g) {
                 snprintf(message, sizeof message, "Revoke of grant %s by uid %u: no such grant", p.grant,

@@ -351,6 +351,21 @@ static void test_unknown_grant_is_no_such_grant(void **state) {
         json_object_put(p);
 }
 
+/* A grant id not spelt as the daemon spells them is a bad parameter, not an unknown grant. */
+static void test_malformed_grant_id_is_invalid_parameter(void **state) {
+        struct harness *h = *state;
+        static const char *const params[] = {
+                "{\"grant\":\"\"}", "{\"grant\":\"g-\"}", "{\"grant\":\"g-0123456789ABCDEF\"}",
+                "{\"grant\":\"g-0123456789abcdef0\"}", "{\"grant\":\"x-0123456789abcdef\"}",
+        };
+
+        harness_start_leak_checked(h);
+        for (size_t i = 0; i < sizeof params / sizeof params[0]; i++) {
+                reject_invalid_parameter(h, BROKER "ReleaseGrant", params[i], NULL, 0, "grant");
+                reject_invalid_parameter(h, MANAGER "RevokeGrant", params[i], NULL, 0, "grant");
+        }
+}
+
 static void test_revoke_with_kill_of_wrong_type_is_invalid_parameter_and_revokes_nothing(void **state) {
         struct harness *h = *state;
         char params[128];
@@ -624,6 +639,7 @@ int main(void) {
                 HARNESS_TEST(test_device_not_bound_to_vfio_pci_is_no_such_device),
                 HARNESS_TEST(test_unknown_method_is_method_not_found),
                 HARNESS_TEST(test_unknown_grant_is_no_such_grant),
+                HARNESS_TEST(test_malformed_grant_id_is_invalid_parameter),
                 HARNESS_TEST(test_revoke_with_kill_of_wrong_type_is_invalid_parameter_and_revokes_nothing),
                 HARNESS_TEST(test_malformed_json_closes_the_connection),
                 HARNESS_TEST(test_message_without_nul_past_64_kib_closes_the_connection),
