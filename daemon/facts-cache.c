@@ -68,6 +68,20 @@ size_t coh_facts_cache_size(const struct coh_facts_cache *c) {
         return c ? c->n_entries : 0;
 }
 
+/*
+ * Uevents reach only the network namespaces owned by the initial user
+ * namespace (see open_netlink()). A daemon in a user namespace of its own (a
+ * container with one) would hear nothing on the socket, and facts kept would
+ * never be dropped: then it keeps none. The initial user namespace's inode
+ * number is fixed (include/linux/proc_ns.h, PROC_USER_INIT_INO); /proc may be
+ * absent, and then nothing is kept either.
+ */
+#define PROC_USER_INIT_INO 0xEFFFFFFDU
+static bool in_initial_user_namespace(void) {
+        struct stat st;
+        return stat("/proc/self/ns/user", &st) == 0 && st.st_ino == PROC_USER_INIT_INO;
+}
+
 static int open_netlink(void) {
         /* Opened at start, before the parser's seccomp filter (which has no
          * bind); the unit's RestrictAddressFamilies= names AF_NETLINK for it.
@@ -105,6 +119,8 @@ static int open_fifo(int sysfs_fd) {
 
 struct coh_facts_cache *coh_facts_cache_open(const char *platform_spec, int sysfs_fd) {
         bool linux_ = strcmp(platform_spec, "linux") == 0;
+        if (linux_ && !in_initial_user_namespace())
+                return NULL;
         int fd = linux_ ? open_netlink() : open_fifo(sysfs_fd);
         struct coh_facts_cache *c = NULL;
         if (fd >= 0)

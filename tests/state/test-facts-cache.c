@@ -12,6 +12,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +155,26 @@ static void test_no_source_no_cache(void **state) {
         expect_driver(f, c, "nvme");
 }
 
+/* In a user namespace of its own the kernel's uevents never reach the daemon's socket
+ * (lib/kobject_uevent.c): on the real platform it then keeps nothing. Child process:
+ * unshare(CLONE_NEWUSER) cannot be undone. */
+static void test_linux_keeps_nothing_outside_the_initial_user_namespace(void **state) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                if (unshare(CLONE_NEWUSER) < 0)
+                        _exit(77);
+                struct coh_facts_cache *c = coh_facts_cache_open("linux", -1);
+                _exit(c ? 1 : 0);
+        }
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        if (WEXITSTATUS(status) == 77)
+                fail_msg("unshare(CLONE_NEWUSER) failed: this test needs user namespaces");
+        assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void test_uevent_relevant(void **state) {
         static const char bind[] = "bind@/devices/pci0000:00/0000:00:05.0\0ACTION=bind\0SUBSYSTEM=pci\0SEQNUM=1";
         static const char block[] = "change@/devices/virtual/block/loop0\0ACTION=change\0SUBSYSTEM=block\0SEQNUM=2";
@@ -173,6 +194,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_rebound_device_read_again, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_sim_fifo, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_no_source_no_cache, setup, teardown),
+                cmocka_unit_test(test_linux_keeps_nothing_outside_the_initial_user_namespace),
                 cmocka_unit_test(test_uevent_relevant),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
