@@ -1521,13 +1521,43 @@ static int compare_ints(const void *a, const void *b) {
 }
 
 void daemon_limit_free_fds(struct harness *h, unsigned n_free, struct rlimit *ret_old) {
+        assert_true(h->pid > 0);
+        process_limit_free_fds(h->pid, n_free, ret_old);
+}
+
+pid_t daemon_helper_pid(const struct harness *h) {
+        char path[80], buf[64] = "";
+        /* The privileged helper is the daemon's only child (README "Processes"). */
+        snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int) h->pid, (int) h->pid);
+        FILE *f = fopen(path, "re");
+        assert_non_null(f);
+        assert_non_null(fgets(buf, sizeof buf, f));
+        fclose(f);
+        pid_t pid = (pid_t) atoi(buf);
+        assert_true(pid > 0);
+        return pid;
+}
+
+unsigned process_fds(pid_t pid) {
+        char path[64];
+        struct dirent *de;
+        unsigned n = 0;
+        snprintf(path, sizeof path, "/proc/%d/fd", (int) pid);
+        DIR *d = opendir(path);
+        assert_non_null(d);
+        while ((de = readdir(d)))
+                n += de->d_name[0] != '.';
+        closedir(d);
+        return n;
+}
+
+void process_limit_free_fds(pid_t pid, unsigned n_free, struct rlimit *ret_old) {
         char path[64];
         struct dirent *de;
         int *fds = NULL;
         size_t n = 0, k = 0;
 
-        assert_true(h->pid > 0);
-        snprintf(path, sizeof path, "/proc/%d/fd", (int) h->pid);
+        snprintf(path, sizeof path, "/proc/%d/fd", (int) pid);
         DIR *d = opendir(path);
         assert_non_null(d);
         while ((de = readdir(d))) {
@@ -1551,9 +1581,9 @@ void daemon_limit_free_fds(struct harness *h, unsigned n_free, struct rlimit *re
                         break;
         }
         free(fds);
-        assert_int_equal(prlimit(h->pid, RLIMIT_NOFILE, NULL, ret_old), 0);
+        assert_int_equal(prlimit(pid, RLIMIT_NOFILE, NULL, ret_old), 0);
         struct rlimit rl = { .rlim_cur = limit, .rlim_max = ret_old->rlim_max };
-        assert_int_equal(prlimit(h->pid, RLIMIT_NOFILE, &rl, NULL), 0);
+        assert_int_equal(prlimit(pid, RLIMIT_NOFILE, &rl, NULL), 0);
 }
 
 void daemon_restore_fd_limit(struct harness *h, const struct rlimit *old) {

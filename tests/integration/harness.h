@@ -342,6 +342,12 @@ json_object *journal_expect_eventually(struct harness *h, size_t n, const char *
 struct rlimit;
 void daemon_limit_free_fds(struct harness *h, unsigned n_free, struct rlimit *ret_old);
 void daemon_restore_fd_limit(struct harness *h, const struct rlimit *old);
+/* The same for any process (the privileged helper: prlimit(2) on it needs the daemon to
+ * run --no-sandbox, as root); put back with prlimit(pid, RLIMIT_NOFILE, old, NULL). */
+void process_limit_free_fds(pid_t pid, unsigned n_free, struct rlimit *ret_old);
+/* The daemon's privileged helper (its only child), and how many descriptors a process has. */
+pid_t daemon_helper_pid(const struct harness *h);
+unsigned process_fds(pid_t pid);
 
 /*
  * Environment the harness reads besides what tests.cmake sets:

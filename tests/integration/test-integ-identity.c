@@ -254,6 +254,63 @@ static void test_hand_over_failing_for_want_of_descriptors_leaves_none_behind(vo
         vconn_free(c);
 }
 
+/*
+ * The same on the privileged helper's side, which opens and pins the group: with its
+ * RLIMIT_NOFILE lowered so that only n are free, the socketpair or the pin fails there.
+ * The client gets an error and no group, and the helper is back to the descriptors it
+ * had (it serves request after request: what it leaks stays).
+ */
+static void test_custody_failing_in_the_helper_leaves_none_behind(void **state) {
+        struct harness *h = *state;
+        bool failed_at_pin = false, granted = false;
+        struct rlimit old;
+
+        h->options.no_sandbox = true; /* prlimit(2) on the helper: both stay root */
+        harness_start(h);
+        struct vconn *c = vconn_connect(h);
+        vconn_ping(c);
+        int vm = sim_object("kvm-vm");
+        harness_idle(h);
+        pid_t helper = daemon_helper_pid(h);
+        unsigned helper_fds = process_fds(helper), fds = daemon_fds(h, NULL);
+
+        for (unsigned n_free = 0; n_free <= 6 && !granted; n_free++) {
+                harness_idle(h);
+                process_limit_free_fds(helper, n_free, &old);
+                struct coh_reply reply;
+                char params[160];
+                int sent[2] = { vm, sim_object("vfio-container:noncoherent") };
+                snprintf(params, sizeof params, "{\"vm\":0,\"iommu\":1,\"device\":\"%s\"}", group_slot(GRANTED_GROUP));
+                vconn_send(c, BROKER "RequestGrant", params, sent, 2, false);
+                close(sent[1]);
+                assert_int_equal(vconn_recv(c, &reply), 0);
+                assert_int_equal(prlimit(helper, RLIMIT_NOFILE, &old, NULL), 0);
+                if (!reply.error) {
+                        assert_string_equal(jstr(reply.parameters, "decision"), "granted");
+                        assert_int_equal(vconn_reply_fds(c), 1);
+                        json_object_put(release_grant(c, jstr(reply.parameters, "grant")));
+                        granted = true;
+                } else {
+                        if (strcmp(reply.error, BROKER "BackendError") != 0)
+                                fail_msg("with %u descriptors free in the helper: %s %s", n_free, reply.error,
+                                         json_object_to_json_string(reply.parameters));
+                        print_message("with %u descriptors free in the helper: BackendError(%s, %s)\n", n_free,
+                                      jstr(reply.parameters, "operation"), json_object_to_json_string(reply.parameters));
+                        failed_at_pin |= strcmp(jstr(reply.parameters, "operation"), "pin") == 0;
+                        assert_int_equal(vconn_reply_fds(c), 0);
+                }
+                coh_reply_done(&reply);
+                harness_idle(h);
+                assert_int_equal(process_fds(helper), helper_fds);
+                expect_daemon_fds_settled(h, NULL, fds);
+        }
+        /* The path past the socketpair was taken in the helper, and a grant followed. */
+        assert_true(failed_at_pin);
+        assert_true(granted);
+        close(vm);
+        vconn_free(c);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 HARNESS_TEST(test_grants_and_events_name_the_peers_uid),
@@ -262,6 +319,7 @@ int main(void) {
                 HARNESS_TEST(test_group_whose_second_device_is_refused_is_refused),
                 HARNESS_TEST(test_group_whose_first_device_is_refused_is_refused),
                 HARNESS_TEST(test_hand_over_failing_for_want_of_descriptors_leaves_none_behind),
+                HARNESS_TEST(test_custody_failing_in_the_helper_leaves_none_behind),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
