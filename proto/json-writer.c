@@ -59,6 +59,11 @@ static const char short_escape[0x20] = {
         ['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n', ['\f'] = 'f', ['\r'] = 'r',
 };
 
+/* The bytes that need an escape: below 0x20, '"' and '\\'. */
+static const bool to_escape[256] = {
+        [0x00 ... 0x1f] = true, ['"'] = true, ['\\'] = true,
+};
+
 #define ONES UINT64_C(0x0101010101010101)
 #define HIGHS UINT64_C(0x8080808080808080)
 
@@ -89,19 +94,9 @@ static void put_quoted(struct coh_json_writer *w, const char *s, size_t n) {
                 memcpy(o, &x, 8);
                 o += 8;
         }
-        /* The last few, padded with bytes that need none: most keys and words are shorter than eight. */
-        if (i < n && n - i < 8) {
-                uint64_t x = ONES * 'a';
-                memcpy(&x, s + i, n - i);
-                if (!any_to_escape(x)) {
-                        memcpy(o, s + i, n - i);
-                        o += n - i;
-                        i = n;
-                }
-        }
         for (; i < n; i++) {
                 unsigned char c = (unsigned char) s[i];
-                if (c >= 0x20 && c != '"' && c != '\\') {
+                if (!to_escape[c]) {
                         *o++ = (char) c;
                         continue;
                 }
