@@ -311,6 +311,7 @@ static int method_watch_grants(struct call_ctx *x) {
         coh_json_add(p, "event", json_object_new_string("grants"));
         coh_json_add(p, "grants", methods_grants_json(x, of_process, false));
         x->conn->watch = true;
+        x->ms->n_streams++;
         return coh_conn_reply(x->conn, p, true);
 }
 

@@ -135,7 +135,15 @@ json_object *methods_grants_json(struct call_ctx *x, bool (*match)(const struct 
         return list;
 }
 
+void coh_methods_conn_closed(struct coh_methods *ms, const struct coh_conn *c) {
+        /* A connection has one stream at most: it takes no call once one is open. */
+        if (c->monitor || c->watch)
+                ms->n_streams--;
+}
+
 void coh_methods_grant_event(struct coh_methods *ms, const struct coh_grant *g, const char *event) {
+        if (ms->n_streams == 0)
+                return;
         /* The VMM's own stream: the grant as ListGrants shows it (coh_grant_to_json()),
          * its record with the VM's WBINVD state filled in. */
         struct coh_grant_record rec = g->rec;

@@ -226,6 +226,8 @@ void request_log_decision(struct call_ctx *x, const struct request *req, const s
                 record_decision(req, rec);
 
         /* Monitor sees every decision, folded or not. */
+        if (x->ms->n_streams == 0)
+                return;
         struct coh_json_writer w = {};
         coh_jw_object_begin(&w);
         coh_jw_key(&w, "event");
