@@ -151,6 +151,7 @@ static int conn_message(struct coh_conn *c, struct coh_message *msg, void *userd
 
 static void conn_closed(struct coh_conn *c, const char *end, void *userdata) {
         struct coh_manager *m = userdata;
+        coh_methods_conn_closed(&m->methods, c);
         coh_grants_end_owned(&m->grants, &c->owner, end);
 }
 

@@ -16,24 +16,30 @@
 
 static const char *expected_vm = "a KVM VM";
 
-static json_object *iommus_json(const struct coh_iommu_facts *units, size_t n) {
-        json_object *iommus = json_object_new_array();
+static void iommus_write(const struct coh_iommu_facts *units, size_t n, struct coh_json_writer *w) {
+        coh_jw_array_begin(w);
         for (size_t i = 0; i < n; i++) {
-                json_object *u = json_object_new_object();
-                coh_json_add(u, "name", json_object_new_string(units[i].name));
-                coh_json_add(u, "type", json_object_new_string(coh_iommu_type_to_string(units[i].type)));
-                coh_json_add(u, "enforcesCoherency", json_object_new_boolean(units[i].enforces));
-                coh_json_append(iommus, u);
+                coh_jw_object_begin(w);
+                coh_jw_key(w, "name");
+                coh_jw_string(w, units[i].name);
+                coh_jw_key(w, "type");
+                coh_jw_string(w, coh_iommu_type_to_string(units[i].type));
+                coh_jw_key(w, "enforcesCoherency");
+                coh_jw_bool(w, units[i].enforces);
+                coh_jw_object_end(w);
         }
-        return iommus;
+        coh_jw_array_end(w);
 }
 
-static json_object *limits_json(const struct coh_broker_config *cfg) {
-        json_object *limits = json_object_new_object();
-        coh_json_add(limits, "maxGrantsPerConnection", json_object_new_int64(cfg->max_grants_per_connection));
-        coh_json_add(limits, "maxConnectionsPerUser", json_object_new_int64(cfg->max_connections_per_user));
-        coh_json_add(limits, "maxConnections", json_object_new_int64(cfg->max_connections));
-        return limits;
+static void limits_write(const struct coh_broker_config *cfg, struct coh_json_writer *w) {
+        coh_jw_object_begin(w);
+        coh_jw_key(w, "maxGrantsPerConnection");
+        coh_jw_int(w, cfg->max_grants_per_connection);
+        coh_jw_key(w, "maxConnectionsPerUser");
+        coh_jw_int(w, cfg->max_connections_per_user);
+        coh_jw_key(w, "maxConnections");
+        coh_jw_int(w, cfg->max_connections);
+        coh_jw_object_end(w);
 }
 
 static int method_get_info(struct call_ctx *x) {
@@ -51,16 +57,26 @@ static int method_get_info(struct call_ctx *x) {
                 return method_backend_error(x, r, "read IOMMUs from sysfs");
         coh_policy_evaluate(call_policy(x), NULL, &x->conn->peer, &pr);
 
-        json_object *p = json_object_new_object();
-        coh_json_add(p, "version", json_object_new_string(COH_VERSION));
-        coh_json_add(p, "backend", json_object_new_string(platform->ops->name));
-        coh_json_add(p, "mode", json_object_new_string(coh_mode_to_string(pr.mode)));
-        coh_json_add(p, "modeRule", json_object_new_string(coh_origin_format(&pr.mode_origin, rule, sizeof rule)));
-        coh_json_add(p, "access", json_object_new_string(coh_access_to_string(pr.access)));
-        coh_json_add(p, "accessRule", json_object_new_string(coh_origin_format(&pr.access_origin, rule, sizeof rule)));
-        coh_json_add(p, "iommus", iommus_json(units, n));
-        coh_json_add(p, "limits", limits_json(coh_policy_broker(call_policy(x))));
-        return method_reply(x, p);
+        struct coh_json_writer w = {};
+        coh_jw_object_begin(&w);
+        coh_jw_key(&w, "version");
+        coh_jw_string(&w, COH_VERSION);
+        coh_jw_key(&w, "backend");
+        coh_jw_string(&w, platform->ops->name);
+        coh_jw_key(&w, "mode");
+        coh_jw_string(&w, coh_mode_to_string(pr.mode));
+        coh_jw_key(&w, "modeRule");
+        coh_jw_string(&w, coh_origin_format(&pr.mode_origin, rule, sizeof rule));
+        coh_jw_key(&w, "access");
+        coh_jw_string(&w, coh_access_to_string(pr.access));
+        coh_jw_key(&w, "accessRule");
+        coh_jw_string(&w, coh_origin_format(&pr.access_origin, rule, sizeof rule));
+        coh_jw_key(&w, "iommus");
+        iommus_write(units, n, &w);
+        coh_jw_key(&w, "limits");
+        limits_write(coh_policy_broker(call_policy(x)), &w);
+        coh_jw_object_end(&w);
+        return method_reply(x, coh_jw_to_object(&w));
 }
 
 struct probe_params {
@@ -153,14 +169,20 @@ static int hand_over(struct call_ctx *x, const struct request *req, int *vm_fd, 
 /* The reply, with the group when one is handed over. */
 static int reply_grant(struct call_ctx *x, const struct request *req, const struct coh_decision_record *rec,
                        struct coh_grant *grant, int *file_fd) {
-        json_object *p = json_object_new_object();
-        coh_record_to_json(coh_decision_record_fields, rec, COH_DECISION_FORM_GRANT, p);
-        coh_json_add(p, "facts", request_facts_json(req));
-        if (*file_fd < 0)
-                return method_reply(x, p);
-        coh_json_add(p, "group", json_object_new_int(0));
+        struct coh_json_writer w = {};
+        coh_jw_object_begin(&w);
+        coh_record_write(coh_decision_record_fields, rec, COH_DECISION_FORM_GRANT, &w);
+        coh_jw_key(&w, "facts");
+        request_facts_write(req, &w);
+        if (*file_fd < 0) {
+                coh_jw_object_end(&w);
+                return method_reply(x, coh_jw_to_object(&w));
+        }
+        coh_jw_key(&w, "group");
+        coh_jw_int(&w, 0);
+        coh_jw_object_end(&w);
         int fd = TAKE_FD(*file_fd);
-        int r = coh_conn_reply_fds(x->conn, p, &fd, 1);
+        int r = coh_conn_reply_fds(x->conn, coh_jw_to_object(&w), &fd, 1);
         grant->rec.pending = false;
         coh_grant_touch(grant);
         if (x->ms->grants->cb.changed)
@@ -252,10 +274,14 @@ static int method_release_grant(struct call_ctx *x) {
         bool last = vm->n_grants == 1, granted = g->rec.decision == COH_DECISION_GRANTED;
         const char *vm_wbinvd = last || (granted && vm->n_granted == 1) ? "noop" : coh_vm_wbinvd(vm);
         int ended = coh_grant_end(g, "release", false); /* g is gone when ended */
-        json_object *reply = json_object_new_object();
-        coh_json_add(reply, "vmWbinvd", json_object_new_string(vm_wbinvd));
-        coh_json_add(reply, "state", json_object_new_string(ended > 0 ? "ended" : "ending"));
-        return method_reply(x, reply);
+        struct coh_json_writer w = {};
+        coh_jw_object_begin(&w);
+        coh_jw_key(&w, "vmWbinvd");
+        coh_jw_string(&w, vm_wbinvd);
+        coh_jw_key(&w, "state");
+        coh_jw_string(&w, ended > 0 ? "ended" : "ending");
+        coh_jw_object_end(&w);
+        return method_reply(x, coh_jw_to_object(&w));
 }
 
 /* A connection's own grants, active and ending. */
@@ -285,6 +311,7 @@ static int method_watch_grants(struct call_ctx *x) {
         coh_json_add(p, "event", json_object_new_string("grants"));
         coh_json_add(p, "grants", methods_grants_json(x, of_process, false));
         x->conn->watch = true;
+        x->ms->n_streams++;
         return coh_conn_reply(x->conn, p, true);
 }
 

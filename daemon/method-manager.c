@@ -143,6 +143,7 @@ static int method_monitor(struct call_ctx *x) {
         coh_json_add(p, "event", json_object_new_string("subscribed"));
         coh_json_add(p, "grants", json_object_new_int64(x->ms->grants->n_grants));
         x->conn->monitor = true;
+        x->ms->n_streams++;
         return coh_conn_reply(x->conn, p, true);
 }
 

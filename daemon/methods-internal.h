@@ -112,7 +112,8 @@ int request_ioas(struct call_ctx *x, int iommu_fd, struct coh_fd_info *ret);
 /* The decision as a record (decision-record.h): the reply's fields; the
  * caller adds the grant, the VM's state and the peer. */
 struct coh_decision_record request_record(const struct request *req);
-json_object *request_facts_json(const struct request *req);
+/* The reply's "facts" value (Facts in io.coherencyd.Broker.varlink), written into w. */
+void request_facts_write(const struct request *req, struct coh_json_writer *w);
 /* The reply of Probe and Manager.Explain: the decision and its facts. */
 int request_reply(struct call_ctx *x, const struct request *req);
 /* The decision record (journal) and event (Monitor). */

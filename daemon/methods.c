@@ -135,26 +135,55 @@ json_object *methods_grants_json(struct call_ctx *x, bool (*match)(const struct 
         return list;
 }
 
-void coh_methods_grant_event(struct coh_methods *ms, const struct coh_grant *g, const char *event) {
-        /* The VMM's own stream: the grant as ListGrants shows it. */
-        json_object *w = json_object_new_object(), *list = json_object_new_array();
-        coh_json_add(w, "event", json_object_new_string(event));
-        coh_json_append(list, coh_grant_to_json(g, false));
-        coh_json_add(w, "grants", list);
-        methods_broadcast(ms, w, g->rec.peer_pid);
+void coh_methods_conn_closed(struct coh_methods *ms, const struct coh_conn *c) {
+        /* A connection has one stream at most: it takes no call once one is open. */
+        if (c->monitor || c->watch)
+                ms->n_streams--;
+}
 
-        json_object *ev = json_object_new_object();
-        coh_json_add(ev, "event", json_object_new_string(event));
-        coh_json_add(ev, "grant", json_object_new_string(g->rec.grant));
-        coh_json_add(ev, "decision", json_object_new_string(coh_decision_to_string(g->rec.decision)));
-        coh_json_add(ev, "state", json_object_new_string(coh_grant_state_to_string(g->rec.state)));
-        if (g->rec.end[0])
-                coh_json_add(ev, "end", json_object_new_string(g->rec.end));
-        coh_json_add(ev, "vmWbinvd", json_object_new_string(coh_vm_wbinvd(g->vm)));
-        coh_json_add(ev, "device", json_object_new_string(g->rec.device));
-        coh_json_add(ev, "peerPid", json_object_new_int64(g->rec.peer_pid));
-        coh_json_add(ev, "peerUid", json_object_new_int64(g->rec.peer_uid));
-        methods_broadcast(ms, ev, 0);
+void coh_methods_grant_event(struct coh_methods *ms, const struct coh_grant *g, const char *event) {
+        if (ms->n_streams == 0)
+                return;
+        /* The VMM's own stream: the grant as ListGrants shows it (coh_grant_to_json()),
+         * its record with the VM's WBINVD state filled in. */
+        struct coh_grant_record rec = g->rec;
+        rec.vm_wbinvd = g->vm && g->vm->n_granted > 0;
+        struct coh_json_writer w = {};
+        coh_jw_object_begin(&w);
+        coh_jw_key(&w, "event");
+        coh_jw_string(&w, event);
+        coh_jw_key(&w, "grants");
+        coh_jw_array_begin(&w);
+        coh_jw_object_begin(&w);
+        coh_record_write(coh_grant_record_fields, &rec, COH_GRANT_FORM_VMM, &w);
+        coh_jw_object_end(&w);
+        coh_jw_array_end(&w);
+        coh_jw_object_end(&w);
+        methods_broadcast(ms, coh_jw_to_object(&w), g->rec.peer_pid);
+
+        coh_jw_object_begin(&w);
+        coh_jw_key(&w, "event");
+        coh_jw_string(&w, event);
+        coh_jw_key(&w, "grant");
+        coh_jw_string(&w, g->rec.grant);
+        coh_jw_key(&w, "decision");
+        coh_jw_string(&w, coh_decision_to_string(g->rec.decision));
+        coh_jw_key(&w, "state");
+        coh_jw_string(&w, coh_grant_state_to_string(g->rec.state));
+        if (g->rec.end[0]) {
+                coh_jw_key(&w, "end");
+                coh_jw_string(&w, g->rec.end);
+        }
+        coh_jw_key(&w, "vmWbinvd");
+        coh_jw_string(&w, coh_vm_wbinvd(g->vm));
+        coh_jw_key(&w, "device");
+        coh_jw_string(&w, g->rec.device);
+        coh_jw_key(&w, "peerPid");
+        coh_jw_int(&w, g->rec.peer_pid);
+        coh_jw_key(&w, "peerUid");
+        coh_jw_int(&w, g->rec.peer_uid);
+        coh_jw_object_end(&w);
+        methods_broadcast(ms, coh_jw_to_object(&w), 0);
 }
 
 /*

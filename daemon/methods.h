@@ -31,6 +31,9 @@ struct coh_methods {
         void *userdata;
         struct coh_refusal_fold fold;     /* refusals counted in this interval (refusal-fold.h) */
         struct coh_policy_memo policy_memo; /* the policy's results per device and peer (policy-memo.h) */
+        /* Connections with a Monitor or WatchGrants stream open: while there are none,
+         * events are not written at all (they were a tenth of a grant cycle). */
+        unsigned n_streams;
 };
 
 /* Another policy is in force: what the old one said is forgotten. */
@@ -43,6 +46,9 @@ void coh_methods_done(struct coh_methods *ms);
  * return means the connection must be closed (malformed envelope, memory).
  */
 int coh_methods_dispatch(struct coh_methods *ms, struct coh_conn *c, struct coh_message *m);
+
+/* A connection is about to be freed (the server's closed callback): its stream, if any, ends. */
+void coh_methods_conn_closed(struct coh_methods *ms, const struct coh_conn *c);
 
 /* Writes the summaries of refusals folded so far (at a stop: they would be lost). */
 void coh_methods_flush_refusals(struct coh_methods *ms);

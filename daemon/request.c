@@ -54,20 +54,21 @@ static struct coh_device_record device_record(const struct device_verdict *v) {
         return d;
 }
 
-static json_object *device_facts_json(const struct device_verdict *v, unsigned form) {
-        json_object *o = json_object_new_object();
-        coh_record_to_json(coh_device_record_fields, &v->record, form, o);
-        return o;
-}
-
-json_object *request_facts_json(const struct request *req) {
-        json_object *o = device_facts_json(&req->devices[req->deciding], COH_DEVICE_FORM_BRIEF);
-        coh_json_add(o, "file", json_object_new_string(req->file));
-        json_object *devices = json_object_new_array();
-        for (size_t i = 0; i < req->n_devices; i++)
-                coh_json_append(devices, device_facts_json(&req->devices[i], COH_DEVICE_FORM_FULL));
-        coh_json_add(o, "devices", devices);
-        return o;
+/* The request's Facts: the deciding device's brief form, the file, and each device in full. */
+void request_facts_write(const struct request *req, struct coh_json_writer *w) {
+        coh_jw_object_begin(w);
+        coh_record_write(coh_device_record_fields, &req->devices[req->deciding].record, COH_DEVICE_FORM_BRIEF, w);
+        coh_jw_key(w, "file");
+        coh_jw_string(w, req->file);
+        coh_jw_key(w, "devices");
+        coh_jw_array_begin(w);
+        for (size_t i = 0; i < req->n_devices; i++) {
+                coh_jw_object_begin(w);
+                coh_record_write(coh_device_record_fields, &req->devices[i].record, COH_DEVICE_FORM_FULL, w);
+                coh_jw_object_end(w);
+        }
+        coh_jw_array_end(w);
+        coh_jw_object_end(w);
 }
 
 int request_read_device(struct call_ctx *x, const char *slot, struct request *req) {
@@ -180,10 +181,13 @@ struct coh_decision_record request_record(const struct request *req) {
 
 int request_reply(struct call_ctx *x, const struct request *req) {
         struct coh_decision_record rec = request_record(req);
-        json_object *p = json_object_new_object();
-        coh_record_to_json(coh_decision_record_fields, &rec, COH_DECISION_FORM_PROBE, p);
-        coh_json_add(p, "facts", request_facts_json(req));
-        return method_reply(x, p);
+        struct coh_json_writer w = {};
+        coh_jw_object_begin(&w);
+        coh_record_write(coh_decision_record_fields, &rec, COH_DECISION_FORM_PROBE, &w);
+        coh_jw_key(&w, "facts");
+        request_facts_write(req, &w);
+        coh_jw_object_end(&w);
+        return method_reply(x, coh_jw_to_object(&w));
 }
 
 static const char *decision_message_id(enum coh_decision d) {
@@ -222,8 +226,13 @@ void request_log_decision(struct call_ctx *x, const struct request *req, const s
                 record_decision(req, rec);
 
         /* Monitor sees every decision, folded or not. */
-        json_object *ev = json_object_new_object();
-        coh_json_add(ev, "event", json_object_new_string("decision"));
-        coh_record_to_json(coh_decision_record_fields, rec, COH_DECISION_FORM_EVENT, ev);
-        methods_broadcast(x->ms, ev, 0);
+        if (x->ms->n_streams == 0)
+                return;
+        struct coh_json_writer w = {};
+        coh_jw_object_begin(&w);
+        coh_jw_key(&w, "event");
+        coh_jw_string(&w, "decision");
+        coh_record_write(coh_decision_record_fields, rec, COH_DECISION_FORM_EVENT, &w);
+        coh_jw_object_end(&w);
+        methods_broadcast(x->ms, coh_jw_to_object(&w), 0);
 }

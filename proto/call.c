@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include "call.h"
+#include "json-writer.h"
 
 #include <errno.h>
 #include <math.h>
@@ -254,72 +255,63 @@ void coh_reply_done(struct coh_reply *r) {
         *r = (struct coh_reply) {};
 }
 
-/* false is the default; leaving it out keeps messages short and like systemd's. */
-static int add_flag(json_object *o, const char *flag, bool value) {
-        json_object *b;
-
-        if (!flag || !value)
-                return 0;
-        b = json_object_new_boolean(true);
-        if (!b || json_object_object_add(o, flag, b) < 0) {
-                json_object_put(b);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
 /*
- * Builds {key: name, "parameters": ..., flags...} and serializes it. Takes
- * parameters in every case. A non-object parameters is a caller bug that
- * would put an invalid message on the wire, so it fails with EINVAL.
+ * Writes {key: name, "parameters": ..., flags...}. Takes parameters in every
+ * case. A non-object parameters is a caller bug that would put an invalid
+ * message on the wire, so it fails with EINVAL. The envelope is written
+ * directly (json-writer.h), and so are parameters that were written
+ * (coh_jw_to_object()); only a json_object tree goes through json-c.
+ * A false flag is the default: leaving it out keeps messages short and like
+ * systemd's.
  */
 static char *format_message(const char *key, const char *name, json_object *parameters,
                             const char *flag1, bool value1, const char *flag2, bool value2) {
-        json_object *o;
+        struct coh_json_writer w = {};
         const char *text;
-        char *s = NULL;
+        size_t len;
+        char *s;
 
-        if (parameters && !json_object_is_type(parameters, json_type_object)) {
-                json_object_put(parameters);
-                errno = EINVAL;
-                return NULL;
-        }
-
-        o = json_object_new_object();
-        if (!o) {
-                json_object_put(parameters);
-                return NULL;
-        }
-
-        if (key) {
-                json_object *v = json_object_new_string(name);
-
-                if (!v || json_object_object_add(o, key, v) < 0) {
-                        json_object_put(v);
+        if (!coh_json_written(parameters, &text, &len)) {
+                if (parameters && !json_object_is_type(parameters, json_type_object)) {
                         json_object_put(parameters);
-                        goto finish;
+                        errno = EINVAL;
+                        return NULL;
+                }
+                if (!parameters) {
+                        text = "{}";
+                        len = 2;
+                } else {
+                        text = json_object_to_json_string_length(
+                                parameters, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+                        if (!text) {
+                                json_object_put(parameters);
+                                errno = ENOMEM;
+                                return NULL;
+                        }
                 }
         }
 
-        if (!parameters) {
-                parameters = json_object_new_object();
-                if (!parameters)
-                        goto finish;
+        coh_jw_object_begin(&w);
+        if (key) {
+                coh_jw_key(&w, key);
+                coh_jw_string(&w, name);
         }
-        if (json_object_object_add(o, "parameters", parameters) < 0) {
-                json_object_put(parameters);
-                goto finish;
+        coh_jw_key(&w, "parameters");
+        coh_jw_json(&w, text, len);
+        if (flag1 && value1) {
+                coh_jw_key(&w, flag1);
+                coh_jw_bool(&w, true);
         }
+        if (flag2 && value2) {
+                coh_jw_key(&w, flag2);
+                coh_jw_bool(&w, true);
+        }
+        coh_jw_object_end(&w);
+        json_object_put(parameters);
 
-        if (add_flag(o, flag1, value1) < 0 || add_flag(o, flag2, value2) < 0)
-                goto finish;
-
-        text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        if (text)
-                s = strdup(text);
-
-finish:
-        json_object_put(o);
+        s = coh_jw_steal(&w, NULL);
+        if (!s)
+                errno = ENOMEM;
         return s;
 }
 

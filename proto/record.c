@@ -53,6 +53,29 @@ void coh_record_to_json(const struct coh_field *table, const void *rec, unsigned
         }
 }
 
+void coh_record_write(const struct coh_field *table, const void *rec, unsigned which, struct coh_json_writer *w) {
+        for (const struct coh_field *f = table; f->json; f++) {
+                if (!(f->flags & which & COH_FIELD_FORMS) || ((f->flags & COH_FIELD_OPTIONAL) && field_empty(f, rec)))
+                        continue;
+                coh_jw_key(w, f->json);
+                switch (f->type) {
+                case COH_FIELD_INT:
+                        coh_jw_int(w, *(const int64_t *) CFIELD(rec, f));
+                        break;
+                case COH_FIELD_BOOL:
+                        coh_jw_bool(w, *(const bool *) CFIELD(rec, f));
+                        break;
+                case COH_FIELD_STRING:
+                        /* Bounded by the array, as coh_record_from_json() fills it. */
+                        coh_jw_string_len(w, CFIELD(rec, f), strnlen(CFIELD(rec, f), f->size));
+                        break;
+                default:
+                        coh_jw_string(w, field_word(f, rec) ?: "");
+                        break;
+                }
+        }
+}
+
 static int field_from_json(const struct coh_field *f, json_object *v, void *rec) {
         switch (f->type) {
         case COH_FIELD_INT:

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "json-writer.h"
 #include "words.h"
 
 enum coh_field_type {
@@ -47,6 +48,10 @@ struct coh_field {
 
 /* The fields in any of the forms `which` into o (coh_json_add: a failure marks o). */
 void coh_record_to_json(const struct coh_field *table, const void *rec, unsigned which, json_object *o);
+
+/* The same members written into the object open in w (json-writer.h): the same
+ * object, without a json_object tree (tests/proto/test-json-writer.c checks it). */
+void coh_record_write(const struct coh_field *table, const void *rec, unsigned which, struct coh_json_writer *w);
 
 /*
  * Fills rec from o: every field in any of the forms `which` that is not

@@ -286,6 +286,46 @@ static void test_release_of_a_free_group_is_told_to_watchers_as_ended_only(void 
         vconn_free(monitor);
 }
 
+/* Events are written only while a stream is open (methods.h n_streams): a Monitor
+ * still sees every one after other streams and other connections came and went. */
+static void test_monitor_sees_events_after_other_connections_close(void **state) {
+        struct harness *h = *state;
+        struct vmm vmm;
+        int group;
+
+        harness_start(h);
+        struct vconn *monitor = vconn_connect(h);
+        vconn_send(monitor, MANAGER "Monitor", NULL, NULL, 0, true);
+        json_object_put(vconn_next_event(monitor, "subscribed"));
+        struct vconn *other = vconn_connect(h);
+        vconn_send(other, MANAGER "Monitor", NULL, NULL, 0, true);
+        json_object_put(vconn_next_event(other, "subscribed"));
+        vconn_free(other);
+        for (int i = 0; i < 2; i++) {
+                struct vconn *plain = vconn_connect(h);
+                json_object_put(vconn_call(plain, BROKER "GetInfo", NULL, NULL, 0));
+                vconn_free(plain);
+        }
+        harness_idle(h); /* the closes are seen */
+
+        vmm_start(h, VMM_UID, VMM_GID, 1, &vmm);
+        int vm = sim_object("kvm-vm");
+        char *grant = grant_wbinvd(vmm.conn[0], vm, GRANTED_GROUP, &group);
+        json_object *e = vconn_next_event(monitor, "decision");
+        assert_string_equal(jstr(e, "grant"), grant);
+        json_object_put(e);
+        close(group);
+        json_object_put(release(vmm.conn[0], grant, "ended"));
+        e = vconn_next_event(monitor, "ended");
+        assert_string_equal(jstr(e, "grant"), grant);
+        json_object_put(e);
+
+        free(grant);
+        close(vm);
+        vmm_done(&vmm);
+        vconn_free(monitor);
+}
+
 /* DESIGN.md §5: a VMM's ListGrants has its own grants, "with state: active or ending". */
 static void test_vmm_lists_its_own_ending_grant(void **state) {
         struct harness *h = *state;
@@ -786,6 +826,7 @@ int main(void) {
                 HARNESS_TEST(test_release_after_letting_go_ends_at_once_and_the_device_can_be_asked_for_again),
                 HARNESS_TEST(test_release_while_the_vmm_holds_the_group_is_ending_until_it_lets_go),
                 HARNESS_TEST(test_release_of_a_free_group_is_told_to_watchers_as_ended_only),
+                HARNESS_TEST(test_monitor_sees_events_after_other_connections_close),
                 HARNESS_TEST(test_vmm_lists_its_own_ending_grant),
                 HARNESS_TEST(test_device_busy_for_another_connection_and_another_vmm_while_held_and_free_after_close),
                 HARNESS_TEST(test_disconnect_while_the_group_is_held_is_ending_then_ended_when_it_is_closed),
