@@ -320,7 +320,7 @@ static void close_custody(struct coh_grant *g, bool pin_only) {
                 coh_fdstore_remove(store, COH_FDSTORE_PROBE, g->rec.grant);
                 g->custody.probe_fd = safe_close(g->custody.probe_fd);
         }
-        g->pidfd = safe_close(g->pidfd);
+        g->pidfd = coh_pidfd_unref(g->pidfd);
 }
 
 /* Frees the grant; with forget, only our copies of its descriptors go (the store keeps its own). */
@@ -332,7 +332,7 @@ static void grant_free(struct coh_grant *g, bool forget) {
         if (forget) {
                 safe_close(g->custody.pin_fd);
                 safe_close(g->custody.probe_fd);
-                safe_close(g->pidfd);
+                coh_pidfd_unref(g->pidfd);
         } else
                 close_custody(g, false);
         free(g);
@@ -392,13 +392,7 @@ int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm
         grant->grants = g;
         grant->custody = *custody;
         grant->ev_probe = grant->ev_timeout = NULL;
-        grant->pidfd = owner->pidfd >= 0 ? fcntl(owner->pidfd, F_DUPFD_CLOEXEC, 3) : -EBADF;
-        if (owner->pidfd >= 0 && grant->pidfd < 0) {
-                /* No grant without its VMM's pidfd: RevokeKill= could not end it. */
-                r = -errno;
-                grant_free(grant, false);
-                return r;
-        }
+        grant->pidfd = coh_pidfd_ref(owner->pidfd);
         r = grant_id(g, grant->rec.grant);
         if (r < 0) {
                 grant_free(grant, false);
@@ -563,8 +557,8 @@ static void held_warning(struct coh_grant *g) {
                                          (int) holders[i].pid);
         /* Without CAP_SYS_PTRACE /proc shows only root's descriptors: where it
          * names nobody, say whether the VMM itself is still alive. */
-        struct pollfd pfd = { .fd = g->pidfd, .events = POLLIN };
-        bool vmm_alive = g->pidfd >= 0 && poll(&pfd, 1, 0) == 0;
+        struct pollfd pfd = { .fd = coh_pidfd_fd(g->pidfd), .events = POLLIN };
+        bool vmm_alive = g->pidfd && poll(&pfd, 1, 0) == 0;
         snprintf(message, sizeof message,
                  "Grant %s for %s (VM of pid %" PRId64 ") ended (%s) but its group is still held%s%s%s", g->rec.grant,
                  g->rec.device, g->rec.peer_pid, g->rec.end, n > 0 ? " by " : "", list,
@@ -582,13 +576,13 @@ static void held_warning(struct coh_grant *g) {
 
 static void kill_peer(struct coh_grant *g) {
         /* Through the pidfd: never a reused pid. */
-        if (g->pidfd < 0) {
+        if (!g->pidfd) {
                 coh_log(LOG_WARNING, NULL, "Cannot kill the VMM of grant %s: its process is not known", g->rec.grant);
                 return;
         }
         /* The platform's: with privilege separation the helper sends it (CAP_KILL is its alone). */
         struct coh_platform *p = g->grants->platform;
-        int r = p->ops->kill_peer(p, g->pidfd);
+        int r = p->ops->kill_peer(p, g->pidfd->fd);
         if (r < 0) {
                 if (r != -ESRCH)
                         coh_log(LOG_WARNING, NULL, "Cannot kill the VMM of grant %s (pid %d): %s", g->rec.grant,
@@ -719,8 +713,8 @@ int coh_grants_adopt(struct coh_grants *g, struct coh_grant *grant, struct coh_v
                 return r;
         }
         grant_attach(grant, vm, owner);
-        if (owner && owner->pidfd >= 0)
-                grant->pidfd = fcntl(owner->pidfd, F_DUPFD_CLOEXEC, 3);
+        if (owner)
+                grant->pidfd = coh_pidfd_ref(owner->pidfd);
         return r;
 }
 

@@ -23,6 +23,7 @@
 #include "decision.h"
 #include "facts.h"
 #include "grant-record.h"
+#include "pidfd.h"
 #include "platform.h"
 
 struct coh_fdstore;
@@ -32,7 +33,8 @@ struct event_base;
 
 /*
  * Whoever grants belong to (a client connection, embedded in it): grants
- * know it only by this. peer and pidfd are the owner's, borrowed.
+ * know it only by this. peer and the reference to pidfd are the owner's,
+ * borrowed; each grant takes a reference of its own (pidfd.h).
  */
 struct coh_grant;
 LIST_HEAD(coh_grant_list, coh_grant);
@@ -40,7 +42,7 @@ LIST_HEAD(coh_grant_list, coh_grant);
 struct coh_grant_owner {
         uint64_t id;                  /* names it in the fd-store record */
         const struct coh_peer *peer;
-        int pidfd;                    /* -EBADF when unknown */
+        struct coh_pidfd *pidfd;      /* NULL when unknown */
         unsigned n_grants;            /* active grants it owns */
         struct coh_grant_list owned;  /* those grants (zeroed: empty): a disconnect ends them without a walk of all */
 };
@@ -61,7 +63,7 @@ struct coh_grant {
         struct coh_grant_owner *owner; /* while active and the connection is open */
         LIST_ENTRY(coh_grant) owner_link; /* in owner->owned */
         struct coh_custody custody;    /* pin while active; probe until ended */
-        int pidfd;                     /* the VMM's, for a revoke with kill; owned, -EBADF when unknown */
+        struct coh_pidfd *pidfd;       /* the VMM's, for a revoke with kill: a reference, NULL when unknown */
         /* Everything that is shown, logged and stored (grant-record.h): the
          * VMM as seen when it asked, so that its end can be logged and
          * WatchGrants served when the connection is gone. */
@@ -135,8 +137,8 @@ void coh_grants_init(struct coh_grants *g, struct event_base *base, struct coh_p
 
 /*
  * Records an active grant of a file handed over: takes ownership of vm_fd
- * and of the custody's descriptors in every case; keeps a copy of the
- * owner's pidfd (for RevokeKill=). tmpl gives the
+ * and of the custody's descriptors in every case; takes a reference to the
+ * owner's pidfd (for RevokeKill=), no copy of it. tmpl gives the
  * decision and the device. On failure nothing is left behind.
  */
 int coh_grant_create(struct coh_grants *g, struct coh_grant_owner *owner, int vm_fd, const struct coh_custody *custody,

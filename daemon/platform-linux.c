@@ -32,7 +32,15 @@
  *    the anon-inode filesystem (ANON_INODE_FS_MAGIC) and one inode (seen).
  *    Some 2025 kernels (6.15 and stable series, cfd86ef7e8e7 "anon_inode:
  *    use a proper mode internally", undone by 1e7ab6f67824) report anon
- *    inodes as S_IFREG, so fstatfs decides before the file type does.
+ *    inodes as S_IFREG, so the filesystem decides before the file type
+ *    does: fstatfs's ANON_INODE_FS_MAGIC, or, without a call more, fstat's
+ *    st_dev, which is the superblock's s_dev (fs/stat.c generic_fillattr)
+ *    and the same for every anon inode: all live on the one anon_inode_mnt,
+ *    kern_mount'ed at boot and never unmounted (fs/anon_inodes.c
+ *    anon_inode_init; secure anon inodes too, anon_inode_make_secure_inode).
+ *    The daemon learns it at start from an eventfd of its own. Seen: a VM's
+ *    st_dev is an eventfd's on 6.1 and 6.12 (kvm-probe,
+ *    kvm.vm_on_anon_inode_fs) and 6.18.
  *  - Every VM and KVM-device ioctl first checks kvm->mm == current->mm and
  *    fails with EIO otherwise (kvm_vm_ioctl, kvm_device_ioctl). So a VM fd
  *    that another process created answers KVM_CHECK_EXTENSION with EIO:
@@ -64,6 +72,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -82,6 +91,9 @@ struct linux_data {
         int vfio_device_major;
         /* uname's release, major.minor: which rule KVM judges coherency by. */
         int kernel_major, kernel_minor;
+        /* st_dev of the anon-inode filesystem (see the top), when known. */
+        dev_t anon_dev;
+        bool anon_dev_known;
         /* The failing step of the last custody_begin, when it needs a
          * number ("open /dev/vfio/7"); valid until the next call. */
         char operation[64];
@@ -381,8 +393,18 @@ static void classify_plain(const struct stat *st, struct coh_fd_info *ret) {
         }
 }
 
-static int linux_classify(struct coh_platform *p, int fd, struct coh_fd_info *ret) {
+/* Whether the file fstat described is an anon inode (see the top of the file). */
+static int is_anon_inode(struct linux_data *d, int fd, const struct stat *st) {
         struct statfs sfs;
+
+        if (d->anon_dev_known)
+                return st->st_dev == d->anon_dev;
+        if (fstatfs(fd, &sfs) < 0)
+                return -errno;
+        return (uint32_t) sfs.f_type == (uint32_t) ANON_INODE_FS_MAGIC;
+}
+
+static int linux_classify(struct coh_platform *p, int fd, struct coh_fd_info *ret) {
         struct stat st;
         int flags, r = 0;
 
@@ -402,9 +424,9 @@ static int linux_classify(struct coh_platform *p, int fd, struct coh_fd_info *re
                 return -errno;
         if (S_ISCHR(st.st_mode))
                 r = classify_chardev(p, fd, st.st_rdev, ret);
-        else if (fstatfs(fd, &sfs) < 0)
-                return -errno;
-        else if ((uint32_t) sfs.f_type == (uint32_t) ANON_INODE_FS_MAGIC)
+        else if ((r = is_anon_inode(linux_data(p), fd, &st)) < 0)
+                return r;
+        else if (r > 0)
                 r = classify_anon(p, fd, ret);
         else
                 classify_plain(&st, ret);
@@ -422,6 +444,21 @@ static int linux_classify(struct coh_platform *p, int fd, struct coh_fd_info *re
                           (flags & O_ACCMODE) == O_WRONLY ? "write-only" : "read-only", phrase);
         }
         return 0;
+}
+
+/* The anon-inode filesystem's st_dev, from an eventfd (fs/eventfd.c makes it
+ * with anon_inode_getfile), confirmed by fstatfs. Left unknown on any
+ * failure: classify then asks fstatfs each time. */
+static void learn_anon_dev(struct linux_data *d) {
+        _cleanup_close_ int fd = eventfd(0, EFD_CLOEXEC);
+        struct statfs sfs;
+        struct stat st;
+
+        if (fd < 0 || fstat(fd, &st) < 0 || fstatfs(fd, &sfs) < 0 ||
+            (uint32_t) sfs.f_type != (uint32_t) ANON_INODE_FS_MAGIC)
+                return;
+        d->anon_dev = st.st_dev;
+        d->anon_dev_known = true;
 }
 
 /* The kernel's major.minor, from uname's release ("6.1.0-57-amd64"). */
@@ -868,6 +905,7 @@ int coh_platform_linux_new(struct coh_platform **ret, char *errbuf, size_t errle
         d->vfio_group_major = -1;
         d->vfio_device_major = -1;
         read_kernel_version(d);
+        learn_anon_dev(d);
         p->ops = &linux_ops;
         p->data = d;
 

@@ -26,12 +26,9 @@
 
 #define SIM_PREFIX "coherencyd-sim:"
 
-/* The memfd name behind fd, or -EINVAL when fd is not a memfd. */
+/* The memfd name behind fd, a regular file F_GET_SEALS answered for; -EINVAL
+ * when it is no memfd. */
 static int memfd_name(int fd, char *buf, size_t size) {
-        /* F_GET_SEALS only works on memfds (shmem with sealing): the kernel's
-         * own word that this is one, before we look at its name. */
-        if (fcntl(fd, F_GET_SEALS) < 0)
-                return -EINVAL;
         char proc[64], target[PATH_MAX];
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
         ssize_t n = readlink(proc, target, sizeof target - 1);
@@ -117,11 +114,18 @@ static int sim_classify(struct coh_platform *p, int fd, struct coh_fd_info *ret)
                 strcpy(ret->what, "an O_PATH descriptor");
                 return 0;
         }
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode)) {
+        /* F_GET_SEALS answers only for shmem and hugetlbfs regular files
+         * (mm/memfd.c memfd_fcntl -> memfd_file_seals_ptr; EINVAL for any
+         * other file, EBADF for O_PATH, handled above): the kernel's own word
+         * that this may be a memfd, before we look at its name. So a
+         * simulated object costs three calls (F_GETFL, F_GET_SEALS,
+         * readlink), and what a file that is none is, fstat tells then. */
+        if (fcntl(fd, F_GET_SEALS) < 0) {
+                if (fstat(fd, &st) < 0)
+                        return -errno;
                 snprintf(ret->what, sizeof ret->what, "%s",
-                         S_ISFIFO(st.st_mode)   ? "a pipe"
+                         S_ISREG(st.st_mode)    ? "a regular file"
+                         : S_ISFIFO(st.st_mode) ? "a pipe"
                          : S_ISSOCK(st.st_mode) ? "a socket"
                          : S_ISDIR(st.st_mode)  ? "a directory"
                          : S_ISCHR(st.st_mode)  ? "a character device"

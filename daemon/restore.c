@@ -272,7 +272,6 @@ static void adopt_grants(struct coh_manager *m, json_object *list, struct coh_st
                 struct coh_grant *g = calloc(1, sizeof *g);
                 if (!g)
                         continue;
-                g->pidfd = -EBADF;
                 if (!grant_from_json(o, g)) {
                         free(g);
                         continue;

@@ -170,10 +170,17 @@ static int conn_identify(struct coh_conn *c, int *ret_pidfd_error) {
         c->peer.n_groups = len / sizeof(gid_t);
 
         int pidfd = peer_pidfd(c->fd, cred.pid);
+        if (pidfd >= 0) {
+                /* One per peer: its grants share it (pidfd.h). */
+                c->pidfd = coh_pidfd_new(pidfd);
+                if (!c->pidfd) {
+                        safe_close(pidfd);
+                        pidfd = -ENOMEM;
+                }
+        }
         /* Without one the caller refuses the connection (conn_new). */
         *ret_pidfd_error = pidfd < 0 ? pidfd : 0;
         if (pidfd >= 0) {
-                c->pidfd = pidfd;
                 /* The unit comes from /proc/PID/cgroup; it is trusted only if
                  * the process the pidfd pins is still alive afterwards, so the
                  * pid was not reused in between. */
@@ -200,8 +207,7 @@ static void conn_free(struct coh_conn *c) {
         event_del(&c->ev_timer);
         coh_frame_done(&c->in);
         coh_outbuf_done(&c->out);
-        if (c->pidfd >= 0)
-                close(c->pidfd);
+        coh_pidfd_unref(c->pidfd);
         if (c->fd >= 0)
                 close(c->fd);
         free(c->groups);
@@ -543,7 +549,6 @@ static struct coh_conn *conn_new(struct coh_server *s, int fd, uint64_t id, bool
         }
         c->server = s;
         c->fd = fd;
-        c->pidfd = -EBADF;
         c->id = id;
         evtimer_assign(&c->ev_timer, s->base, conn_timer_cb, c); /* so conn_free may always event_del it */
         coh_frame_init(&c->in);
@@ -587,8 +592,8 @@ static struct coh_conn *conn_new(struct coh_server *s, int fd, uint64_t id, bool
         }
 
         conn_watch(c, EV_READ);
-        if (c->pidfd >= 0) {
-                event_assign(&c->ev_pidfd, s->base, c->pidfd, EV_READ, conn_pidfd_cb, c);
+        if (c->pidfd) {
+                event_assign(&c->ev_pidfd, s->base, c->pidfd->fd, EV_READ, conn_pidfd_cb, c);
                 event_add(&c->ev_pidfd, NULL);
                 c->pidfd_watched = true;
         }

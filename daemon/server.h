@@ -44,7 +44,7 @@ struct coh_conn {
         struct coh_peer peer;
         gid_t *groups;
         char *unit;
-        int pidfd;
+        struct coh_pidfd *pidfd; /* the connection's reference (pidfd.h) */
 
         struct coh_grant_owner owner; /* the grants this connection holds know it by this */
         bool monitor;     /* a Manager.Monitor stream is open */

@@ -49,6 +49,8 @@
 #define FD_SIM_VM "/memfd:coherencyd-sim:kvm-vm"
 /* A simulated group's pin and probe: socket ends. */
 #define FD_SOCKET "socket:"
+/* A peer's pidfd (on pidfs kernels too: fs/pidfs.c pidfs_dname keeps the name). */
+#define FD_PIDFD "anon_inode:[pidfd]"
 
 /* A raw Varlink connection: the test speaks the protocol itself, so that it
  * checks the daemon's wire behaviour rather than a client library's. */

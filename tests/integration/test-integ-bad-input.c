@@ -9,6 +9,7 @@
  * The daemon runs without its sandbox here so that LeakSanitizer can check it
  * at exit too (teardown asserts exit status 0): these are the paths that leak.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -121,6 +122,19 @@ static void test_regular_file_as_iommu_is_invalid_file_descriptor(void **state) 
         snprintf(path, sizeof path, "%s/not-a-container", h->dir);
         int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         assert_true(fd >= 0);
+        probe_with_iommu(h, fd, "a regular file");
+}
+
+/* A tmpfs file answers F_GET_SEALS as a memfd does (mm/memfd.c): its name,
+ * not the seals, tells it is no simulated object. */
+static void test_tmpfs_file_as_iommu_is_invalid_file_descriptor(void **state) {
+        struct harness *h = *state;
+
+        harness_start_leak_checked(h);
+        int fd = open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd < 0)
+                skip();
+        assert_return_code(fcntl(fd, F_GET_SEALS), errno);
         probe_with_iommu(h, fd, "a regular file");
 }
 
@@ -622,6 +636,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 HARNESS_TEST(test_pipe_as_vm_is_invalid_file_descriptor),
                 HARNESS_TEST(test_regular_file_as_iommu_is_invalid_file_descriptor),
+                HARNESS_TEST(test_tmpfs_file_as_iommu_is_invalid_file_descriptor),
                 HARNESS_TEST(test_o_path_descriptor_as_iommu_is_invalid_file_descriptor),
                 HARNESS_TEST(test_vm_as_iommu_is_invalid_file_descriptor),
                 HARNESS_TEST(test_group_as_iommu_is_invalid_file_descriptor),

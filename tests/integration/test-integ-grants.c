@@ -574,6 +574,92 @@ static void test_revoke_with_kill_of_a_released_grant_still_held_kills_the_vmm(v
         vmm_done(&vmm);
 }
 
+/*
+ * One pidfd per VMM, whatever its grants: they share the connection's, keep
+ * it open while one of them is ending after the connection closed, and it
+ * goes with the last of them. (Also under memcheck: the kill tests are not.)
+ */
+static void test_grants_share_their_connection_pidfd_and_keep_it_while_ending(void **state) {
+        struct harness *h = *state;
+        struct vmm vmm;
+        int groups[2];
+
+        harness_start_leak_checked(h);
+        unsigned sockets = daemon_stream_sockets(h);
+        vmm_start(h, VMM_UID, VMM_GID, 1, &vmm);
+        vconn_ping(vmm.conn[0]);
+        unsigned pidfds = daemon_fds(h, FD_PIDFD);
+        int vm = sim_object("kvm-vm");
+        char *first = grant_wbinvd(vmm.conn[0], vm, 3, &groups[0]);
+        char *second = grant_wbinvd(vmm.conn[0], vm, GRANTED_GROUP, &groups[1]);
+        harness_sync(h);
+        expect_daemon_fds(h, FD_PIDFD, pidfds);
+
+        close(groups[0]);
+        json_object_put(release(vmm.conn[0], first, "ended"));
+        vconn_free(vmm.conn[0]);
+        vmm.conn[0] = NULL;
+        expect_ending(h, second, "disconnect");
+        expect_daemon_fds_settled(h, FD_PIDFD, pidfds);
+
+        close(groups[1]);
+        expect_end_record(h, second, "disconnect", vmm.pid, VMM_UID, false);
+        expect_nothing_held(h, sockets);
+        expect_daemon_fds_settled(h, FD_PIDFD, pidfds - 1);
+
+        free(first);
+        free(second);
+        close(vm);
+        vmm_done(&vmm);
+}
+
+/*
+ * A grant shares its VMM's pidfd with the connection it came on, no copy per
+ * grant, and keeps it when that connection is gone: a revoke with kill of
+ * the grant it left ending still kills the VMM.
+ */
+static void test_revoke_with_kill_after_the_vmm_disconnected_kills_the_vmm_through_the_pidfd_its_grants_share(void **state) {
+        struct harness *h = *state;
+        struct vmm vmm;
+        int groups[2];
+
+        write_conf(h, 1, true);
+        harness_start_leak_checked(h);
+        unsigned sockets = daemon_stream_sockets(h);
+        vmm_start(h, VMM_UID, VMM_GID, 1, &vmm);
+        vconn_ping(vmm.conn[0]);
+        pid_t pid = vmm.pid;
+        unsigned pidfds = daemon_fds(h, FD_PIDFD);
+        int vm = sim_object("kvm-vm");
+        char *first = grant_wbinvd(vmm.conn[0], vm, 3, &groups[0]);
+        char *second = grant_wbinvd(vmm.conn[0], vm, GRANTED_GROUP, &groups[1]);
+        harness_sync(h);
+        expect_daemon_fds(h, FD_PIDFD, pidfds);
+        vmm_hold(&vmm, groups[1]);
+        close(groups[1]);
+
+        /* The first let go and released; the connection closes with the second still held. */
+        close(groups[0]);
+        json_object_put(release(vmm.conn[0], first, "ended"));
+        vconn_free(vmm.conn[0]);
+        vmm.conn[0] = NULL;
+        expect_ending(h, second, "disconnect");
+        expect_daemon_fds_settled(h, FD_PIDFD, pidfds);
+
+        revoke_grant(h, second, 1);
+        int status = vmm_wait(&vmm);
+        if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+                fail_msg("the revoked VMM was not killed: wait status 0x%x", (unsigned) status);
+        expect_end_record_of(h, GRANTED_SLOT, second, "disconnect", pid, VMM_UID, true);
+        expect_nothing_held(h, sockets);
+        expect_daemon_fds_settled(h, FD_PIDFD, pidfds - 1);
+
+        free(first);
+        free(second);
+        close(vm);
+        vmm_done(&vmm);
+}
+
 static void test_revoke_with_kill_without_revoke_kill_is_kill_not_enabled_and_changes_nothing(void **state) {
         struct harness *h = *state;
         struct vmm vmm;
@@ -834,6 +920,8 @@ int main(void) {
                 HARNESS_TEST(test_revoke_obeyed_the_watcher_sees_revoked_closes_and_sees_ended),
                 HARNESS_TEST(test_revoke_with_kill_kills_the_vmm_that_keeps_its_group_and_the_record_says_so),
                 HARNESS_TEST(test_revoke_with_kill_of_a_released_grant_still_held_kills_the_vmm),
+                HARNESS_TEST(test_grants_share_their_connection_pidfd_and_keep_it_while_ending),
+                HARNESS_TEST(test_revoke_with_kill_after_the_vmm_disconnected_kills_the_vmm_through_the_pidfd_its_grants_share),
                 HARNESS_TEST(test_revoke_with_kill_without_revoke_kill_is_kill_not_enabled_and_changes_nothing),
                 HARNESS_TEST(test_group_still_held_after_release_timeout_gets_one_warning_and_no_kill),
                 HARNESS_TEST(test_watch_grants_first_reply_has_the_calling_process_grants_from_all_its_connections),

@@ -55,7 +55,7 @@ static struct fixture *fixture_new(void) {
         coh_fdstore_init(&f->store);
         coh_grants_init(&f->grants, f->base, &f->platform, &f->store, &(struct coh_grants_callbacks) {});
         f->peer = (struct coh_peer) { .pid = getpid(), .uid = 1000, .gid = 1001 };
-        f->owner = (struct coh_grant_owner) { .id = 1, .peer = &f->peer, .pidfd = -EBADF };
+        f->owner = (struct coh_grant_owner) { .id = 1, .peer = &f->peer, .pidfd = NULL };
         return f;
 }
 
@@ -166,7 +166,7 @@ static void test_vm_labels_spread_again(void **state) {
 /* A connection's end ends its grants, and only its own: another's stay. */
 static void test_end_owned_ends_only_the_owners(void **state) {
         struct fixture *f = fixture_new();
-        struct coh_grant_owner other = { .id = 2, .peer = &f->peer, .pidfd = -EBADF };
+        struct coh_grant_owner other = { .id = 2, .peer = &f->peer, .pidfd = NULL };
         struct coh_grant *theirs[4];
         for (int i = 0; i < 4; i++) {
                 (void) grant(f, eventfd(0, EFD_CLOEXEC), 2 * i);

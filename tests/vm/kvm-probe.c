@@ -38,6 +38,7 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/statfs.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -381,6 +382,14 @@ static int probe_alone(struct probe *pr) {
         check_classify(pr, "misc_dynamic", misc_fd, COH_FD_OTHER, "a misc character device (cpu_dma_latency)", NULL);
         efd = eventfd(0, EFD_CLOEXEC);
         check_classify(pr, "eventfd", efd, COH_FD_OTHER, "an anonymous-inode file [eventfd]", NULL);
+        /* classify tells an anon inode by fstat's st_dev, learnt from an
+         * eventfd at start: a VM's must be the same, on the filesystem
+         * fstatfs names. */
+        struct statfs sfs;
+        r = fstat(vm_fd, &st1) == 0 && fstat(efd, &st2) == 0 && fstatfs(vm_fd, &sfs) == 0;
+        check(pr, r && st1.st_dev == st2.st_dev && (uint32_t) sfs.f_type == (uint32_t) ANON_INODE_FS_MAGIC,
+              "kvm.vm_on_anon_inode_fs", "st_dev %lu and eventfd's %lu, f_type 0x%lx", (unsigned long) st1.st_dev,
+              (unsigned long) st2.st_dev, r ? (unsigned long) sfs.f_type : 0ul);
 
         /* All VMs share one anonymous inode; only the open file tells them apart. */
         vm_dup = fcntl(vm_fd, F_DUPFD_CLOEXEC, 3);
