@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "facts-cache.h"
+#include "frame.h"
 #include "priv.h"
 #include "sandbox.h"
 #include "util.h"
@@ -81,13 +82,7 @@ int coh_priv_send(int sock, const void *buf, size_t len, const int *fds, size_t 
                 return -E2BIG;
         if (n_fds > 0) {
                 memset(&control, 0, sizeof control);
-                mh.msg_control = control.buf;
-                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-                struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-                cm->cmsg_level = SOL_SOCKET;
-                cm->cmsg_type = SCM_RIGHTS;
-                cm->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-                memcpy(CMSG_DATA(cm), fds, sizeof(int) * n_fds);
+                coh_cmsg_put_fds(&mh, control.buf, fds, n_fds);
         }
         do
                 n = sendmsg(sock, &mh, MSG_NOSIGNAL);

@@ -599,6 +599,16 @@ int coh_outbuf_append_fds(struct coh_outbuf *o, const char *json, size_t limit, 
         return 0;
 }
 
+void coh_cmsg_put_fds(struct msghdr *mh, void *control, const int *fds, size_t n_fds) {
+        mh->msg_control = control;
+        mh->msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(mh);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * n_fds);
+}
+
 int coh_outbuf_flush(struct coh_outbuf *o, int sock) {
         while (o->off < o->len) {
                 union {
@@ -617,15 +627,8 @@ int coh_outbuf_flush(struct coh_outbuf *o, int sock) {
                         end = o->fds[1].at;
                 struct iovec iov = { .iov_base = o->buf + o->off, .iov_len = end - o->off };
                 struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-                if (with_fds) {
-                        mh.msg_control = control.buf;
-                        mh.msg_controllen = CMSG_SPACE(sizeof(int) * e->n);
-                        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&mh);
-                        cmsg->cmsg_level = SOL_SOCKET;
-                        cmsg->cmsg_type = SCM_RIGHTS;
-                        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * e->n);
-                        memcpy(CMSG_DATA(cmsg), e->fds, sizeof(int) * e->n);
-                }
+                if (with_fds)
+                        coh_cmsg_put_fds(&mh, control.buf, e->fds, e->n);
                 ssize_t n = sendmsg(sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
                 if (n < 0) {
                         if (errno == EINTR)
@@ -692,17 +695,8 @@ int coh_send_message(int sock, const char *json, const int *fds, size_t n_fds) {
 
                 /* Only the first byte carries the descriptors; once any byte is
                  * out, they went with it. */
-                if (off == 0 && n_fds > 0) {
-                        struct cmsghdr *cmsg;
-
-                        mh.msg_control = &control;
-                        mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-                        cmsg = CMSG_FIRSTHDR(&mh);
-                        cmsg->cmsg_level = SOL_SOCKET;
-                        cmsg->cmsg_type = SCM_RIGHTS;
-                        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-                        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * n_fds);
-                }
+                if (off == 0 && n_fds > 0)
+                        coh_cmsg_put_fds(&mh, control.buf, fds, n_fds);
 
                 n = sendmsg(sock, &mh, MSG_NOSIGNAL);
                 if (n < 0) {

@@ -139,3 +139,12 @@ void coh_outbuf_discard(struct coh_outbuf *o);
  * Returns 0 or -errno.
  */
 int coh_send_message(int sock, const char *json, const int *fds, size_t n_fds);
+
+/*
+ * Attaches fds (n_fds of them, at least one) to mh as one SCM_RIGHTS control
+ * message, written into control: at least CMSG_SPACE(sizeof(int) * n_fds)
+ * bytes, aligned for struct cmsghdr, zeroed by the caller. For every sender of
+ * descriptors: the outbuf, coh_send_message() and the privileged helper's wire.
+ */
+struct msghdr;
+void coh_cmsg_put_fds(struct msghdr *mh, void *control, const int *fds, size_t n_fds);
