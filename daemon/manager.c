@@ -35,19 +35,6 @@ static void log_policy_error(const struct coh_policy_error *err, bool fatal) {
         coh_log_record(LOG_ERR, COH_MESSAGE_POLICY_FAILED, message, fields, ELEMENTSOF(fields));
 }
 
-/* A warning of a policy load (a rule that matches every device, a file that is not read). */
-static void log_policy_warning(const struct coh_policy_error *e) {
-        char line[32], message[sizeof e->file + sizeof e->message + 64];
-        snprintf(line, sizeof line, "%u", e->line);
-        coh_policy_error_format(e, message, sizeof message);
-        const struct coh_journal_field fields[] = {
-                { "COHERENCYD_POLICY_FILE", e->file },
-                { "COHERENCYD_POLICY_LINE", line },
-                { "COHERENCYD_POLICY_WARNING", e->message },
-        };
-        coh_log_record(LOG_WARNING, NULL, message, fields, ELEMENTSOF(fields));
-}
-
 /* Every problem of a load, in file order as the parser finds them: each error a
  * POLICY_FAILED record of its own (with what happens next), each warning a warning. */
 static void report_policy_problem(enum coh_policy_severity severity, const struct coh_policy_error *e,
@@ -56,7 +43,7 @@ static void report_policy_problem(enum coh_policy_severity severity, const struc
         if (severity == COH_POLICY_ERROR)
                 log_policy_error(e, *fatal);
         else
-                log_policy_warning(e);
+                coh_policy_log_problem(severity, e);
 }
 
 static int load_policy(struct coh_manager *m, bool fatal, struct coh_policy **ret, struct coh_policy_error *err) {

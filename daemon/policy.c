@@ -1122,14 +1122,8 @@ int coh_policy_load_report(const char *config_dir, const char *vendor_dir, coh_p
  * it is fatal), everything else is logged here, as found. Plain records, not
  * COH_MESSAGE_POLICY_FAILED: that one is one record per failed load.
  */
-static void log_report(enum coh_policy_severity severity, const struct coh_policy_error *e, void *userdata) {
-        bool *first_error_seen = userdata;
+void coh_policy_log_problem(enum coh_policy_severity severity, const struct coh_policy_error *e) {
         char line[32], message[sizeof e->file + sizeof e->message + 64];
-
-        if (severity == COH_POLICY_ERROR && !*first_error_seen) {
-                *first_error_seen = true;
-                return;
-        }
 
         snprintf(line, sizeof line, "%u", e->line);
         coh_policy_error_format(e, message, sizeof message);
@@ -1140,6 +1134,16 @@ static void log_report(enum coh_policy_severity severity, const struct coh_polic
         };
         coh_log_record(severity == COH_POLICY_ERROR ? LOG_ERR : LOG_WARNING, NULL, message, fields,
                        ELEMENTSOF(fields));
+}
+
+static void log_report(enum coh_policy_severity severity, const struct coh_policy_error *e, void *userdata) {
+        bool *first_error_seen = userdata;
+
+        if (severity == COH_POLICY_ERROR && !*first_error_seen) {
+                *first_error_seen = true;
+                return;
+        }
+        coh_policy_log_problem(severity, e);
 }
 
 int coh_policy_load(const char *config_dir, const char *vendor_dir, struct coh_policy **ret,

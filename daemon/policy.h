@@ -110,6 +110,10 @@ int coh_policy_load_report(const char *config_dir, const char *vendor_dir, coh_p
 int coh_policy_load(const char *config_dir, const char *vendor_dir, struct coh_policy **ret,
                     struct coh_policy_error *err);
 
+/* One problem of a load as a record (log.h): file, line and message, at LOG_ERR
+ * or LOG_WARNING. What coh_policy_load() logs, and the daemon's own reporter. */
+void coh_policy_log_problem(enum coh_policy_severity severity, const struct coh_policy_error *e);
+
 /* The same from memory, for tests and the fuzzer: conf may be NULL; rule files are (name, text) pairs in any order. */
 struct coh_policy_file {
         const char *name; /* used as the file name in origins and errors, and for ordering */
