@@ -188,6 +188,24 @@ static void test_group_whose_first_device_is_refused_is_refused(void **state) {
 
 /* ---- descriptors of a hand-over that fails ------------------------------------ */
 
+/* RequestGrant of GRANTED_GROUP's device with vm and a container of its own, answered in
+ * *reply whatever it is (for the tests that make the daemon run short of descriptors). */
+static void request_granted_group(struct vconn *c, int vm, struct coh_reply *reply) {
+        char params[160];
+        int sent[2] = { vm, sim_object("vfio-container:noncoherent") };
+        snprintf(params, sizeof params, "{\"vm\":0,\"iommu\":1,\"device\":\"%s\"}", group_slot(GRANTED_GROUP));
+        vconn_send(c, BROKER "RequestGrant", params, sent, 2, false);
+        close(sent[1]);
+        assert_int_equal(vconn_recv(c, reply), 0);
+}
+
+/* A reply of request_granted_group() that is a grant: it came with the group; released. */
+static void release_granted(struct vconn *c, const struct coh_reply *reply) {
+        assert_string_equal(jstr(reply->parameters, "decision"), "granted");
+        assert_int_equal(vconn_reply_fds(c), 1);
+        json_object_put(release_grant(c, jstr(reply->parameters, "grant")));
+}
+
 /*
  * The daemon runs out of descriptors at each step of a hand-over in turn (its
  * RLIMIT_NOFILE lowered so that only n are free): receiving the request's
@@ -216,18 +234,11 @@ static void test_hand_over_failing_for_want_of_descriptors_leaves_none_behind(vo
                 harness_idle(h);
                 daemon_limit_free_fds(h, n_free, &old);
                 struct coh_reply reply;
-                char params[160];
-                int sent[2] = { vm, sim_object("vfio-container:noncoherent") };
-                snprintf(params, sizeof params, "{\"vm\":0,\"iommu\":1,\"device\":\"%s\"}", group_slot(GRANTED_GROUP));
-                vconn_send(c, BROKER "RequestGrant", params, sent, 2, false);
-                close(sent[1]);
-                assert_int_equal(vconn_recv(c, &reply), 0);
+                request_granted_group(c, vm, &reply);
                 daemon_restore_fd_limit(h, &old);
 
                 if (!reply.error) {
-                        assert_string_equal(jstr(reply.parameters, "decision"), "granted");
-                        assert_int_equal(vconn_reply_fds(c), 1);
-                        json_object_put(release_grant(c, jstr(reply.parameters, "grant")));
+                        release_granted(c, &reply);
                         granted = true;
                 } else {
                         if (strcmp(reply.error, BROKER "BackendError") != 0)
@@ -284,17 +295,10 @@ static void test_custody_failing_in_the_helper_leaves_none_behind(void **state) 
                 harness_idle(h);
                 process_limit_free_fds(helper, n_free, &old);
                 struct coh_reply reply;
-                char params[160];
-                int sent[2] = { vm, sim_object("vfio-container:noncoherent") };
-                snprintf(params, sizeof params, "{\"vm\":0,\"iommu\":1,\"device\":\"%s\"}", group_slot(GRANTED_GROUP));
-                vconn_send(c, BROKER "RequestGrant", params, sent, 2, false);
-                close(sent[1]);
-                assert_int_equal(vconn_recv(c, &reply), 0);
+                request_granted_group(c, vm, &reply);
                 assert_int_equal(prlimit(helper, RLIMIT_NOFILE, &old, NULL), 0);
                 if (!reply.error) {
-                        assert_string_equal(jstr(reply.parameters, "decision"), "granted");
-                        assert_int_equal(vconn_reply_fds(c), 1);
-                        json_object_put(release_grant(c, jstr(reply.parameters, "grant")));
+                        release_granted(c, &reply);
                         granted = true;
                 } else {
                         if (strcmp(reply.error, BROKER "BackendError") != 0)
