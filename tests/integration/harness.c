@@ -133,15 +133,8 @@ static ssize_t send_with_fds(int sock, const void *data, size_t len, const int *
                 errno = EINVAL;
                 return -1;
         }
-        if (n_fds > 0) {
-                mh.msg_control = &control;
-                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-                struct cmsghdr *cmsg = CMSG_FIRSTHDR(&mh);
-                cmsg->cmsg_level = SOL_SOCKET;
-                cmsg->cmsg_type = SCM_RIGHTS;
-                cmsg->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-                memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * n_fds);
-        }
+        if (n_fds > 0)
+                coh_cmsg_put_fds(&mh, &control, fds, n_fds);
         return sendmsg(sock, &mh, MSG_NOSIGNAL);
 }
 

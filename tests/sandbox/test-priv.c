@@ -34,6 +34,7 @@
 #include <cmocka.h>
 
 #include "platform.h"
+#include "frame.h"
 #include "priv.h"
 
 #define SLOT "0000:00:05.0" /* group 4 in demo/make-sim-sysfs */
@@ -258,15 +259,8 @@ static int raw_call(struct fixture *f, const void *buf, size_t len, const int *f
         } control = {};
         struct iovec iov = { .iov_base = (void *) buf, .iov_len = len };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-        if (n_fds > 0) {
-                mh.msg_control = control.buf;
-                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-                struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-                cm->cmsg_level = SOL_SOCKET;
-                cm->cmsg_type = SCM_RIGHTS;
-                cm->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-                memcpy(CMSG_DATA(cm), fds, sizeof(int) * n_fds);
-        }
+        if (n_fds > 0)
+                coh_cmsg_put_fds(&mh, control.buf, fds, n_fds);
         assert_int_equal(sendmsg(f->fd, &mh, MSG_NOSIGNAL), (ssize_t) len);
 
         struct coh_priv_reply reply;
