@@ -132,6 +132,35 @@ static int read_iommu(int sysfs_fd, const char *name, struct coh_iommu_facts *re
         return 0;
 }
 
+int coh_facts_read_binding(int sysfs_fd, const char *slot, struct coh_device_facts *ret) {
+        char path[128], name[COH_NAME_MAX];
+        int r;
+
+        if (!coh_slot_valid(slot))
+                return -EINVAL;
+        memset(ret, 0, sizeof *ret);
+        strcpy(ret->slot, slot);
+        ret->iommu_group = -1;
+
+        snprintf(path, sizeof path, "bus/pci/devices/%s/driver", slot);
+        r = read_link_name(sysfs_fd, path, ret->driver, sizeof ret->driver);
+        if (r == -ENOENT) {
+                /* No driver, or no device: only the slow path tells them apart. */
+                snprintf(path, sizeof path, "bus/pci/devices/%s", slot);
+                return faccessat(sysfs_fd, path, F_OK, 0) < 0 ? -errno : 0;
+        }
+        if (r < 0)
+                return r;
+
+        snprintf(path, sizeof path, "bus/pci/devices/%s/iommu_group", slot);
+        r = read_link_name(sysfs_fd, path, name, sizeof name);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        return parse_uint(name, &ret->iommu_group);
+}
+
 int coh_facts_read_device(int sysfs_fd, const char *slot, struct coh_device_facts *ret) {
         char dir[64], path[128], name[COH_NAME_MAX];
         int r;

@@ -52,6 +52,12 @@ const char *coh_iommu_type_to_string(enum coh_iommu_type t);
 
 /* -ENOENT when the slot does not exist, -EINVAL when a slot name or file is malformed. */
 int coh_facts_read_device(int sysfs_fd, const char *slot, struct coh_device_facts *ret);
+/*
+ * Only what custody needs, in two reads: the slot, its driver and its IOMMU group
+ * (-1 when none); the other facts are left zero. -ENOENT when the slot does not
+ * exist. The privileged helper checks a custody request with it.
+ */
+int coh_facts_read_binding(int sysfs_fd, const char *slot, struct coh_device_facts *ret);
 /* All devices of IOMMU group `group`, sorted by slot. -ENOENT when there is no such group. */
 int coh_facts_read_group(int sysfs_fd, int group, struct coh_device_facts **ret, size_t *ret_n);
 /* Every IOMMU unit under class/iommu, sorted by name. */

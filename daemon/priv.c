@@ -11,7 +11,7 @@
  *  - CUSTODY_BEGIN: the slot is a well-formed PCI address (facts.c), which
  *    sysfs shows bound to vfio-pci in the group named (else ENODEV); the IOAS
  *    passed, if any, is what the platform's classify calls a VFIO container
- *    or an iommufd (else EBADF). The device's facts are read here, not taken;
+ *    or an iommufd (else EBADF). The binding is read here, not taken;
  *  - PROBE_FREE, HOLDERS: a group that sysfs shows (else ENOENT); a probe
  *    descriptor (the simulated platform's) is a socket;
  *  - KILL: only with RevokeKill= (COH_PRIV_KILL_ALLOWED), through a pidfd (the
@@ -189,10 +189,12 @@ static int do_custody_begin(struct call *c, struct coh_platform *inner) {
                 return refuse(c, -EINVAL, "not a PCI address");
         if (c->n_fds > 1)
                 return refuse(c, -EBADF, "more than one descriptor");
-        /* The facts are read here, from sysfs, never taken from the request. A
-         * device that is not (or no longer) VFIO's in that group is ENODEV, not
-         * a refusal: it may have been unbound since the main process looked. */
-        r = coh_facts_read_device(inner->sysfs_fd, req->slot, &device);
+        /* The binding is read here, from sysfs, never taken from the request:
+         * the driver and the group are all custody needs (what else the device
+         * is was the decision's, in the main process). A device that is not (or
+         * no longer) VFIO's in that group is ENODEV, not a refusal: it may have
+         * been unbound since the main process looked. */
+        r = coh_facts_read_binding(inner->sysfs_fd, req->slot, &device);
         if (r < 0)
                 return r;
         if (!streq(device.driver, "vfio-pci") || device.iommu_group < 0 || device.iommu_group != req->group)
