@@ -301,6 +301,7 @@ static const char *vm_store_id(const struct coh_vm *vm, char buf[static 16]) {
 void coh_vm_free(struct coh_grants *g, struct coh_vm *vm) {
         char id[16];
         LIST_REMOVE(vm, link);
+        g->n_vms_held--;
         vm_remove(g, vm);
         if (g->store->enabled)
                 coh_fdstore_remove(g->store, COH_FDSTORE_VM, vm_store_id(vm, id));
@@ -357,6 +358,7 @@ static struct coh_vm *vm_new(struct coh_grants *g, unsigned id, int vm_fd, ssize
                 return NULL;
         }
         LIST_INSERT_HEAD(&g->vms, vm, link);
+        g->n_vms_held++;
         if (id >= g->next_vm_id)
                 g->next_vm_id = id;
         return vm;
@@ -742,11 +744,7 @@ json_object *coh_grant_to_json(const struct coh_grant *g, bool manager) {
 }
 
 unsigned coh_grants_n_vms(const struct coh_grants *g) {
-        unsigned n = 0;
-        const struct coh_vm *vm;
-        LIST_FOREACH(vm, &g->vms, link)
-                n++;
-        return n;
+        return g->n_vms_held;
 }
 
 static void no_free(void *p) {
@@ -773,6 +771,7 @@ void coh_grants_forget(struct coh_grants *g) {
                 safe_close(vm->vm_fd);
                 free(vm);
         }
+        g->n_vms_held = 0;
 }
 
 void coh_grants_shutdown(struct coh_grants *g) {

@@ -104,6 +104,7 @@ struct coh_grants {
         pid_t self;
         struct coh_vm **vm_order;
         size_t n_vms, n_vm_order_alloc;
+        unsigned n_vms_held;     /* in vms: every VM, sorted or not (kcmp failed) */
         void *by_id, *by_group;
         unsigned n_group_dups;   /* grants not in by_group: their group is held by another */
         /* What changed since the fd store's state was last written (restore.c
