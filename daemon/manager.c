@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -105,11 +106,20 @@ int coh_manager_reload(struct coh_manager *m, struct coh_policy_error *err) {
 
 static void state_changed(void *userdata) {
         struct coh_manager *m = userdata;
-        /* sd_notify can block on a slow reader: one status per loop iteration
-         * keeps that to a minimum. The state memfd, though, is written now:
-         * the next instance must never see less than what a client was told. */
-        if (m->ev_status)
-                event_active(m->ev_status, EV_TIMEOUT, 0); /* a no-op while already active */
+        /* STATUS= is for a person reading systemctl status: at most one a
+         * second, the last state always. Each is three system calls (sd_notify
+         * opens a socket per message, src/libsystemd/sd-daemon/sd-daemon.c) and
+         * can block on a slow PID 1: sent per change, a grant cycle would pay
+         * six. The state memfd, though, is written now: the next instance must
+         * never see less than what a client was told. */
+        if (m->ev_status && !event_pending(m->ev_status, EV_TIMEOUT, NULL)) {
+                struct timeval now, due = { .tv_sec = m->status_sent.tv_sec + 1, .tv_usec = m->status_sent.tv_usec },
+                               wait = {};
+                event_base_gettimeofday_cached(m->base, &now);
+                if (timercmp(&due, &now, >))
+                        timersub(&due, &now, &wait);
+                event_add(m->ev_status, &wait);
+        }
         coh_manager_save_state(m, false);
 
         /* Idle: nothing to serve and nothing to keep; socket activation brings us back. */
@@ -150,6 +160,7 @@ static int methods_reload(struct coh_policy_error *err, void *userdata) {
 
 static void on_status(evutil_socket_t fd, short what, void *userdata) {
         struct coh_manager *m = userdata;
+        event_base_gettimeofday_cached(m->base, &m->status_sent);
         (void) sd_notifyf(0, "STATUS=Serving %u client(s), %u grant(s) on %u VM(s)", m->server.n_conns,
                           m->grants.n_grants, coh_grants_n_vms(&m->grants));
 }
@@ -184,8 +195,13 @@ static int add_loop_events(struct coh_manager *m) {
         m->sig_term = evsignal_new(m->base, SIGTERM, on_sigterm, m);
         m->sig_int = evsignal_new(m->base, SIGINT, on_sigterm, m);
         m->ev_idle = evtimer_new(m->base, on_idle, m);
-        m->ev_status = event_new(m->base, -1, 0, on_status, m);
-        if (!m->sig_hup || !m->sig_term || !m->sig_int || !m->ev_idle || !m->ev_status)
+        /* Without NOTIFY_SOCKET nobody reads a status: none is formatted. */
+        if (getenv("NOTIFY_SOCKET")) {
+                m->ev_status = event_new(m->base, -1, 0, on_status, m);
+                if (!m->ev_status)
+                        return -ENOMEM;
+        }
+        if (!m->sig_hup || !m->sig_term || !m->sig_int || !m->ev_idle)
                 return -ENOMEM;
         event_add(m->sig_hup, NULL);
         event_add(m->sig_term, NULL);

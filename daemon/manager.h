@@ -45,7 +45,8 @@ struct coh_manager {
         struct coh_methods methods;
         struct event *sig_hup, *sig_term, *sig_int;
         struct event *ev_watchdog, *ev_idle;
-        struct event *ev_status; /* STATUS= once per loop iteration, however much changed */
+        struct event *ev_status; /* STATUS= at most once a second, however much changed; NULL without systemd */
+        struct timeval status_sent;
         int helper_fd;              /* the platform's socket to the privileged helper (priv.h), borrowed */
         struct event *ev_helper;    /* ...readable when the helper has gone */
         bool helper_lost;
