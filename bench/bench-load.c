@@ -907,8 +907,11 @@ static int strace_stop(pid_t pid) {
 }
 
 static int callgrind_control(struct server *s, const char *what) {
-        server_add_helpers(s);
-        for (unsigned i = 0; i < s->n_pids; i++) {
+        /* Not coherencyd's helper: callgrind_control reaches only processes valgrind
+         * started, not one they forked (valgrind 3.19). bench/report takes the
+         * helper's instructions from the dump it writes when it exits. */
+        unsigned n = s->forks_helper ? 1 : s->n_pids;
+        for (unsigned i = 0; i < n; i++) {
                 char cmd[256];
                 snprintf(cmd, sizeof cmd, "callgrind_control %s %d >/dev/null 2>&1", what, (int) s->pids[i]);
                 if (system(cmd) != 0) {
@@ -966,9 +969,9 @@ static int count(struct client *c, enum server_kind k, struct server *srv, enum 
         if (r < 0)
                 return r;
         printf("{\"kind\":\"%s\",\"series\":\"%s\",\"server\":\"%s\",\"op\":\"%s\",\"n\":%u,\"file\":\"%s\","
-               "\"label\":\"%s\",\"processes\":%u,\"elapsed_us_per_op\":%.2f%s%s}\n",
+               "\"label\":\"%s\",\"processes\":%u,\"warmup\":%u,\"elapsed_us_per_op\":%.2f%s%s}\n",
                strace_out ? "strace" : "callgrind", series, srv->name, op_names[op], n,
-               strace_out ?: "", cg_label ?: "", srv->n_pids, (double) t / n / 1000, tag[0] ? "," : "", tag);
+               strace_out ?: "", cg_label ?: "", srv->n_pids, warmup, (double) t / n / 1000, tag[0] ? "," : "", tag);
         fflush(stdout);
         return 0;
 }
