@@ -7,11 +7,11 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "fdstore.h"
 #include "log.h"
+#include "notify.h"
 #include "util.h"
 
 #define STATE_NAME "state"
@@ -34,8 +34,8 @@ const char *coh_fdstore_name_u64(char buf[static COH_FDSTORE_NAME_MAX], enum coh
         return buf;
 }
 
-void coh_fdstore_init(struct coh_fdstore *s) {
-        *s = (struct coh_fdstore) { .state_fd = -EBADF };
+void coh_fdstore_init(struct coh_fdstore *s, struct coh_notify *notify) {
+        *s = (struct coh_fdstore) { .notify = notify, .state_fd = -EBADF };
 }
 
 void coh_fdstore_done(struct coh_fdstore *s) {
@@ -48,7 +48,7 @@ static void put_name(struct coh_fdstore *s, const char *name, int fd) {
                 return;
         char msg[COH_FDSTORE_NAME_MAX + 32];
         snprintf(msg, sizeof msg, "FDSTORE=1\nFDNAME=%s", name);
-        int r = sd_pid_notify_with_fds(0, false, msg, &fd, 1);
+        int r = coh_notify_send(s->notify, msg, &fd, 1);
         if (r <= 0)
                 coh_log(LOG_WARNING, NULL, "Cannot keep %s in the file descriptor store: %s", name,
                         r < 0 ? strerror(-r) : "no NOTIFY_SOCKET");
@@ -66,7 +66,7 @@ void coh_fdstore_remove_name(struct coh_fdstore *s, const char *name) {
                 return;
         char msg[COH_FDSTORE_NAME_MAX + 32];
         snprintf(msg, sizeof msg, "FDSTOREREMOVE=1\nFDNAME=%s", name);
-        (void) sd_notify(false, msg);
+        (void) coh_notify_send(s->notify, msg, NULL, 0);
 }
 
 void coh_fdstore_remove(struct coh_fdstore *s, enum coh_fdstore_kind kind, const char *id) {
@@ -79,7 +79,7 @@ void coh_fdstore_remove(struct coh_fdstore *s, enum coh_fdstore_kind kind, const
 void coh_fdstore_sync(struct coh_fdstore *s) {
         if (!s->enabled)
                 return;
-        int r = sd_notify_barrier(0, 1000000);
+        int r = coh_notify_barrier(s->notify, 1000000);
         if (r < 0)
                 coh_log(LOG_WARNING, NULL, "Waiting for systemd to handle the file descriptor store: %s", strerror(-r));
 }

@@ -35,7 +35,10 @@ struct coh_stored_fd {
         int fd;
 };
 
+struct coh_notify;
+
 struct coh_fdstore {
+        struct coh_notify *notify; /* the manager's socket to systemd: not ours */
         bool enabled;
         int state_fd;     /* the state memfd, -EBADF while disabled */
         size_t state_len; /* bytes in it written by this instance: 0 until it wrote it whole */
@@ -47,7 +50,7 @@ const char *coh_fdstore_name(char buf[static COH_FDSTORE_NAME_MAX], enum coh_fds
 /* The same for a numeric id. */
 const char *coh_fdstore_name_u64(char buf[static COH_FDSTORE_NAME_MAX], enum coh_fdstore_kind kind, uint64_t id);
 
-void coh_fdstore_init(struct coh_fdstore *s);
+void coh_fdstore_init(struct coh_fdstore *s, struct coh_notify *notify);
 /* Takes the previous instance's state memfd from entries (or makes one) and enables the store. */
 int coh_fdstore_enable(struct coh_fdstore *s, struct coh_stored_fd *entries, size_t n);
 void coh_fdstore_done(struct coh_fdstore *s);

@@ -88,9 +88,9 @@ static void state_changed(void *userdata);
 int coh_manager_reload(struct coh_manager *m, struct coh_policy_error *err) {
         struct coh_policy *p;
         /* Both ways in (SIGHUP, and Manager.ReloadPolicy from ExecReload=) tell systemd. */
-        (void) sd_notify(0, "RELOADING=1");
+        (void) coh_notify_send(&m->notify, "RELOADING=1", NULL, 0);
         int r = load_policy(m, false, &p, err);
-        (void) sd_notify(0, "READY=1");
+        (void) coh_notify_send(&m->notify, "READY=1", NULL, 0);
         if (r < 0)
                 return r;
         /* Grants keep their own copies of rule strings, so the old policy can go. */
@@ -107,11 +107,10 @@ int coh_manager_reload(struct coh_manager *m, struct coh_policy_error *err) {
 static void state_changed(void *userdata) {
         struct coh_manager *m = userdata;
         /* STATUS= is for a person reading systemctl status: at most one a
-         * second, the last state always. Each is three system calls (sd_notify
-         * opens a socket per message, src/libsystemd/sd-daemon/sd-daemon.c) and
-         * can block on a slow PID 1: sent per change, a grant cycle would pay
-         * six. The state memfd, though, is written now: the next instance must
-         * never see less than what a client was told. */
+         * second, the last state always. Each is a message PID 1 must handle
+         * and can block us on when PID 1 is slow; sent per change, a grant
+         * cycle would send two. The state memfd, though, is written now: the
+         * next instance must never see less than what a client was told. */
         if (m->ev_status && !event_pending(m->ev_status, EV_TIMEOUT, NULL)) {
                 struct timeval now, due = { .tv_sec = m->status_sent.tv_sec + 1, .tv_usec = m->status_sent.tv_usec },
                                wait = {};
@@ -161,20 +160,23 @@ static int methods_reload(struct coh_policy_error *err, void *userdata) {
 static void on_status(evutil_socket_t fd, short what, void *userdata) {
         struct coh_manager *m = userdata;
         event_base_gettimeofday_cached(m->base, &m->status_sent);
-        (void) sd_notifyf(0, "STATUS=Serving %u client(s), %u grant(s) on %u VM(s)", m->server.n_conns,
-                          m->grants.n_grants, coh_grants_n_vms(&m->grants));
+        char status[128];
+        snprintf(status, sizeof status, "STATUS=Serving %u client(s), %u grant(s) on %u VM(s)", m->server.n_conns,
+                 m->grants.n_grants, coh_grants_n_vms(&m->grants));
+        (void) coh_notify_send(&m->notify, status, NULL, 0);
 }
 
 static void on_idle(evutil_socket_t fd, short what, void *userdata) {
         struct coh_manager *m = userdata;
         coh_log(LOG_INFO, NULL, "Idle for %us, exiting", coh_policy_broker(m->policy)->idle_exit_sec);
-        (void) sd_notify(0, "STOPPING=1");
+        (void) coh_notify_send(&m->notify, "STOPPING=1", NULL, 0);
         event_base_loopexit(m->base, NULL);
 }
 
 static void on_watchdog(evutil_socket_t fd, short what, void *userdata) {
+        struct coh_manager *m = userdata;
         /* Sent from the loop itself: a stuck loop stops the pings and systemd restarts us. */
-        (void) sd_notify(0, "WATCHDOG=1");
+        (void) coh_notify_send(&m->notify, "WATCHDOG=1", NULL, 0);
 }
 
 static void on_sighup(evutil_socket_t sig, short what, void *userdata) {
@@ -184,7 +186,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *userdata) {
 
 static void on_sigterm(evutil_socket_t sig, short what, void *userdata) {
         struct coh_manager *m = userdata;
-        (void) sd_notify(0, "STOPPING=1");
+        (void) coh_notify_send(&m->notify, "STOPPING=1", NULL, 0);
         event_base_loopexit(m->base, NULL);
 }
 
@@ -196,7 +198,7 @@ static int add_loop_events(struct coh_manager *m) {
         m->sig_int = evsignal_new(m->base, SIGINT, on_sigterm, m);
         m->ev_idle = evtimer_new(m->base, on_idle, m);
         /* Without NOTIFY_SOCKET nobody reads a status: none is formatted. */
-        if (getenv("NOTIFY_SOCKET")) {
+        if (coh_notify_enabled(&m->notify)) {
                 m->ev_status = event_new(m->base, -1, 0, on_status, m);
                 if (!m->ev_status)
                         return -ENOMEM;
@@ -255,7 +257,7 @@ static void on_helper_gone(evutil_socket_t fd, short what, void *userdata) {
         struct coh_manager *m = userdata;
         coh_log(LOG_ERR, NULL, "The privileged helper has exited; stopping");
         m->helper_lost = true;
-        (void) sd_notify(0, "STOPPING=1");
+        (void) coh_notify_send(&m->notify, "STOPPING=1", NULL, 0);
         event_base_loopexit(m->base, NULL);
 }
 
@@ -268,7 +270,8 @@ int coh_manager_new(const struct coh_manager_options *o, struct coh_manager **re
                 return -ENOMEM;
         m->options = *o;
         m->helper_fd = -EBADF;
-        coh_fdstore_init(&m->store);
+        coh_notify_init(&m->notify);
+        coh_fdstore_init(&m->store, &m->notify);
         /* Before the journal: a policy that does not load at start-up is told on stderr, to
          * whoever started the daemon (under systemd, the journal has it from there too). */
         r = load_policy(m, true, &m->policy, &err);
@@ -390,7 +393,7 @@ int coh_manager_startup(struct coh_manager *m) {
         r = coh_manager_restore(m);
         if (r < 0)
                 return r;
-        (void) sd_notify(0, "READY=1");
+        (void) coh_notify_send(&m->notify, "READY=1", NULL, 0);
         state_changed(m);
         return 0;
 }
@@ -439,6 +442,7 @@ struct coh_manager *coh_manager_free(struct coh_manager *m) {
                 coh_server_stop_listening(&m->server);
         }
         coh_fdstore_done(&m->store);
+        coh_notify_done(&m->notify);
         coh_log_close();
         coh_journal_free(m->journal);
         if (m->base)

@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "fdstore.h"
+#include "notify.h"
 #include "grants.h"
 #include "journal.h"
 #include "methods.h"
@@ -39,6 +40,7 @@ struct coh_manager {
         struct coh_platform *platform;
         struct coh_policy *policy;
         struct coh_journal *journal;
+        struct coh_notify notify;   /* to systemd: READY=, STATUS=, the fd store */
         struct coh_fdstore store;
         struct coh_grants grants;
         struct coh_server server;

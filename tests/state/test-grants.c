@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "fdstore.h"
+#include "notify.h"
 #include "grants.h"
 #include "policy.h"
 
@@ -40,6 +41,7 @@ static const struct coh_platform_ops ops = {
 struct fixture {
         struct event_base *base;
         struct coh_platform platform;
+        struct coh_notify notify;
         struct coh_fdstore store;
         struct coh_grants grants;
         struct coh_peer peer;
@@ -52,7 +54,8 @@ static struct fixture *fixture_new(void) {
         f->base = event_base_new();
         assert_non_null(f->base);
         f->platform = (struct coh_platform) { .ops = &ops, .sysfs_fd = -EBADF };
-        coh_fdstore_init(&f->store);
+        coh_notify_init(&f->notify);
+        coh_fdstore_init(&f->store, &f->notify);
         coh_grants_init(&f->grants, f->base, &f->platform, &f->store, &(struct coh_grants_callbacks) {});
         f->peer = (struct coh_peer) { .pid = getpid(), .uid = 1000, .gid = 1001 };
         f->owner = (struct coh_grant_owner) { .id = 1, .peer = &f->peer, .pidfd = NULL };

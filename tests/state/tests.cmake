@@ -7,3 +7,5 @@ set_tests_properties(test-facts-cache PROPERTIES ENVIRONMENT "COH_TEST_SOURCE_DI
 coh_fuzz_target(fuzz-uevent ${CMAKE_CURRENT_LIST_DIR}/../fuzz/fuzz-uevent.c coh_kernel)
 # The policy's results remembered per device facts and peer (daemon/policy-memo.c).
 coh_unit_test(test-policy-memo SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-policy-memo.c LIBS coh_kernel)
+# Messages to the service manager on one kept socket (daemon/notify.c), read by a real datagram socket.
+coh_unit_test(test-notify SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-notify.c LIBS coh_state)
