@@ -51,7 +51,7 @@ struct coh_vm {
         LIST_ENTRY(coh_vm) link;
         unsigned id;          /* names its descriptor in the fd store */
         int vm_fd;            /* owned */
-        uint64_t order;       /* grows with vm_fd's kcmp order: finds it in vm_order without kcmp */
+        uint64_t order;       /* grows with vm_fd's kcmp order: finds it among the VMs without kcmp */
         unsigned n_grants;    /* active grants */
         unsigned n_granted;   /* active grants that are "granted": vmWbinvd is "allowed" while > 0 */
 };
@@ -102,8 +102,8 @@ struct coh_grants {
          * order (coh_file_order(), in this process: self), grants in
          * tsearch() trees by id and by IOMMU group. */
         pid_t self;
-        struct coh_vm **vm_order;
-        size_t n_vms, n_vm_order_alloc;
+        struct coh_vm_block **vm_blocks; /* grants.c */
+        size_t n_vm_blocks, n_vm_blocks_alloc, n_vms;
         unsigned n_vms_held;     /* in vms: every VM, sorted or not (kcmp failed) */
         void *by_id, *by_group;
         unsigned n_group_dups;   /* grants not in by_group: their group is held by another */
@@ -122,7 +122,7 @@ struct coh_grants {
         unsigned next_vm_id;
 };
 
-/* The VM that vm_fd is (kcmp: log2(n) calls), or NULL. */
+/* The VM that vm_fd is (kcmp: about log2(n) calls), or NULL. */
 struct coh_vm *coh_grants_find_vm(struct coh_grants *g, int vm_fd);
 /* Whether id is spelt as a grant id ("g-" and 16 lowercase hex digits), held or not. */
 bool coh_grant_id_valid(const char *id);

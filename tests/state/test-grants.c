@@ -166,6 +166,58 @@ static void test_vm_labels_spread_again(void **state) {
         fixture_free(f);
 }
 
+/* Thousands of VMs, come in and gone in a random order (a fixed seed): the
+ * blocks they are kept in fill, split and empty, and every VM held is found,
+ * none gone is, and the labels stay in kcmp order throughout. */
+static void test_vm_blocks_split_and_empty(void **state) {
+        struct fixture *f = fixture_new();
+        enum { M = 3000 };
+        static int fds[M];
+        static struct coh_grant *gs[M];
+        unsigned seed = 11;
+        self = getpid();
+        for (int i = 0; i < M; i++) {
+                fds[i] = eventfd(0, EFD_CLOEXEC);
+                assert_true(fds[i] >= 0);
+                gs[i] = grant(f, fcntl(fds[i], F_DUPFD_CLOEXEC, 3), i);
+        }
+        assert_int_equal(coh_grants_n_vms(&f->grants), M);
+        /* Two thirds go, picked at random. */
+        for (int k = 0; k < 2 * M / 3; k++) {
+                int i = (int) (rand_r(&seed) % M);
+                if (!gs[i])
+                        continue;
+                assert_int_equal(coh_grant_end(gs[i], "release", false), 1);
+                gs[i] = NULL;
+        }
+        /* And as many come back, each on a VM that went (its descriptor still open here). */
+        for (int i = 0; i < M; i++)
+                if (!gs[i] && rand_r(&seed) % 2)
+                        gs[i] = grant(f, fcntl(fds[i], F_DUPFD_CLOEXEC, 3), i);
+        unsigned held = 0;
+        for (int i = 0; i < M; i++) {
+                if (gs[i]) {
+                        held++;
+                        assert_ptr_equal(coh_grants_find_vm(&f->grants, fds[i]), gs[i]->vm);
+                } else
+                        assert_null(coh_grants_find_vm(&f->grants, fds[i]));
+        }
+        assert_int_equal(coh_grants_n_vms(&f->grants), held);
+        /* Labels in kcmp order: sorted by descriptor order, the VMs' labels grow. */
+        int order[M];
+        unsigned n = 0;
+        for (int i = 0; i < M; i++)
+                if (gs[i])
+                        order[n++] = fds[i];
+        qsort(order, n, sizeof *order, kcmp_order);
+        for (unsigned k = 1; k < n; k++)
+                assert_true(coh_grants_find_vm(&f->grants, order[k - 1])->order <
+                            coh_grants_find_vm(&f->grants, order[k])->order);
+        for (int i = 0; i < M; i++)
+                close(fds[i]);
+        fixture_free(f);
+}
+
 /* A connection's end ends its grants, and only its own: another's stay. */
 static void test_end_owned_ends_only_the_owners(void **state) {
         struct fixture *f = fixture_new();
@@ -192,6 +244,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_vm_found_among_many),
                 cmocka_unit_test(test_vm_labels_spread_again),
+                cmocka_unit_test(test_vm_blocks_split_and_empty),
                 cmocka_unit_test(test_end_owned_ends_only_the_owners),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
