@@ -172,13 +172,13 @@ static int reply_grant(struct call_ctx *x, const struct request *req, const stru
         struct coh_json_writer w = {};
         coh_jw_object_begin(&w);
         coh_record_write(coh_decision_record_fields, rec, COH_DECISION_FORM_GRANT, &w);
-        coh_jw_key(&w, "facts");
+        coh_jw_key_plain(&w, "facts");
         request_facts_write(req, &w);
         if (*file_fd < 0) {
                 coh_jw_object_end(&w);
                 return method_reply(x, coh_jw_to_object(&w));
         }
-        coh_jw_key(&w, "group");
+        coh_jw_key_plain(&w, "group");
         coh_jw_int(&w, 0);
         coh_jw_object_end(&w);
         int fd = TAKE_FD(*file_fd);
@@ -276,9 +276,9 @@ static int method_release_grant(struct call_ctx *x) {
         int ended = coh_grant_end(g, "release", false); /* g is gone when ended */
         struct coh_json_writer w = {};
         coh_jw_object_begin(&w);
-        coh_jw_key(&w, "vmWbinvd");
+        coh_jw_key_plain(&w, "vmWbinvd");
         coh_jw_string(&w, vm_wbinvd);
-        coh_jw_key(&w, "state");
+        coh_jw_key_plain(&w, "state");
         coh_jw_string(&w, ended > 0 ? "ended" : "ending");
         coh_jw_object_end(&w);
         return method_reply(x, coh_jw_to_object(&w));

@@ -58,9 +58,9 @@ static struct coh_device_record device_record(const struct device_verdict *v) {
 void request_facts_write(const struct request *req, struct coh_json_writer *w) {
         coh_jw_object_begin(w);
         coh_record_write(coh_device_record_fields, &req->devices[req->deciding].record, COH_DEVICE_FORM_BRIEF, w);
-        coh_jw_key(w, "file");
+        coh_jw_key_plain(w, "file");
         coh_jw_string(w, req->file);
-        coh_jw_key(w, "devices");
+        coh_jw_key_plain(w, "devices");
         coh_jw_array_begin(w);
         for (size_t i = 0; i < req->n_devices; i++) {
                 coh_jw_object_begin(w);
@@ -184,7 +184,7 @@ int request_reply(struct call_ctx *x, const struct request *req) {
         struct coh_json_writer w = {};
         coh_jw_object_begin(&w);
         coh_record_write(coh_decision_record_fields, &rec, COH_DECISION_FORM_PROBE, &w);
-        coh_jw_key(&w, "facts");
+        coh_jw_key_plain(&w, "facts");
         request_facts_write(req, &w);
         coh_jw_object_end(&w);
         return method_reply(x, coh_jw_to_object(&w));
@@ -230,7 +230,7 @@ void request_log_decision(struct call_ctx *x, const struct request *req, const s
                 return;
         struct coh_json_writer w = {};
         coh_jw_object_begin(&w);
-        coh_jw_key(&w, "event");
+        coh_jw_key_plain(&w, "event");
         coh_jw_string(&w, "decision");
         coh_record_write(coh_decision_record_fields, rec, COH_DECISION_FORM_EVENT, &w);
         coh_jw_object_end(&w);

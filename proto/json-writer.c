@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +149,24 @@ void coh_jw_key_len(struct coh_json_writer *w, const char *key, size_t n) {
 
 void coh_jw_key(struct coh_json_writer *w, const char *key) {
         coh_jw_key_len(w, key, strlen(key));
+}
+
+void coh_jw_key_plain(struct coh_json_writer *w, const char *key) {
+        size_t n = strlen(key);
+        separate(w);
+        if (!reserve(w, n + 3))
+                return;
+#ifndef NDEBUG
+        for (size_t i = 0; i < n; i++)
+                assert(!to_escape[(unsigned char) key[i]]);
+#endif
+        char *o = w->buf + w->len;
+        *o++ = '"';
+        o = mempcpy(o, key, n);
+        *o++ = '"';
+        *o++ = ':';
+        w->len = (size_t) (o - w->buf);
+        w->comma = false;
 }
 
 void coh_jw_string_len(struct coh_json_writer *w, const char *s, size_t n) {

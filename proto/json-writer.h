@@ -38,6 +38,8 @@ void coh_jw_array_end(struct coh_json_writer *w);
 /* A member's key; its value is what is written next. */
 void coh_jw_key(struct coh_json_writer *w, const char *key);
 void coh_jw_key_len(struct coh_json_writer *w, const char *key, size_t n);
+/* A key the program spells itself (a field table's): never escaped, so not scanned for it. */
+void coh_jw_key_plain(struct coh_json_writer *w, const char *key);
 
 void coh_jw_string(struct coh_json_writer *w, const char *s);
 void coh_jw_string_len(struct coh_json_writer *w, const char *s, size_t n);

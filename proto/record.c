@@ -57,7 +57,7 @@ void coh_record_write(const struct coh_field *table, const void *rec, unsigned w
         for (const struct coh_field *f = table; f->json; f++) {
                 if (!(f->flags & which & COH_FIELD_FORMS) || ((f->flags & COH_FIELD_OPTIONAL) && field_empty(f, rec)))
                         continue;
-                coh_jw_key(w, f->json);
+                coh_jw_key_plain(w, f->json);
                 switch (f->type) {
                 case COH_FIELD_INT:
                         coh_jw_int(w, *(const int64_t *) CFIELD(rec, f));

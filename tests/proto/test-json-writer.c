@@ -256,6 +256,30 @@ static void test_escapes_as_json_c(void **state) {
 }
 
 /* Growing past the first buffer keeps what was written. */
+/* A table's key written without the escape scan is the same text coh_jw_key() writes. */
+static void test_plain_keys_as_scanned(void **state) {
+        static const char *const keys[] = { "vmWbinvd", "facts", "a", "iommuGroup", "ioasCoherent", "x_1" };
+        struct coh_json_writer a = {}, b = {};
+        coh_jw_object_begin(&a);
+        coh_jw_object_begin(&b);
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+                coh_jw_key(&a, keys[i]);
+                coh_jw_int(&a, (int64_t) i);
+                coh_jw_key_plain(&b, keys[i]);
+                coh_jw_int(&b, (int64_t) i);
+        }
+        coh_jw_object_end(&a);
+        coh_jw_object_end(&b);
+        size_t la, lb;
+        char *ta = coh_jw_steal(&a, &la), *tb = coh_jw_steal(&b, &lb);
+        assert_non_null(ta);
+        assert_non_null(tb);
+        assert_string_equal(ta, tb);
+        assert_string_equal(tb, "{\"vmWbinvd\":0,\"facts\":1,\"a\":2,\"iommuGroup\":3,\"ioasCoherent\":4,\"x_1\":5}");
+        free(ta);
+        free(tb);
+}
+
 static void test_grows(void **state) {
         struct coh_json_writer w = {};
         char big[10000];
@@ -308,6 +332,7 @@ int main(void) {
                 cmocka_unit_test(test_escapes),
                 cmocka_unit_test(test_escapes_as_json_c),       cmocka_unit_test(test_grows),
                 cmocka_unit_test(test_failure_is_seen),
+                cmocka_unit_test(test_plain_keys_as_scanned),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
