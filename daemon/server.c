@@ -299,13 +299,9 @@ static int conn_send(struct coh_conn *c, char *json, const int *fds, size_t n_fd
                         close(fds[i]);
                 return -ENOMEM;
         }
-        int r = coh_outbuf_append_fds(&c->out, json, OUTPUT_MAX, fds, n_fds);
+        /* Straight from json when nothing waits; past OUTPUT_MAX queued, a peer that does not read its replies. */
+        int r = coh_outbuf_send(&c->out, c->fd, json, OUTPUT_MAX, fds, n_fds);
         free(json);
-        if (r < 0) {
-                c->closing = true; /* a peer that does not read its replies */
-                return r;
-        }
-        r = coh_outbuf_flush(&c->out, c->fd);
         if (r == -EAGAIN) {
                 /* Reading pauses while replies pile up past OUTPUT_PAUSE. */
                 bool read = (c->io_events & EV_READ) && c->out.len - c->out.off <= OUTPUT_PAUSE;

@@ -599,6 +599,52 @@ int coh_outbuf_append_fds(struct coh_outbuf *o, const char *json, size_t limit, 
         return 0;
 }
 
+int coh_outbuf_send(struct coh_outbuf *o, int sock, const char *json, size_t limit, const int *fds, size_t n_fds) {
+        int r;
+
+        /* Behind what waits, in order. */
+        if (coh_outbuf_pending(o)) {
+                r = coh_outbuf_append_fds(o, json, limit, fds, n_fds);
+                return r < 0 ? r : coh_outbuf_flush(o, sock);
+        }
+        size_t len = strlen(json) + 1;
+        if (len > limit || n_fds > COH_MESSAGE_FDS_MAX) {
+                close_fds_const(fds, n_fds);
+                return len > limit ? -ENOBUFS : -EINVAL;
+        }
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int) * COH_MESSAGE_FDS_MAX)];
+        } control = {};
+        struct iovec iov = { .iov_base = (void *) json, .iov_len = len };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        if (n_fds > 0)
+                coh_cmsg_put_fds(&mh, control.buf, fds, n_fds);
+        ssize_t n;
+        do
+                n = sendmsg(sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {
+                if (errno != EAGAIN) {
+                        r = -errno;
+                        close_fds_const(fds, n_fds);
+                        return r;
+                }
+                /* Nothing went: all of it waits, its descriptors with it. */
+                r = coh_outbuf_append_fds(o, json, limit, fds, n_fds);
+                return r < 0 ? r : -EAGAIN;
+        }
+        /* Some went, the descriptors with the first byte: the kernel holds its own copies. */
+        close_fds_const(fds, n_fds);
+        if ((size_t) n == len)
+                return 0;
+        r = coh_outbuf_append(o, json + n, limit);
+        if (r < 0)
+                return r;
+        o->midway = true;
+        return -EAGAIN;
+}
+
 void coh_cmsg_put_fds(struct msghdr *mh, void *control, const int *fds, size_t n_fds) {
         mh->msg_control = control;
         mh->msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);

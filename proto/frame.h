@@ -129,6 +129,15 @@ int coh_outbuf_append_fds(struct coh_outbuf *o, const char *json, size_t limit, 
  * once the kernel has taken its copy. */
 int coh_outbuf_flush(struct coh_outbuf *o, int sock);
 static inline bool coh_outbuf_pending(const struct coh_outbuf *o) { return o->len > o->off; }
+/*
+ * One message (json and its NUL, fds with its first byte): sent straight
+ * from json when nothing waits before it, so that a reply the socket takes
+ * whole is never copied; what it does not take waits in o, as
+ * coh_outbuf_append_fds() would have queued it. Takes the descriptors in
+ * every case. 0 when all went, -EAGAIN when bytes wait (flush later),
+ * -ENOBUFS past limit, -errno on failure.
+ */
+int coh_outbuf_send(struct coh_outbuf *o, int sock, const char *json, size_t limit, const int *fds, size_t n_fds);
 /* Drops every queued message no byte of which is sent yet (closing their
  * descriptors); the one being sent stays, so the stream stays whole. */
 void coh_outbuf_discard(struct coh_outbuf *o);

@@ -1418,6 +1418,73 @@ static void arrivals_done(struct arrivals *a) {
         *a = (struct arrivals) {};
 }
 
+/* coh_outbuf_send(): a message the socket takes whole goes from where it lies,
+ * with nothing buffered; one it takes in part, or not at all, waits; one sent
+ * while others wait goes behind them. Each message's descriptor arrives on
+ * its first byte, whichever way it went. */
+static void test_outbuf_send(void **state) {
+        unsigned base = count_fds();
+        struct coh_outbuf o = {};
+        struct arrivals a = {};
+        /* Longer than the kernel's largest segment for this buffer (unix_stream_sendmsg
+         * cuts at half the send buffer): the socket takes it in part. */
+        static char big[20000];
+        size_t offsets[64], n_msgs = 0, total = 0;
+        int sv[2], sndbuf = 4096, r, fd;
+
+        make_pair(sv);
+        assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+        memset(big, 'b', sizeof big - 1);
+        big[sizeof big - 1] = '\0';
+
+        fd = make_memfd();
+        assert_int_equal(coh_outbuf_send(&o, sv[0], "{\"a\":1}", 1 << 20, &fd, 1), 0);
+        assert_false(coh_outbuf_pending(&o));
+        assert_null(o.buf); /* sent from where it lay */
+        offsets[n_msgs++] = total;
+        total += sizeof "{\"a\":1}";
+
+        /* Until the socket takes no more whole: that one waits, in part or all of it. */
+        do {
+                assert_true(n_msgs < 60);
+                fd = make_memfd();
+                r = coh_outbuf_send(&o, sv[0], big, 1 << 20, &fd, 1);
+                assert_true(r == 0 || r == -EAGAIN);
+                offsets[n_msgs++] = total;
+                total += sizeof big;
+        } while (r == 0);
+        assert_true(coh_outbuf_pending(&o));
+
+        /* Behind it. */
+        fd = make_memfd();
+        assert_int_equal(coh_outbuf_send(&o, sv[0], "{\"c\":3}", 1 << 20, &fd, 1), -EAGAIN);
+        offsets[n_msgs++] = total;
+        total += sizeof "{\"c\":3}";
+
+        while (a.len < total) {
+                drain_bytewise(sv[1], &a);
+                r = coh_outbuf_flush(&o, sv[0]);
+                assert_true(r == 0 || r == -EAGAIN);
+        }
+        assert_false(coh_outbuf_pending(&o));
+        assert_int_equal(a.len, total);
+        assert_int_equal(a.n_batches, n_msgs);
+        for (size_t i = 0; i < n_msgs; i++) {
+                assert_int_equal(a.batch[i].at, offsets[i]);
+                assert_int_equal(a.batch[i].n, 1);
+        }
+        assert_memory_equal(a.bytes + offsets[n_msgs - 1], "{\"c\":3}", sizeof "{\"c\":3}");
+
+        /* Past the limit: refused, its descriptor closed. */
+        fd = make_memfd();
+        assert_int_equal(coh_outbuf_send(&o, sv[0], big, 100, &fd, 1), -ENOBUFS);
+
+        arrivals_done(&a);
+        coh_outbuf_done(&o);
+        close_pair(sv);
+        assert_int_equal(count_fds(), base);
+}
+
 /* One queued message and the descriptors the test kept to recognise what it sent. */
 struct sent {
         const char *json;
@@ -1861,6 +1928,7 @@ int main(void) {
                 cmocka_unit_test(test_eof),
                 cmocka_unit_test(test_feed_rules),
                 cmocka_unit_test(test_outbuf),
+                cmocka_unit_test(test_outbuf_send),
                 cmocka_unit_test(test_outbuf_fds_ride_on_their_messages_first_byte),
                 cmocka_unit_test(test_outbuf_fds_over_partial_sends),
                 cmocka_unit_test(test_outbuf_done_closes_descriptors_not_yet_sent),
