@@ -25,11 +25,11 @@ static bool is_alnum(char c) {
  * Checked by hand because these strings are matched against method tables and
  * copied into the journal, where anything looser would be surprising.
  */
-static bool qualified_name_is_valid(json_object *o) {
-        const char *s = json_object_get_string(o), *dot, *p;
+bool coh_qualified_name_is_valid(const char *s, size_t len) {
+        const char *dot, *p;
 
         /* A \u0000 escape would make the C string differ from what was sent. */
-        if (!s || strlen(s) != (size_t) json_object_get_string_len(o))
+        if (!s || strlen(s) != len)
                 return false;
 
         dot = strrchr(s, '.');
@@ -138,71 +138,6 @@ static int take_parameters(json_object *root, json_object *value, json_object **
         return 0;
 }
 
-int coh_call_parse(const char *json, struct coh_call *c) {
-        json_object *root = NULL, *method = NULL, *parameters = NULL;
-        int r;
-
-        *c = (struct coh_call) {};
-
-        r = parse_object(json, &root);
-        if (r < 0)
-                return r;
-
-        json_object_object_foreach(root, key, value) {
-                if (strcmp(key, "method") == 0) {
-                        if (!json_object_is_type(value, json_type_string) || !qualified_name_is_valid(value))
-                                goto invalid;
-                        method = value;
-                } else if (strcmp(key, "parameters") == 0) {
-                        /* null is as good as absent; anything else must be an object. */
-                        if (value && !json_object_is_type(value, json_type_object))
-                                goto invalid;
-                        parameters = value;
-                } else if (strcmp(key, "oneway") == 0 || strcmp(key, "more") == 0 ||
-                           strcmp(key, "upgrade") == 0) {
-                        bool b;
-
-                        if (!json_object_is_type(value, json_type_boolean))
-                                goto invalid;
-                        b = json_object_get_boolean(value);
-                        if (key[0] == 'o')
-                                c->oneway = b;
-                        else if (key[0] == 'm')
-                                c->more = b;
-                        else
-                                c->upgrade = b;
-                } else
-                        goto invalid;
-        }
-
-        if (!method)
-                goto invalid;
-        /* Each pair asks for contradictory replies: none, several, or one then a
-         * different protocol. systemd refuses these combinations too. */
-        if (c->oneway + c->more + c->upgrade > 1)
-                goto invalid;
-
-        r = take_parameters(root, parameters, &c->parameters);
-        if (r < 0)
-                goto fail;
-
-        c->root = root;
-        c->method = json_object_get_string(method);
-        return 0;
-
-invalid:
-        r = -EBADMSG;
-fail:
-        json_object_put(root);
-        *c = (struct coh_call) {};
-        return r;
-}
-
-void coh_call_done(struct coh_call *c) {
-        json_object_put(c->root);
-        *c = (struct coh_call) {};
-}
-
 int coh_reply_parse(const char *json, struct coh_reply *r) {
         json_object *root = NULL, *error = NULL, *parameters = NULL;
         int k;
@@ -223,7 +158,9 @@ int coh_reply_parse(const char *json, struct coh_reply *r) {
                                 goto invalid;
                         r->continues = json_object_get_boolean(value);
                 } else if (strcmp(key, "error") == 0) {
-                        if (!json_object_is_type(value, json_type_string) || !qualified_name_is_valid(value))
+                        if (!json_object_is_type(value, json_type_string) ||
+                            !coh_qualified_name_is_valid(json_object_get_string(value),
+                                                         (size_t) json_object_get_string_len(value)))
                                 goto invalid;
                         error = value;
                 } else

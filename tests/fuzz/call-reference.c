@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* proto/call.c's coh_call_parse() at 2402694, unchanged but for names. */
+
+#include "call-reference.h"
+#include "call.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#define JSON_DEPTH_MAX 32
+
+static bool qualified_name_is_valid(json_object *o) {
+        return coh_qualified_name_is_valid(json_object_get_string(o), (size_t) json_object_get_string_len(o));
+}
+
+static bool numbers_are_finite(json_object *o) {
+        switch (json_object_get_type(o)) {
+        case json_type_double:
+                return isfinite(json_object_get_double(o));
+        case json_type_object: {
+                json_object_object_foreach(o, key, value) {
+                        (void) key;
+                        if (!numbers_are_finite(value))
+                                return false;
+                }
+                return true;
+        }
+        case json_type_array:
+                for (size_t i = 0; i < json_object_array_length(o); i++)
+                        if (!numbers_are_finite(json_object_array_get_idx(o, i)))
+                                return false;
+                return true;
+        default:
+                return true;
+        }
+}
+
+static int parse_object(const char *json, json_object **ret) {
+        struct json_tokener *tok;
+        json_object *o;
+        size_t len = strlen(json);
+        int r = 0;
+
+        tok = json_tokener_new_ex(JSON_DEPTH_MAX);
+        if (!tok)
+                return -ENOMEM;
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+
+        o = json_tokener_parse_ex(tok, json, len);
+        if (!o || json_tokener_get_error(tok) != json_tokener_success ||
+            json_tokener_get_parse_end(tok) != len || !json_object_is_type(o, json_type_object) ||
+            !numbers_are_finite(o)) {
+                json_object_put(o);
+                r = -EBADMSG;
+        } else
+                *ret = o;
+
+        json_tokener_free(tok);
+        return r;
+}
+
+static int take_parameters(json_object *root, json_object *value, json_object **ret) {
+        json_object *empty;
+
+        if (value) {
+                if (!json_object_is_type(value, json_type_object))
+                        return -EBADMSG;
+                *ret = value;
+                return 0;
+        }
+
+        empty = json_object_new_object();
+        if (!empty)
+                return -ENOMEM;
+        if (json_object_object_add(root, "parameters", empty) < 0) {
+                json_object_put(empty);
+                return -ENOMEM;
+        }
+        *ret = empty;
+        return 0;
+}
+
+int ref_call_parse(const char *json, struct ref_call *c) {
+        json_object *root = NULL, *method = NULL, *parameters = NULL;
+        int r;
+
+        *c = (struct ref_call) {};
+
+        r = parse_object(json, &root);
+        if (r < 0)
+                return r;
+
+        json_object_object_foreach(root, key, value) {
+                if (strcmp(key, "method") == 0) {
+                        if (!json_object_is_type(value, json_type_string) || !qualified_name_is_valid(value))
+                                goto invalid;
+                        method = value;
+                } else if (strcmp(key, "parameters") == 0) {
+                        if (value && !json_object_is_type(value, json_type_object))
+                                goto invalid;
+                        parameters = value;
+                } else if (strcmp(key, "oneway") == 0 || strcmp(key, "more") == 0 ||
+                           strcmp(key, "upgrade") == 0) {
+                        bool b;
+
+                        if (!json_object_is_type(value, json_type_boolean))
+                                goto invalid;
+                        b = json_object_get_boolean(value);
+                        if (key[0] == 'o')
+                                c->oneway = b;
+                        else if (key[0] == 'm')
+                                c->more = b;
+                        else
+                                c->upgrade = b;
+                } else
+                        goto invalid;
+        }
+
+        if (!method)
+                goto invalid;
+        if (c->oneway + c->more + c->upgrade > 1)
+                goto invalid;
+
+        r = take_parameters(root, parameters, &c->parameters);
+        if (r < 0)
+                goto fail;
+
+        c->root = root;
+        c->method = json_object_get_string(method);
+        return 0;
+
+invalid:
+        r = -EBADMSG;
+fail:
+        json_object_put(root);
+        *c = (struct ref_call) {};
+        return r;
+}
+
+void ref_call_done(struct ref_call *c) {
+        json_object_put(c->root);
+        *c = (struct ref_call) {};
+}
