@@ -11,53 +11,50 @@
 /* Deep enough for any parameters we define, shallow enough that hostile nesting is cheap. */
 #define JSON_DEPTH_MAX 32
 
-static bool is_alpha(char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+/* What the words of a name are made of; '.' separates them. */
+enum {
+        NAME_ALNUM = 1 << 0,
+        NAME_DASH = 1 << 1,
+};
 
-static bool is_alnum(char c) {
-        return is_alpha(c) || (c >= '0' && c <= '9');
-}
+static const unsigned char name_class[256] = {
+        ['0' ... '9'] = NAME_ALNUM,
+        ['A' ... 'Z'] = NAME_ALNUM,
+        ['a' ... 'z'] = NAME_ALNUM,
+        ['-'] = NAME_DASH,
+};
 
 /*
  * "iface.Member": the interface is dot-separated words of letters, digits and
  * inner dashes, starting with a letter; the member is [A-Z][A-Za-z0-9]*.
  * Checked by hand because these strings are matched against method tables and
- * copied into the journal, where anything looser would be surprising.
+ * copied into the journal, where anything looser would be surprising. One
+ * pass, a word at a time: every call's method goes through here.
  */
 bool coh_qualified_name_is_valid(const char *s, size_t len) {
-        const char *dot, *p;
+        const char *word = s, *p = s;
 
         /* A \u0000 escape would make the C string differ from what was sent. */
         if (!s || strlen(s) != len)
                 return false;
 
-        dot = strrchr(s, '.');
-        if (!dot || dot == s || dot[-1] == '.')
-                return false;
-
-        for (p = s; p < dot; p++) {
-                bool word_start = p == s || p[-1] == '.';
-                bool word_end = p + 1 == dot || p[1] == '.';
-
-                if (*p == '.') {
-                        if (word_start)
-                                return false;
-                        continue;
-                }
-                if (word_start && !(p == s ? is_alpha(*p) : is_alnum(*p)))
+        for (;;) {
+                while (name_class[(unsigned char) *p])
+                        p++;
+                if (*p != '.')
+                        break;
+                /* A word of the interface: not empty, no dash at either end, a letter first in the first. */
+                if (p == word || name_class[(unsigned char) *word] != NAME_ALNUM || p[-1] == '-' ||
+                    (word == s && *word <= '9'))
                         return false;
-                if (*p == '-' && word_end)
-                        return false;
-                if (*p != '-' && !is_alnum(*p))
-                        return false;
+                word = ++p;
         }
 
-        p = dot + 1;
-        if (!(*p >= 'A' && *p <= 'Z'))
+        /* The member: after at least one dot, up to the end. */
+        if (*p != '\0' || word == s || !(*word >= 'A' && *word <= 'Z'))
                 return false;
-        for (p++; *p; p++)
-                if (!is_alnum(*p))
+        for (p = word; *p; p++)
+                if (*p == '-')
                         return false;
         return true;
 }

@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* proto/call.c's coh_call_parse() at 2402694, unchanged but for names. */
+/* proto/call.c's coh_call_parse() and the name check it used, at 2402694, unchanged but for names. */
 
 #include "call-reference.h"
-#include "call.h"
 
 #include <errno.h>
 #include <math.h>
@@ -10,8 +9,54 @@
 
 #define JSON_DEPTH_MAX 32
 
+static bool is_alpha(char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool is_alnum(char c) {
+        return is_alpha(c) || (c >= '0' && c <= '9');
+}
+
+bool ref_qualified_name_is_valid(const char *s) {
+        const char *dot, *p;
+
+        dot = strrchr(s, '.');
+        if (!dot || dot == s || dot[-1] == '.')
+                return false;
+
+        for (p = s; p < dot; p++) {
+                bool word_start = p == s || p[-1] == '.';
+                bool word_end = p + 1 == dot || p[1] == '.';
+
+                if (*p == '.') {
+                        if (word_start)
+                                return false;
+                        continue;
+                }
+                if (word_start && !(p == s ? is_alpha(*p) : is_alnum(*p)))
+                        return false;
+                if (*p == '-' && word_end)
+                        return false;
+                if (*p != '-' && !is_alnum(*p))
+                        return false;
+        }
+
+        p = dot + 1;
+        if (!(*p >= 'A' && *p <= 'Z'))
+                return false;
+        for (p++; *p; p++)
+                if (!is_alnum(*p))
+                        return false;
+        return true;
+}
+
 static bool qualified_name_is_valid(json_object *o) {
-        return coh_qualified_name_is_valid(json_object_get_string(o), (size_t) json_object_get_string_len(o));
+        const char *s = json_object_get_string(o);
+
+        /* A \u0000 escape would make the C string differ from what was sent. */
+        if (!s || strlen(s) != (size_t) json_object_get_string_len(o))
+                return false;
+        return ref_qualified_name_is_valid(s);
 }
 
 static bool numbers_are_finite(json_object *o) {

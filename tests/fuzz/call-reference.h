@@ -16,5 +16,8 @@ struct ref_call {
         bool oneway, more, upgrade;
 };
 
+/* The name check by strrchr() and neighbours, before it was one pass. */
+bool ref_qualified_name_is_valid(const char *s);
+
 int ref_call_parse(const char *json, struct ref_call *c);
 void ref_call_done(struct ref_call *c);

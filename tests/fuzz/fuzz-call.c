@@ -199,6 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         char *s = strndup((const char *) data, size);
 
         check(s);
+        check(coh_qualified_name_is_valid(s, strlen(s)) == ref_qualified_name_is_valid(s));
         fuzz_call(s);
         fuzz_reply(s);
         free(s);
