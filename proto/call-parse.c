@@ -274,9 +274,8 @@ static int read_number(struct reader *r, struct coh_call_param *v) {
                 /* The daemon never calls setlocale(): strtod() reads the C locale's point. */
                 if (!isfinite(strtod(r->p, NULL)))
                         return -EBADMSG;
-                if (v)
-                        v->kind = COH_VALUE_OTHER;
-        } else if (v) {
+                v->kind = COH_VALUE_OTHER;
+        } else {
                 if (overflow || u > (uint64_t) INT64_MAX + negative)
                         v->kind = COH_VALUE_OTHER;
                 else {
@@ -300,7 +299,8 @@ static int read_object(struct reader *r, unsigned depth, member_fn member);
 
 static int skip_member(struct reader *r, unsigned depth, const char *key, size_t key_len);
 
-/* A value, kept in *v when v is not NULL; depth is its own (the envelope's is 1). */
+/* A value, kept in *v when v is not NULL; depth is its own (the envelope's is 1). The
+ * recursion is as deep as the text nests, so JSON_DEPTH_MAX bounds the stack too. */
 static int read_value(struct reader *r, unsigned depth, struct coh_call_param *v) {
         struct coh_call_param ignored;
         int k;
@@ -369,7 +369,7 @@ static int read_value(struct reader *r, unsigned depth, struct coh_call_param *v
         }
 }
 
-/* '{' at r->p: each member's key is decoded, then member() reads ':' and the value onwards. */
+/* '{' at r->p: each member's key is decoded, then member() reads its value (after the ':'). */
 static int read_object(struct reader *r, unsigned depth, member_fn member) {
         r->p++;
         skip_ws(r);
