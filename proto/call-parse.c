@@ -295,6 +295,30 @@ static int read_literal(struct reader *r, const char *word, size_t len) {
         return 0;
 }
 
+/* Past the '[' or '{' at r->p: 1 when close follows (consumed too), else 0, at the first item. */
+static int open_container(struct reader *r, char close) {
+        r->p++;
+        skip_ws(r);
+        if (*r->p != close)
+                return 0;
+        r->p++;
+        return 1;
+}
+
+/* After an item: 1 at close (consumed), 0 past a ',' at the next item, or -EBADMSG. */
+static int next_item(struct reader *r, char close) {
+        skip_ws(r);
+        if (*r->p == close) {
+                r->p++;
+                return 1;
+        }
+        if (*r->p != ',')
+                return -EBADMSG;
+        r->p++;
+        skip_ws(r);
+        return 0;
+}
+
 static int read_object(struct reader *r, unsigned depth, member_fn member);
 
 static int skip_member(struct reader *r, unsigned depth, const char *key, size_t key_len);
@@ -344,26 +368,12 @@ static int read_value(struct reader *r, unsigned depth, struct coh_call_param *v
                 return read_object(r, depth, skip_member);
         case '[':
                 v->kind = COH_VALUE_OTHER;
-                r->p++;
-                skip_ws(r);
-                if (*r->p == ']') {
-                        r->p++;
-                        return 0;
-                }
-                for (;;) {
+                for (k = open_container(r, ']'); k == 0; k = next_item(r, ']')) {
                         k = read_value(r, depth + 1, NULL);
                         if (k < 0)
                                 return k;
-                        skip_ws(r);
-                        if (*r->p == ']') {
-                                r->p++;
-                                return 0;
-                        }
-                        if (*r->p != ',')
-                                return -EBADMSG;
-                        r->p++;
-                        skip_ws(r);
                 }
+                return k < 0 ? k : 0;
         default:
                 return read_number(r, v);
         }
@@ -371,16 +381,11 @@ static int read_value(struct reader *r, unsigned depth, struct coh_call_param *v
 
 /* '{' at r->p: each member's key is decoded, then member() reads its value (after the ':'). */
 static int read_object(struct reader *r, unsigned depth, member_fn member) {
-        r->p++;
-        skip_ws(r);
-        if (*r->p == '}') {
-                r->p++;
-                return 0;
-        }
-        for (;;) {
+        int k;
+
+        for (k = open_container(r, '}'); k == 0; k = next_item(r, '}')) {
                 char *key;
                 size_t key_len;
-                int k;
 
                 k = read_string(r, &key, &key_len);
                 if (k < 0)
@@ -393,16 +398,8 @@ static int read_object(struct reader *r, unsigned depth, member_fn member) {
                 k = member(r, depth, key, key_len);
                 if (k < 0)
                         return k;
-                skip_ws(r);
-                if (*r->p == '}') {
-                        r->p++;
-                        return 0;
-                }
-                if (*r->p != ',')
-                        return -EBADMSG;
-                r->p++;
-                skip_ws(r);
         }
+        return k < 0 ? k : 0;
 }
 
 /* Inside a parameter's value: checked, not kept (duplicates there included, as nothing reads them). */

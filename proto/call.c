@@ -87,8 +87,7 @@ static bool numbers_are_finite(json_object *o) {
         }
 }
 
-/* One complete JSON object and nothing but whitespace around it. */
-static int parse_object(const char *json, json_object **ret) {
+int coh_json_parse_object(const char *json, json_object **ret) {
         struct json_tokener *tok;
         json_object *o;
         size_t len = strlen(json);
@@ -141,7 +140,7 @@ int coh_reply_parse(const char *json, struct coh_reply *r) {
 
         *r = (struct coh_reply) {};
 
-        k = parse_object(json, &root);
+        k = coh_json_parse_object(json, &root);
         if (k < 0)
                 return k;
 

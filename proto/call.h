@@ -63,6 +63,10 @@ bool coh_qualified_name_is_valid(const char *s, size_t len);
 int coh_call_parse(const char *json, struct coh_call *c);
 void coh_call_done(struct coh_call *c);
 
+/* One complete JSON object and nothing but whitespace around it, read by json-c (strict,
+ * UTF-8 checked, at most 32 deep, finite numbers only): what replies are read with. */
+int coh_json_parse_object(const char *json, json_object **ret);
+
 struct coh_reply {
         json_object *root;        /* owned */
         const char *error;        /* NULL for a reply, "iface.Name" for an error */

@@ -2,12 +2,10 @@
 /* proto/call.c's coh_call_parse() and the name check it used, at 2402694, unchanged but for names. */
 
 #include "call-reference.h"
+#include "call.h"
 
 #include <errno.h>
-#include <math.h>
 #include <string.h>
-
-#define JSON_DEPTH_MAX 32
 
 static bool is_alpha(char c) {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
@@ -59,52 +57,6 @@ static bool qualified_name_is_valid(json_object *o) {
         return ref_qualified_name_is_valid(s);
 }
 
-static bool numbers_are_finite(json_object *o) {
-        switch (json_object_get_type(o)) {
-        case json_type_double:
-                return isfinite(json_object_get_double(o));
-        case json_type_object: {
-                json_object_object_foreach(o, key, value) {
-                        (void) key;
-                        if (!numbers_are_finite(value))
-                                return false;
-                }
-                return true;
-        }
-        case json_type_array:
-                for (size_t i = 0; i < json_object_array_length(o); i++)
-                        if (!numbers_are_finite(json_object_array_get_idx(o, i)))
-                                return false;
-                return true;
-        default:
-                return true;
-        }
-}
-
-static int parse_object(const char *json, json_object **ret) {
-        struct json_tokener *tok;
-        json_object *o;
-        size_t len = strlen(json);
-        int r = 0;
-
-        tok = json_tokener_new_ex(JSON_DEPTH_MAX);
-        if (!tok)
-                return -ENOMEM;
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-
-        o = json_tokener_parse_ex(tok, json, len);
-        if (!o || json_tokener_get_error(tok) != json_tokener_success ||
-            json_tokener_get_parse_end(tok) != len || !json_object_is_type(o, json_type_object) ||
-            !numbers_are_finite(o)) {
-                json_object_put(o);
-                r = -EBADMSG;
-        } else
-                *ret = o;
-
-        json_tokener_free(tok);
-        return r;
-}
-
 static int take_parameters(json_object *root, json_object *value, json_object **ret) {
         json_object *empty;
 
@@ -132,7 +84,7 @@ int ref_call_parse(const char *json, struct ref_call *c) {
 
         *c = (struct ref_call) {};
 
-        r = parse_object(json, &root);
+        r = coh_json_parse_object(json, &root); /* the reading replies still get */
         if (r < 0)
                 return r;
 
