@@ -67,7 +67,7 @@ int method_invalid_fd(struct call_ctx *x, const char *parameter, const char *exp
 
 int method_params(struct call_ctx *x, const struct coh_param *table, void *ret) {
         const char *bad = NULL;
-        if (coh_params_dispatch(x->call.parameters, x->msg, table, ret, &bad) == 0) {
+        if (coh_params_dispatch(&x->call, x->msg, table, ret, &bad) == 0) {
                 x->params_table = table;
                 x->params = ret;
                 return 0;

@@ -11,53 +11,50 @@
 /* Deep enough for any parameters we define, shallow enough that hostile nesting is cheap. */
 #define JSON_DEPTH_MAX 32
 
-static bool is_alpha(char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+/* What the words of a name are made of; '.' separates them. */
+enum {
+        NAME_ALNUM = 1 << 0,
+        NAME_DASH = 1 << 1,
+};
 
-static bool is_alnum(char c) {
-        return is_alpha(c) || (c >= '0' && c <= '9');
-}
+static const unsigned char name_class[256] = {
+        ['0' ... '9'] = NAME_ALNUM,
+        ['A' ... 'Z'] = NAME_ALNUM,
+        ['a' ... 'z'] = NAME_ALNUM,
+        ['-'] = NAME_DASH,
+};
 
 /*
  * "iface.Member": the interface is dot-separated words of letters, digits and
  * inner dashes, starting with a letter; the member is [A-Z][A-Za-z0-9]*.
  * Checked by hand because these strings are matched against method tables and
- * copied into the journal, where anything looser would be surprising.
+ * copied into the journal, where anything looser would be surprising. One
+ * pass, a word at a time: every call's method goes through here.
  */
-static bool qualified_name_is_valid(json_object *o) {
-        const char *s = json_object_get_string(o), *dot, *p;
+bool coh_qualified_name_is_valid(const char *s, size_t len) {
+        const char *word = s, *p = s;
 
         /* A \u0000 escape would make the C string differ from what was sent. */
-        if (!s || strlen(s) != (size_t) json_object_get_string_len(o))
+        if (!s || strlen(s) != len)
                 return false;
 
-        dot = strrchr(s, '.');
-        if (!dot || dot == s || dot[-1] == '.')
-                return false;
-
-        for (p = s; p < dot; p++) {
-                bool word_start = p == s || p[-1] == '.';
-                bool word_end = p + 1 == dot || p[1] == '.';
-
-                if (*p == '.') {
-                        if (word_start)
-                                return false;
-                        continue;
-                }
-                if (word_start && !(p == s ? is_alpha(*p) : is_alnum(*p)))
+        for (;;) {
+                while (name_class[(unsigned char) *p])
+                        p++;
+                if (*p != '.')
+                        break;
+                /* A word of the interface: not empty, no dash at either end, a letter first in the first. */
+                if (p == word || name_class[(unsigned char) *word] != NAME_ALNUM || p[-1] == '-' ||
+                    (word == s && *word <= '9'))
                         return false;
-                if (*p == '-' && word_end)
-                        return false;
-                if (*p != '-' && !is_alnum(*p))
-                        return false;
+                word = ++p;
         }
 
-        p = dot + 1;
-        if (!(*p >= 'A' && *p <= 'Z'))
+        /* The member: after at least one dot, up to the end. */
+        if (*p != '\0' || word == s || !(*word >= 'A' && *word <= 'Z'))
                 return false;
-        for (p++; *p; p++)
-                if (!is_alnum(*p))
+        for (p = word; *p; p++)
+                if (*p == '-')
                         return false;
         return true;
 }
@@ -90,8 +87,7 @@ static bool numbers_are_finite(json_object *o) {
         }
 }
 
-/* One complete JSON object and nothing but whitespace around it. */
-static int parse_object(const char *json, json_object **ret) {
+int coh_json_parse_object(const char *json, json_object **ret) {
         struct json_tokener *tok;
         json_object *o;
         size_t len = strlen(json);
@@ -138,78 +134,13 @@ static int take_parameters(json_object *root, json_object *value, json_object **
         return 0;
 }
 
-int coh_call_parse(const char *json, struct coh_call *c) {
-        json_object *root = NULL, *method = NULL, *parameters = NULL;
-        int r;
-
-        *c = (struct coh_call) {};
-
-        r = parse_object(json, &root);
-        if (r < 0)
-                return r;
-
-        json_object_object_foreach(root, key, value) {
-                if (strcmp(key, "method") == 0) {
-                        if (!json_object_is_type(value, json_type_string) || !qualified_name_is_valid(value))
-                                goto invalid;
-                        method = value;
-                } else if (strcmp(key, "parameters") == 0) {
-                        /* null is as good as absent; anything else must be an object. */
-                        if (value && !json_object_is_type(value, json_type_object))
-                                goto invalid;
-                        parameters = value;
-                } else if (strcmp(key, "oneway") == 0 || strcmp(key, "more") == 0 ||
-                           strcmp(key, "upgrade") == 0) {
-                        bool b;
-
-                        if (!json_object_is_type(value, json_type_boolean))
-                                goto invalid;
-                        b = json_object_get_boolean(value);
-                        if (key[0] == 'o')
-                                c->oneway = b;
-                        else if (key[0] == 'm')
-                                c->more = b;
-                        else
-                                c->upgrade = b;
-                } else
-                        goto invalid;
-        }
-
-        if (!method)
-                goto invalid;
-        /* Each pair asks for contradictory replies: none, several, or one then a
-         * different protocol. systemd refuses these combinations too. */
-        if (c->oneway + c->more + c->upgrade > 1)
-                goto invalid;
-
-        r = take_parameters(root, parameters, &c->parameters);
-        if (r < 0)
-                goto fail;
-
-        c->root = root;
-        c->method = json_object_get_string(method);
-        return 0;
-
-invalid:
-        r = -EBADMSG;
-fail:
-        json_object_put(root);
-        *c = (struct coh_call) {};
-        return r;
-}
-
-void coh_call_done(struct coh_call *c) {
-        json_object_put(c->root);
-        *c = (struct coh_call) {};
-}
-
 int coh_reply_parse(const char *json, struct coh_reply *r) {
         json_object *root = NULL, *error = NULL, *parameters = NULL;
         int k;
 
         *r = (struct coh_reply) {};
 
-        k = parse_object(json, &root);
+        k = coh_json_parse_object(json, &root);
         if (k < 0)
                 return k;
 
@@ -223,7 +154,9 @@ int coh_reply_parse(const char *json, struct coh_reply *r) {
                                 goto invalid;
                         r->continues = json_object_get_boolean(value);
                 } else if (strcmp(key, "error") == 0) {
-                        if (!json_object_is_type(value, json_type_string) || !qualified_name_is_valid(value))
+                        if (!json_object_is_type(value, json_type_string) ||
+                            !coh_qualified_name_is_valid(json_object_get_string(value),
+                                                         (size_t) json_object_get_string_len(value)))
                                 goto invalid;
                         error = value;
                 } else

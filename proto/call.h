@@ -9,17 +9,63 @@
 
 #include <json-c/json.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
-struct coh_call {
-        json_object *root;        /* owned; everything below points into it */
-        const char *method;       /* "io.coherencyd.Broker.Probe" */
-        json_object *parameters;  /* always an object (an empty one when absent or null) */
-        bool oneway, more, upgrade;
+/*
+ * What a call's parameters hold, as far as any method can take it: the
+ * top-level members only. Nested values are checked (syntax, depth, UTF-8,
+ * finite numbers) but not kept, as no parameter of ours is an array or an
+ * object: for a method they are of the wrong type, as floats are.
+ */
+enum coh_value_kind {
+        COH_VALUE_NULL,
+        COH_VALUE_BOOL,
+        COH_VALUE_INT,    /* an integer within int64_t, without fraction or exponent */
+        COH_VALUE_STRING, /* without U+0000, which would cut the C string short */
+        COH_VALUE_OTHER,  /* an object, an array, a fraction or exponent, an integer out of range, a string with U+0000 */
 };
 
-/* -EBADMSG for anything that is not a valid call. */
+struct coh_call_param {
+        const char *key; /* NUL-terminated, no U+0000 inside */
+        enum coh_value_kind kind;
+        union {
+                bool boolean;
+                int64_t integer;
+                const char *string;
+        };
+};
+
+/*
+ * A call as the daemon reads it. coh_call_parse() does not use json-c: it
+ * reads the text once, strictly by RFC 8259, into one allocation that
+ * holds the decoded strings and the parameters. Duplicate keys (json-c
+ * would let the last win) are refused, as systemd's sd_json_dispatch does:
+ * two values for one name are a client bug or an attempt to confuse
+ * whoever reads the message after us.
+ */
+struct coh_call {
+        const char *method;             /* "io.coherencyd.Broker.Probe" */
+        const struct coh_call_param *params; /* in the order sent; none when absent or null */
+        size_t n_params;
+        bool oneway, more, upgrade;
+        void *storage;                  /* owned: everything above points into it */
+};
+
+/* More is refused as malformed: no method takes more than a handful, and the
+ * bound keeps the check for duplicates cheap for any message. */
+#define COH_CALL_PARAMS_MAX 64
+
+/* "iface.Member" as the Varlink specification spells names (s is NUL-terminated, len its length). */
+bool coh_qualified_name_is_valid(const char *s, size_t len);
+
+/* -EBADMSG for anything that is not a valid call, -ENOMEM. */
 int coh_call_parse(const char *json, struct coh_call *c);
 void coh_call_done(struct coh_call *c);
+
+/* One complete JSON object and nothing but whitespace around it, read by json-c (strict,
+ * UTF-8 checked, at most 32 deep, finite numbers only): what replies are read with. */
+int coh_json_parse_object(const char *json, json_object **ret);
 
 struct coh_reply {
         json_object *root;        /* owned */

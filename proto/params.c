@@ -1,10 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
-#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "json-util.h"
 #include "params.h"
 
 static void init(const struct coh_param *table, void *ret) {
@@ -31,54 +29,57 @@ static const struct coh_param *find(const struct coh_param *table, const char *n
         return NULL;
 }
 
-/* One parameter: 0 when set or absent-and-optional, -EINVAL otherwise. */
-static int dispatch_one(json_object *parameters, struct coh_message *m, const struct coh_param *p, void *field) {
-        int r;
+static const struct coh_call_param *lookup(const struct coh_call *call, const char *name) {
+        for (size_t i = 0; i < call->n_params; i++)
+                if (strcmp(call->params[i].key, name) == 0)
+                        return &call->params[i];
+        return NULL;
+}
+
+/* One parameter: 0 when set or absent-and-optional (null is absent), -EINVAL otherwise. */
+static int dispatch_one(const struct coh_call *call, struct coh_message *m, const struct coh_param *p, void *field) {
+        const struct coh_call_param *v = lookup(call, p->name);
+
+        if (!v || v->kind == COH_VALUE_NULL)
+                return p->required ? -EINVAL : 0;
+
         switch (p->type) {
         case COH_PARAM_STRING:
-                r = coh_json_get_string(parameters, p->name, (const char **) field);
-                break;
-        case COH_PARAM_TRISTATE: {
-                bool b;
-                r = coh_json_get_bool(parameters, p->name, &b);
-                if (r == 0)
-                        *(int *) field = b;
-                break;
-        }
+                if (v->kind != COH_VALUE_STRING)
+                        return -EINVAL;
+                *(const char **) field = v->string;
+                return 0;
+        case COH_PARAM_TRISTATE:
+                if (v->kind != COH_VALUE_BOOL)
+                        return -EINVAL;
+                *(int *) field = v->boolean;
+                return 0;
         case COH_PARAM_FD: {
-                int64_t index;
-                r = coh_json_get_int64(parameters, p->name, 0, COH_MESSAGE_FDS_MAX - 1, &index);
-                if (r == 0) {
-                        int fd = coh_message_take_fd(m, (long) index);
-                        if (fd < 0)
-                                return -EINVAL;
-                        *(int *) field = fd;
-                }
-                break;
+                int fd;
+
+                if (v->kind != COH_VALUE_INT || v->integer < 0 || v->integer >= COH_MESSAGE_FDS_MAX)
+                        return -EINVAL;
+                fd = coh_message_take_fd(m, (long) v->integer);
+                if (fd < 0)
+                        return -EINVAL;
+                *(int *) field = fd;
+                return 0;
         }
         default:
                 return -EINVAL;
         }
-        if (r == -ENOENT)
-                return p->required ? -EINVAL : 0;
-        return r;
 }
 
-int coh_params_dispatch(json_object *parameters, struct coh_message *m, const struct coh_param *table, void *ret,
+int coh_params_dispatch(const struct coh_call *call, struct coh_message *m, const struct coh_param *table, void *ret,
                         const char **ret_bad) {
         init(table, ret);
-        if (parameters) {
-                json_object_object_foreach(parameters, key, value) {
-                        (void) value;
-                        if (!find(table, key)) {
-                                *ret_bad = key;
-                                goto fail;
-                        }
+        for (size_t i = 0; i < call->n_params; i++)
+                if (!find(table, call->params[i].key)) {
+                        *ret_bad = call->params[i].key;
+                        goto fail;
                 }
-        }
         for (const struct coh_param *p = table; p->name; p++)
-                if ((!parameters && p->required) ||
-                    (parameters && dispatch_one(parameters, m, p, (char *) ret + p->offset) < 0)) {
+                if (dispatch_one(call, m, p, (char *) ret + p->offset) < 0) {
                         *ret_bad = p->name;
                         goto fail;
                 }

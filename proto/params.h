@@ -9,14 +9,14 @@
  * out of it. A handler goes on only when coh_params_dispatch() returned 0.
  */
 
-#include <json-c/json.h>
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "call.h"
 #include "frame.h"
 
 enum coh_param_type {
-        COH_PARAM_STRING,   /* const char *: points into the parameters object; NULL when absent */
+        COH_PARAM_STRING,   /* const char *: points into the call (coh_call_done() frees it); NULL when absent */
         COH_PARAM_TRISTATE, /* int: -1 when absent, 0 or 1 */
         COH_PARAM_FD,       /* int: a descriptor taken from the message (the struct owns it); -EBADF when absent */
 };
@@ -31,12 +31,12 @@ struct coh_param {
 #define COH_PARAMS_END { NULL, 0, 0, false }
 
 /*
- * Fills *ret (parameters may be NULL: no parameters). Returns 0, or -EINVAL
+ * Fills *ret from the call's parameters (a null one is an absent one). Returns 0, or -EINVAL
  * with *ret_bad naming the parameter at fault (an unknown key, a missing
  * required one, a wrong type, a descriptor index the message does not have
  * or uses twice); on failure every descriptor taken so far is closed again.
  */
-int coh_params_dispatch(json_object *parameters, struct coh_message *m, const struct coh_param *table, void *ret,
+int coh_params_dispatch(const struct coh_call *call, struct coh_message *m, const struct coh_param *table, void *ret,
                         const char **ret_bad);
 /* Closes the descriptors a dispatch took. */
 void coh_params_done(const struct coh_param *table, void *p);

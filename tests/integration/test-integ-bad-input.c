@@ -407,6 +407,24 @@ static void test_malformed_json_closes_the_connection(void **state) {
         reject_raw(h, bad, sizeof bad, &fd, 1); /* sizeof: the NUL goes too */
 }
 
+/*
+ * A key given twice: json-c, which read calls before, let the last win, so
+ * this RequestGrant got a grant for the VM at index 1. The daemon now refuses
+ * it as sd_json_dispatch() would, and the descriptors go with the connection.
+ */
+static void test_duplicate_key_closes_the_connection(void **state) {
+        struct harness *h = *state;
+        static const char dup_param[] = "{\"method\":\"io.coherencyd.Broker.RequestGrant\",\"parameters\":"
+                                        "{\"vm\":0,\"device\":\"" DEVICE "\",\"iommu\":2,\"vm\":1}}";
+        static const char dup_flag[] = "{\"method\":\"io.coherencyd.Broker.GetInfo\",\"oneway\":false,\"oneway\":true}";
+
+        harness_start_leak_checked(h);
+        int fds[3] = { sim_object("kvm-vm"), sim_object("kvm-vm"), sim_object("vfio-container:noncoherent") };
+        reject_raw(h, dup_param, sizeof dup_param, fds, 3);
+        expect_daemon_fds_settled(h, FD_SIM_VM, 0);
+        reject_raw(h, dup_flag, sizeof dup_flag, NULL, 0);
+}
+
 static void test_message_without_nul_past_64_kib_closes_the_connection(void **state) {
         struct harness *h = *state;
         size_t len = 64 * 1024 + 1;
@@ -657,6 +675,7 @@ int main(void) {
                 HARNESS_TEST(test_malformed_grant_id_is_invalid_parameter),
                 HARNESS_TEST(test_revoke_with_kill_of_wrong_type_is_invalid_parameter_and_revokes_nothing),
                 HARNESS_TEST(test_malformed_json_closes_the_connection),
+                HARNESS_TEST(test_duplicate_key_closes_the_connection),
                 HARNESS_TEST(test_message_without_nul_past_64_kib_closes_the_connection),
                 HARNESS_TEST(test_message_with_200_descriptors_closes_the_connection_and_all_are_closed),
                 HARNESS_TEST(test_descriptors_on_a_call_that_takes_none_are_closed),

@@ -1,17 +1,21 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "call.h"
 #include "json-util.h"
+#include "params.h"
 
 static json_object *parse_json(const char *s) {
         json_object *o = json_tokener_parse(s);
@@ -27,6 +31,20 @@ static void assert_json_equal(json_object *o, const char *expected) {
         json_object_put(e);
 }
 
+static void assert_param_int(const struct coh_call *c, size_t i, const char *key, int64_t value) {
+        assert_true(i < c->n_params);
+        assert_string_equal(c->params[i].key, key);
+        assert_int_equal(c->params[i].kind, COH_VALUE_INT);
+        assert_true(c->params[i].integer == value);
+}
+
+static void assert_param_string(const struct coh_call *c, size_t i, const char *key, const char *value) {
+        assert_true(i < c->n_params);
+        assert_string_equal(c->params[i].key, key);
+        assert_int_equal(c->params[i].kind, COH_VALUE_STRING);
+        assert_string_equal(c->params[i].string, value);
+}
+
 static void test_call_valid(void **state) {
         static const char *const empty[] = {
                 "{\"method\":\"a.B\"}",
@@ -39,19 +57,21 @@ static void test_call_valid(void **state) {
         for (size_t i = 0; i < sizeof(empty) / sizeof(empty[0]); i++) {
                 assert_int_equal(coh_call_parse(empty[i], &c), 0);
                 assert_string_equal(c.method, "a.B");
-                assert_non_null(c.parameters);
-                assert_true(json_object_is_type(c.parameters, json_type_object));
-                assert_int_equal(json_object_object_length(c.parameters), 0);
+                assert_int_equal(c.n_params, 0);
                 assert_false(c.oneway || c.more || c.upgrade);
                 coh_call_done(&c);
-                assert_null(c.root);
+                assert_null(c.storage);
         }
 
         assert_int_equal(coh_call_parse("{\"method\":\"io.coherencyd.Broker.RequestGrant\","
                                         "\"parameters\":{\"vm\":0,\"device\":1,\"iommu\":null},"
                                         "\"more\":true,\"oneway\":false}", &c), 0);
         assert_string_equal(c.method, "io.coherencyd.Broker.RequestGrant");
-        assert_json_equal(c.parameters, "{\"vm\":0,\"device\":1,\"iommu\":null}");
+        assert_int_equal(c.n_params, 3);
+        assert_param_int(&c, 0, "vm", 0);
+        assert_param_int(&c, 1, "device", 1);
+        assert_string_equal(c.params[2].key, "iommu");
+        assert_int_equal(c.params[2].kind, COH_VALUE_NULL);
         assert_true(c.more);
         assert_false(c.oneway);
         assert_false(c.upgrade);
@@ -165,9 +185,9 @@ static void test_call_invalid(void **state) {
                 if (r != -EBADMSG)
                         fail_msg("accepted or wrong error %d: %s", r, bad[i]);
                 /* Nothing to release, and releasing is harmless. */
-                assert_null(c.root);
+                assert_null(c.storage);
                 assert_null(c.method);
-                assert_null(c.parameters);
+                assert_int_equal(c.n_params, 0);
                 coh_call_done(&c);
         }
 }
@@ -185,6 +205,310 @@ static void test_call_depth(void **state) {
         deep[n++] = '}';
         deep[n] = '\0';
         assert_int_equal(coh_call_parse(deep, &c), -EBADMSG);
+}
+
+/*
+ * Nesting as json-c's json_tokener_new_ex(32) allowed it: a value at most 32
+ * deep, the envelope being 1 and parameters 2; inner is the deepest value.
+ */
+static char *nested(unsigned depth, const char *inner) {
+        static char buf[512];
+        size_t n;
+
+        strcpy(buf, "{\"method\":\"a.B\",\"parameters\":{\"x\":");
+        n = strlen(buf);
+        for (unsigned i = 3; i < depth; i++)
+                buf[n++] = '[';
+        n += (size_t) sprintf(buf + n, "%s", inner);
+        for (unsigned i = 3; i < depth; i++)
+                buf[n++] = ']';
+        strcpy(buf + n, "}}");
+        return buf;
+}
+
+/*
+ * Texts RFC 8259 does not allow. json-c's strict mode took 28 of them: the
+ * duplicates, single-quoted keys, raw controls, lone surrogates, the UTF-8
+ * forms RFC 3629 forbids but for \xf5, \x80 and cut sequences, keys with
+ * U+0000, and "00", "-01", "1.", "-.5".
+ */
+static void test_call_strict(void **state) {
+        static const char *const bad[] = {
+                /* Duplicate keys: json-c let the last win; refused like sd_json_dispatch() does. */
+                "{\"method\":\"a.B\",\"method\":\"a.C\"}",
+                "{\"method\":\"a.B\",\"more\":true,\"more\":false}",
+                "{\"method\":\"a.B\",\"parameters\":{},\"parameters\":{}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"vm\":0,\"vm\":1}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"vm\":0,\"\\u0076m\":1}}",
+                /* strings */
+                "{'method':\"a.B\"}",
+                "{\"method\":\"a.B\",\"parameters\":{'s':1}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":'x'}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"a\tb\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"a\x01\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\\x\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\\u12\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\\uZZZZ\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\\",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"abc",
+                /* lone surrogates: json-c made them U+FFFD */
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\\ud800\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\\ud800x\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\\ud800\\u0041\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\\ud800\\ud800\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\\udc00\\ud800\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\\udfff\"}}",
+                /* UTF-8 that RFC 3629 forbids, which json-c's check let through */
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\xc0\x80\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\xc1\xbf\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\xe0\x80\x80\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\xed\xa0\x80\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\xf0\x80\x80\x80\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\xf4\x90\x80\x80\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\xf5\x80\x80\x80\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\x80\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"s\":\"\xe2\x82\"}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"\xc3\":1}}",
+                /* a key that is no C string: json-c cut it, "vm\u0000x" was "vm" */
+                "{\"method\":\"a.B\",\"parameters\":{\"vm\\u0000x\":0}}",
+                "{\"method\\u0000x\":\"a.B\"}",
+                /* numbers */
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":00}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":01}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":-01}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":+1}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":1.}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":.5}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":-.5}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":1e}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":1e+}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":-}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":0x10}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":nan}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":Infinity}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":-1e400}}",
+                /* literals, whitespace, comments, what follows */
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":tru}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":True}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":nul}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":[1,]}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":{\"a\":1,}}}",
+                "{\"method\":\"a.B\",\"parameters\":{\"x\":{\"a\"}}}",
+                "{\"method\":\"a.B\",\"parameters\":{,}}",
+                "\f{\"method\":\"a.B\"}",
+                "{\"method\":\"a.B\"}\v",
+                "{\"method\":\"a.B\"}/**/",
+                "{\"method\":\"a.B\"} x",
+                "{\"method\":\"a.B\"}\xc3\xa9",
+        };
+        struct coh_call c;
+        char many[2048];
+        size_t n;
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                int r = coh_call_parse(bad[i], &c);
+
+                if (r != -EBADMSG)
+                        fail_msg("accepted or wrong error %d: %s", r, bad[i]);
+                assert_null(c.storage);
+                assert_null(c.method);
+        }
+
+        assert_int_equal(coh_call_parse(nested(32, "1"), &c), 0);
+        coh_call_done(&c);
+        assert_int_equal(coh_call_parse(nested(32, "[]"), &c), 0);
+        coh_call_done(&c);
+        assert_int_equal(coh_call_parse(nested(32, "{}"), &c), 0);
+        coh_call_done(&c);
+        assert_int_equal(coh_call_parse(nested(33, "1"), &c), -EBADMSG);
+        assert_int_equal(coh_call_parse(nested(32, "[1]"), &c), -EBADMSG);
+        assert_int_equal(coh_call_parse(nested(32, "{\"y\":1}"), &c), -EBADMSG);
+        assert_int_equal(coh_call_parse(nested(33, "[]"), &c), -EBADMSG);
+
+        /* COH_CALL_PARAMS_MAX parameters, and one more. */
+        for (unsigned count = COH_CALL_PARAMS_MAX; count <= COH_CALL_PARAMS_MAX + 1; count++) {
+                n = (size_t) snprintf(many, sizeof many, "{\"method\":\"a.B\",\"parameters\":{");
+                for (unsigned i = 0; i < count; i++)
+                        n += (size_t) snprintf(many + n, sizeof many - n, "%s\"p%u\":%u", i ? "," : "", i, i);
+                snprintf(many + n, sizeof many - n, "}}");
+                assert_int_equal(coh_call_parse(many, &c), count <= COH_CALL_PARAMS_MAX ? 0 : -EBADMSG);
+                if (count <= COH_CALL_PARAMS_MAX) {
+                        assert_int_equal(c.n_params, count);
+                        assert_param_int(&c, count - 1, "p63", 63);
+                }
+                coh_call_done(&c);
+        }
+}
+
+/* What each top-level parameter is recorded as; nested values leave no trace. */
+static void test_call_values(void **state) {
+        struct coh_call c;
+
+        assert_int_equal(coh_call_parse("{\"parameters\":{"
+                                        "\"s\":\"\\u00e9\\ud83d\\ude00\\\"\\\\\\/\\b\\f\\n\\r\\t\xc3\xa9\xf4\x8f\xbf\xbf\","
+                                        "\"nested\":{\"k\":\"a long string that is not kept\",\"l\":[\"x\",{\"m\":[]}]},"
+                                        "\"after\":\"kept\","
+                                        "\"zero\":-0,\"min\":-9223372036854775808,\"max\":9223372036854775807,"
+                                        "\"over\":9223372036854775808,\"under\":-9223372036854775809,"
+                                        "\"huge\":123456789012345678901234567890,"
+                                        "\"frac\":1.0,\"exp\":1e2,\"tiny\":-1e-400,"
+                                        "\"nul\":\"a\\u0000b\",\"t\":true,\"f\":false,\"n\":null,\"arr\":[1,2],"
+                                        "\"\":\"\"},"
+                                        "\"method\":\"x.Y\"}",
+                                        &c), 0);
+        assert_string_equal(c.method, "x.Y");
+        assert_int_equal(c.n_params, 18);
+        assert_param_string(&c, 0, "s", "\xc3\xa9\xf0\x9f\x98\x80\"\\/\b\f\n\r\t\xc3\xa9\xf4\x8f\xbf\xbf");
+        assert_string_equal(c.params[1].key, "nested");
+        assert_int_equal(c.params[1].kind, COH_VALUE_OTHER);
+        assert_param_string(&c, 2, "after", "kept");
+        assert_param_int(&c, 3, "zero", 0);
+        assert_param_int(&c, 4, "min", INT64_MIN);
+        assert_param_int(&c, 5, "max", INT64_MAX);
+        for (size_t i = 6; i <= 11; i++)
+                assert_int_equal(c.params[i].kind, COH_VALUE_OTHER);
+        assert_string_equal(c.params[11].key, "tiny");
+        assert_string_equal(c.params[12].key, "nul");
+        assert_int_equal(c.params[12].kind, COH_VALUE_OTHER);
+        assert_int_equal(c.params[13].kind, COH_VALUE_BOOL);
+        assert_true(c.params[13].boolean);
+        assert_int_equal(c.params[14].kind, COH_VALUE_BOOL);
+        assert_false(c.params[14].boolean);
+        assert_int_equal(c.params[15].kind, COH_VALUE_NULL);
+        assert_int_equal(c.params[16].kind, COH_VALUE_OTHER);
+        assert_param_string(&c, 17, "", "");
+        coh_call_done(&c);
+        assert_null(c.storage);
+
+        /* Escapes in the envelope's keys and the method decode too. */
+        assert_int_equal(coh_call_parse("{\"\\u006dethod\":\"\\u0061.B\",\"m\\u006fre\":true}", &c), 0);
+        assert_string_equal(c.method, "a.B");
+        assert_true(c.more);
+        coh_call_done(&c);
+}
+
+struct dispatched {
+        int vm, device, force;
+        const char *path;
+};
+
+static const struct coh_param dispatch_table[] = {
+        { "vm", COH_PARAM_FD, offsetof(struct dispatched, vm), true },
+        { "device", COH_PARAM_FD, offsetof(struct dispatched, device), false },
+        { "path", COH_PARAM_STRING, offsetof(struct dispatched, path), false },
+        { "force", COH_PARAM_TRISTATE, offsetof(struct dispatched, force), false },
+        COH_PARAMS_END,
+};
+
+static void message_init(struct coh_message *m) {
+        *m = (struct coh_message) { .n_fds = 2 };
+        for (size_t i = 0; i < m->n_fds; i++) {
+                m->fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                assert_true(m->fds[i] >= 0);
+        }
+}
+
+static void message_done(struct coh_message *m) {
+        for (size_t i = 0; i < m->n_fds; i++)
+                if (m->fds[i] >= 0)
+                        assert_int_equal(close(m->fds[i]), 0);
+}
+
+/* Dispatches params (the inside of "parameters"); returns the parameter at fault or NULL. */
+static const char *dispatch(const char *params, struct dispatched *d, struct coh_message *m) {
+        static char bad_copy[64];
+        char text[512];
+        struct coh_call c;
+        const char *bad = NULL;
+        int r;
+
+        snprintf(text, sizeof text, "{\"method\":\"a.B\",\"parameters\":{%s}}", params);
+        assert_int_equal(coh_call_parse(text, &c), 0);
+        r = coh_params_dispatch(&c, m, dispatch_table, d, &bad);
+        if (r == 0) {
+                assert_null(bad);
+                /* path points into the call: checked before it goes */
+                if (d->path)
+                        assert_string_equal(d->path, "/dev/vfio/1");
+                coh_call_done(&c);
+                return NULL;
+        }
+        assert_int_equal(r, -EINVAL);
+        assert_non_null(bad);
+        snprintf(bad_copy, sizeof bad_copy, "%s", bad);
+        /* Nothing is left taken on failure. */
+        assert_int_equal(d->vm, -EBADF);
+        assert_int_equal(d->device, -EBADF);
+        coh_call_done(&c);
+        return bad_copy;
+}
+
+static void test_params_dispatch(void **state) {
+        static const struct {
+                const char *params, *bad;
+        } refused[] = {
+                { "\"vm\":0,\"zz\":1,\"yy\":2", "zz" }, /* the first unknown key */
+                { "\"Vm\":0", "Vm" },
+                { "", "vm" },
+                { "\"device\":1", "vm" },
+                { "\"vm\":null", "vm" },
+                { "\"vm\":\"0\"", "vm" },
+                { "\"vm\":0.0", "vm" },
+                { "\"vm\":1e0", "vm" },
+                { "\"vm\":-1", "vm" },
+                { "\"vm\":8", "vm" },
+                { "\"vm\":5", "vm" },         /* the message has two */
+                { "\"vm\":99999999999999999999", "vm" },
+                { "\"vm\":-99999999999999999999", "vm" },
+                { "\"vm\":true", "vm" },
+                { "\"vm\":[0]", "vm" },
+                { "\"vm\":0,\"device\":0", "device" }, /* taken once */
+                { "\"vm\":0,\"path\":1", "path" },
+                { "\"vm\":0,\"path\":\"a\\u0000b\"", "path" },
+                { "\"vm\":0,\"path\":{}", "path" },
+                { "\"vm\":0,\"force\":\"yes\"", "force" },
+                { "\"vm\":0,\"force\":1", "force" },
+        };
+        struct coh_message m;
+        struct dispatched d;
+        const char *bad;
+        int vm_fd;
+
+        message_init(&m);
+        vm_fd = m.fds[1];
+        bad = dispatch("\"vm\":1,\"device\":0,\"path\":\"/dev/vfio/1\",\"force\":false", &d, &m);
+        assert_null(bad);
+        assert_int_equal(d.vm, vm_fd);
+        assert_true(d.device >= 0);
+        assert_int_equal(d.force, 0);
+        assert_int_equal(m.fds[0], -1);
+        assert_int_equal(m.fds[1], -1);
+        coh_params_done(dispatch_table, &d);
+        assert_int_equal(d.vm, -EBADF);
+        assert_int_equal(fcntl(vm_fd, F_GETFD), -1); /* closed */
+        message_done(&m);
+
+        /* Optional ones absent or null: their defaults. */
+        message_init(&m);
+        assert_null(dispatch("\"vm\":0,\"device\":null,\"path\":null", &d, &m));
+        assert_true(d.vm >= 0);
+        assert_int_equal(d.device, -EBADF);
+        assert_null(d.path);
+        assert_int_equal(d.force, -1);
+        coh_params_done(dispatch_table, &d);
+        message_done(&m);
+
+        for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+                message_init(&m);
+                vm_fd = m.fds[0];
+                bad = dispatch(refused[i].params, &d, &m);
+                if (!bad || strcmp(bad, refused[i].bad) != 0)
+                        fail_msg("{%s}: bad %s, expected %s", refused[i].params, bad ?: "(none)", refused[i].bad);
+                /* A descriptor taken before the fault is closed again, not handed back. */
+                if (m.fds[0] < 0)
+                        assert_int_equal(fcntl(vm_fd, F_GETFD), -1);
+                message_done(&m);
+        }
 }
 
 static void test_reply_valid(void **state) {
@@ -272,7 +596,9 @@ static void test_format(void **state) {
                                "\"parameters\":{\"device\":0,\"path\":\"/dev/vfio/1\"}}");
         assert_int_equal(coh_call_parse(s, &c), 0);
         assert_string_equal(c.method, "io.coherencyd.Broker.Probe");
-        assert_json_equal(c.parameters, "{\"device\":0,\"path\":\"/dev/vfio/1\"}");
+        assert_int_equal(c.n_params, 2);
+        assert_param_int(&c, 0, "device", 0);
+        assert_param_string(&c, 1, "path", "/dev/vfio/1");
         assert_false(c.more || c.oneway);
         coh_call_done(&c);
         free(s);
@@ -418,6 +744,9 @@ int main(void) {
                 cmocka_unit_test(test_call_valid),
                 cmocka_unit_test(test_call_invalid),
                 cmocka_unit_test(test_call_depth),
+                cmocka_unit_test(test_call_strict),
+                cmocka_unit_test(test_call_values),
+                cmocka_unit_test(test_params_dispatch),
                 cmocka_unit_test(test_reply_valid),
                 cmocka_unit_test(test_reply_invalid),
                 cmocka_unit_test(test_format),

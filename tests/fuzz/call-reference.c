@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* proto/call.c's coh_call_parse() and the name check it used, at 2402694, unchanged but for names. */
+
+#include "call-reference.h"
+#include "call.h"
+
+#include <errno.h>
+#include <string.h>
+
+static bool is_alpha(char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool is_alnum(char c) {
+        return is_alpha(c) || (c >= '0' && c <= '9');
+}
+
+bool ref_qualified_name_is_valid(const char *s) {
+        const char *dot, *p;
+
+        dot = strrchr(s, '.');
+        if (!dot || dot == s || dot[-1] == '.')
+                return false;
+
+        for (p = s; p < dot; p++) {
+                bool word_start = p == s || p[-1] == '.';
+                bool word_end = p + 1 == dot || p[1] == '.';
+
+                if (*p == '.') {
+                        if (word_start)
+                                return false;
+                        continue;
+                }
+                if (word_start && !(p == s ? is_alpha(*p) : is_alnum(*p)))
+                        return false;
+                if (*p == '-' && word_end)
+                        return false;
+                if (*p != '-' && !is_alnum(*p))
+                        return false;
+        }
+
+        p = dot + 1;
+        if (!(*p >= 'A' && *p <= 'Z'))
+                return false;
+        for (p++; *p; p++)
+                if (!is_alnum(*p))
+                        return false;
+        return true;
+}
+
+static bool qualified_name_is_valid(json_object *o) {
+        const char *s = json_object_get_string(o);
+
+        /* A \u0000 escape would make the C string differ from what was sent. */
+        if (!s || strlen(s) != (size_t) json_object_get_string_len(o))
+                return false;
+        return ref_qualified_name_is_valid(s);
+}
+
+static int take_parameters(json_object *root, json_object *value, json_object **ret) {
+        json_object *empty;
+
+        if (value) {
+                if (!json_object_is_type(value, json_type_object))
+                        return -EBADMSG;
+                *ret = value;
+                return 0;
+        }
+
+        empty = json_object_new_object();
+        if (!empty)
+                return -ENOMEM;
+        if (json_object_object_add(root, "parameters", empty) < 0) {
+                json_object_put(empty);
+                return -ENOMEM;
+        }
+        *ret = empty;
+        return 0;
+}
+
+int ref_call_parse(const char *json, struct ref_call *c) {
+        json_object *root = NULL, *method = NULL, *parameters = NULL;
+        int r;
+
+        *c = (struct ref_call) {};
+
+        r = coh_json_parse_object(json, &root); /* the reading replies still get */
+        if (r < 0)
+                return r;
+
+        json_object_object_foreach(root, key, value) {
+                if (strcmp(key, "method") == 0) {
+                        if (!json_object_is_type(value, json_type_string) || !qualified_name_is_valid(value))
+                                goto invalid;
+                        method = value;
+                } else if (strcmp(key, "parameters") == 0) {
+                        if (value && !json_object_is_type(value, json_type_object))
+                                goto invalid;
+                        parameters = value;
+                } else if (strcmp(key, "oneway") == 0 || strcmp(key, "more") == 0 ||
+                           strcmp(key, "upgrade") == 0) {
+                        bool b;
+
+                        if (!json_object_is_type(value, json_type_boolean))
+                                goto invalid;
+                        b = json_object_get_boolean(value);
+                        if (key[0] == 'o')
+                                c->oneway = b;
+                        else if (key[0] == 'm')
+                                c->more = b;
+                        else
+                                c->upgrade = b;
+                } else
+                        goto invalid;
+        }
+
+        if (!method)
+                goto invalid;
+        if (c->oneway + c->more + c->upgrade > 1)
+                goto invalid;
+
+        r = take_parameters(root, parameters, &c->parameters);
+        if (r < 0)
+                goto fail;
+
+        c->root = root;
+        c->method = json_object_get_string(method);
+        return 0;
+
+invalid:
+        r = -EBADMSG;
+fail:
+        json_object_put(root);
+        *c = (struct ref_call) {};
+        return r;
+}
+
+void ref_call_done(struct ref_call *c) {
+        json_object_put(c->root);
+        *c = (struct ref_call) {};
+}

@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * The call parser as it was on json-c (proto/call.c before the daemon read
+ * calls itself), kept only as the reference fuzz-call compares against.
+ */
+
+#include <json-c/json.h>
+#include <stdbool.h>
+
+struct ref_call {
+        json_object *root;       /* owned */
+        const char *method;
+        json_object *parameters; /* always an object */
+        bool oneway, more, upgrade;
+};
+
+/* The name check by strrchr() and neighbours, before it was one pass. */
+bool ref_qualified_name_is_valid(const char *s);
+
+int ref_call_parse(const char *json, struct ref_call *c);
+void ref_call_done(struct ref_call *c);
