@@ -19,6 +19,7 @@
 #include "methods-internal.h"
 #include "refusal-fold.h"
 #include "server.h"
+#include "strbuf.h"
 #include "decision-record.h"
 #include "util.h"
 
@@ -203,13 +204,29 @@ static void record_decision(const struct request *req, const struct coh_decision
         struct coh_record_journal_field from_decision[16], from_device[24];
         struct coh_journal_field fields[40];
         char message[768];
+        struct coh_strbuf m;
         size_t n = 0;
 
-        snprintf(message, sizeof message,
-                 "%s %s (IOMMU group %d) to the VMM of pid %" PRId64 " (uid %" PRId64 "): %s, %s by %s; WBINVD %s, VM WBINVD %s",
-                 rec->decision == COH_DECISION_REFUSED ? "Refused" : "Handed over", rec->device, v->facts.iommu_group,
-                 rec->peer_pid, rec->peer_uid, coh_decision_to_string(rec->decision), coh_reason_to_string(rec->reason),
-                 rec->rule, rec->wbinvd ? "allowed once added" : "unaffected", coh_vm_wbinvd_to_string(rec->vm_wbinvd));
+        /* "Handed over 0000:01:00.0 (IOMMU group 12) to the VMM of pid 4242 (uid 0): granted,
+         * policy-enable by /etc/...:3; WBINVD allowed once added, VM WBINVD allowed", built without
+         * snprintf() (strbuf.h: a record on every grant). */
+        coh_strbuf_init(&m, message, sizeof message);
+        coh_strbuf_puts(&m, rec->decision == COH_DECISION_REFUSED ? "Refused " : "Handed over ");
+        coh_strbuf_puts(&m, rec->device);
+        coh_strbuf_puts(&m, " (IOMMU group ");
+        coh_strbuf_int(&m, v->facts.iommu_group);
+        coh_strbuf_puts(&m, ") to the VMM of pid ");
+        coh_strbuf_int(&m, rec->peer_pid);
+        coh_strbuf_puts(&m, " (uid ");
+        coh_strbuf_int(&m, rec->peer_uid);
+        coh_strbuf_puts(&m, "): ");
+        coh_strbuf_puts(&m, coh_decision_to_string(rec->decision));
+        coh_strbuf_puts(&m, ", ");
+        coh_strbuf_puts(&m, coh_reason_to_string(rec->reason));
+        coh_strbuf_puts(&m, " by ");
+        coh_strbuf_puts(&m, rec->rule);
+        coh_strbuf_puts(&m, rec->wbinvd ? "; WBINVD allowed once added, VM WBINVD " : "; WBINVD unaffected, VM WBINVD ");
+        coh_strbuf_puts(&m, coh_vm_wbinvd_to_string(rec->vm_wbinvd));
         /* The decision's fields (decision-record.c), then the deciding device's. */
         size_t a = coh_record_to_journal(coh_decision_record_fields, rec, from_decision, ELEMENTSOF(from_decision));
         size_t b = coh_record_to_journal(coh_device_record_fields, device, from_device, ELEMENTSOF(from_device));

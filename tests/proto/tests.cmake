@@ -7,3 +7,4 @@ coh_fuzz_target(fuzz-call ${CMAKE_CURRENT_LIST_DIR}/../fuzz/fuzz-call.c coh_prot
 coh_unit_test(test-json-build SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-json-build.c LIBS coh_proto)
 coh_unit_test(test-json-writer SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-json-writer.c LIBS coh_proto)
 coh_fuzz_target(fuzz-json-writer ${CMAKE_CURRENT_LIST_DIR}/../fuzz/fuzz-json-writer.c coh_proto)
+coh_unit_test(test-strbuf SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-strbuf.c LIBS coh_proto)
