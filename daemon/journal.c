@@ -82,9 +82,7 @@ static const bool field_name_char[256] = {
  * The length of name when journald takes it from a client (at most 64 characters, not starting
  * with a digit, and not starting with '_': those are the trusted fields journald adds itself, it
  * would silently drop ours) and it is none of the fields we set ourselves (a second copy would
- * make the record ambiguous); 0 when not. Checked on every record rather than once per table:
- * one lookup per character is a few hundred instructions a record, and a name is then wrong
- * nowhere, whoever builds the field.
+ * make the record ambiguous); 0 when not.
  */
 static size_t field_name_length(const char *name) {
         size_t n = 0;
@@ -175,10 +173,11 @@ static int datagram_put(struct datagram *d, const char *name, size_t name_len, c
 
 /*
  * The record's datagram into d, replacing what it held. Returns -EINVAL on a field name journald
- * would not take (coh_journal_send()), -ENOMEM.
+ * would not take (coh_journal_send()), unless the names are trusted
+ * (coh_journal_send_const_names()); -ENOMEM.
  */
 static int datagram_build(struct datagram *d, int priority, const char *message_id, const char *message,
-                          const struct coh_journal_field *fields, size_t n_fields) {
+                          const struct coh_journal_field *fields, size_t n_fields, bool check_names) {
         const char prio[2] = { (char) ('0' + priority), 0 };
         int r;
 
@@ -193,10 +192,16 @@ static int datagram_build(struct datagram *d, int priority, const char *message_
         if (r >= 0)
                 r = datagram_put(d, "SYSLOG_IDENTIFIER", STRLEN("SYSLOG_IDENTIFIER"), "coherencyd");
         for (size_t i = 0; r >= 0 && i < n_fields; i++) {
-                size_t n = field_name_length(fields[i].name);
+                size_t n;
 
-                if (n == 0)
-                        return -EINVAL;
+                if (check_names) {
+                        n = field_name_length(fields[i].name);
+                        if (n == 0)
+                                return -EINVAL;
+                } else {
+                        n = strlen(fields[i].name);
+                        assert(field_name_length(fields[i].name) == n);
+                }
                 if (fields[i].value)
                         r = datagram_put(d, fields[i].name, n, fields[i].value);
         }
@@ -431,7 +436,8 @@ static int journal_dropped_datagram(struct coh_journal *j, struct datagram *ret)
                  j->n_dropped_unreported);
 
         return datagram_build(ret, LOG_WARNING, COH_MESSAGE_JOURNAL_DROPPED, message,
-                              &(const struct coh_journal_field) { "COHERENCYD_DROPPED", count }, 1);
+                              &(const struct coh_journal_field) { "COHERENCYD_DROPPED", count }, 1,
+                              /* check_names= */ false);
 }
 
 /*
@@ -605,8 +611,12 @@ static int journal_submit(struct coh_journal *j, const struct datagram *d) {
         return 0;
 }
 
-int coh_journal_send(struct coh_journal *j, int priority, const char *message_id, const char *message,
-                     const struct coh_journal_field *fields, size_t n_fields) {
+bool coh_journal_field_name_valid(const char *name) {
+        return field_name_length(name) > 0;
+}
+
+static int journal_send(struct coh_journal *j, int priority, const char *message_id, const char *message,
+                        const struct coh_journal_field *fields, size_t n_fields, bool check_names) {
         struct datagram *d;
         int k;
 
@@ -621,7 +631,7 @@ int coh_journal_send(struct coh_journal *j, int priority, const char *message_id
 
         /* Field names are checked as the record is built: nothing is sent before all are. */
         d = &j->scratch;
-        k = datagram_build(d, priority, message_id, message, fields, n_fields);
+        k = datagram_build(d, priority, message_id, message, fields, n_fields, check_names);
         if (k >= 0)
                 k = journal_submit(j, d);
 
@@ -630,6 +640,16 @@ int coh_journal_send(struct coh_journal *j, int priority, const char *message_id
                 *d = (struct datagram) {};
         }
         return k;
+}
+
+int coh_journal_send(struct coh_journal *j, int priority, const char *message_id, const char *message,
+                     const struct coh_journal_field *fields, size_t n_fields) {
+        return journal_send(j, priority, message_id, message, fields, n_fields, /* check_names= */ true);
+}
+
+int coh_journal_send_const_names(struct coh_journal *j, int priority, const char *message_id, const char *message,
+                                 const struct coh_journal_field *fields, size_t n_fields) {
+        return journal_send(j, priority, message_id, message, fields, n_fields, /* check_names= */ false);
 }
 
 size_t coh_journal_queued(const struct coh_journal *j) {

@@ -29,6 +29,8 @@
 #include <event2/event.h>
 #include <json-c/json.h>
 
+#include "decision-record.h"
+#include "grant-record.h"
 #include "journal.h"
 #include "messages.h"
 
@@ -348,6 +350,7 @@ static void test_invalid_arguments(void **state) {
                 };
 
                 assert_int_equal(coh_journal_send(j, LOG_INFO, COH_MESSAGE_DECISION, "m", f, 2), -EINVAL);
+                assert_false(coh_journal_field_name_valid(bad_names[i]));
         }
 
         /* 65 characters: one more than journald allows. */
@@ -384,6 +387,35 @@ static int bind_dgram(const char *path) {
         strcpy(sa.sun_path, path);
         assert_int_equal(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
         return fd;
+}
+
+/*
+ * The daemon's records go out with coh_journal_send_const_names(), whose names are not checked on
+ * each record: every journal name of every record's field table is checked here instead.
+ */
+static void test_field_tables_names_valid(void **state) {
+        static const struct {
+                const char *what;
+                const struct coh_field *table;
+        } tables[] = {
+                { "grant", coh_grant_record_fields },
+                { "decision", coh_decision_record_fields },
+                { "device", coh_device_record_fields },
+        };
+        size_t n_names = 0;
+
+        for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
+                for (const struct coh_field *f = tables[t].table; f->json; f++) {
+                        if (!f->journal)
+                                continue;
+                        if (!coh_journal_field_name_valid(f->journal))
+                                fail_msg("%s record, field %s: journal name '%s' is not one journald takes",
+                                         tables[t].what, f->json, f->journal);
+                        n_names++;
+                }
+        /* The tables were walked, not found empty. */
+        assert_true(n_names >= 20);
+        assert_true(coh_journal_field_name_valid("COHERENCYD_HELD_USEC"));
 }
 
 /* Names at journald's limits, and names that only begin like the fields journal.c sets itself. */
@@ -466,6 +498,12 @@ static void test_wire_format_and_reconnect(void **state) {
         assert_int_equal(coh_journal_new(base, path, 8, &j), 0);
 
         assert_int_equal(coh_journal_send(j, LOG_INFO, COH_MESSAGE_STARTED, "hi there", fields, 4), 0);
+        n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        assert_int_equal(n, sizeof(expected) - 1);
+        assert_memory_equal(buf, expected, sizeof(expected) - 1);
+
+        /* Names taken as they are (the caller's constants): the same bytes. */
+        assert_int_equal(coh_journal_send_const_names(j, LOG_INFO, COH_MESSAGE_STARTED, "hi there", fields, 4), 0);
         n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
         assert_int_equal(n, sizeof(expected) - 1);
         assert_memory_equal(buf, expected, sizeof(expected) - 1);
@@ -935,6 +973,7 @@ static void test_no_journald_goes_to_stderr(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_invalid_arguments),
+                cmocka_unit_test(test_field_tables_names_valid),
                 cmocka_unit_test(test_no_journald_goes_to_stderr),
                 cmocka_unit_test(test_wire_format_and_reconnect),
                 cmocka_unit_test(test_names_at_the_limits),
