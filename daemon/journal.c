@@ -124,13 +124,11 @@ static bool message_id_is_valid(const char *id) {
         return n == 32 && id[n] == 0;
 }
 
-/* Grows d to hold more bytes beyond its size: rarely, the buffer is kept from record to record. */
-static int datagram_reserve(struct datagram *d, size_t more) {
-        size_t want = d->size + more, a = d->allocated ?: 4096;
+/* Grows d to hold want bytes: rarely, the buffer is kept from record to record. */
+static int datagram_grow(struct datagram *d, size_t want) {
+        size_t a = d->allocated ?: 4096;
         char *p;
 
-        if (want <= d->allocated)
-                return 0;
         while (a < want) {
                 if (a > SIZE_MAX / 2)
                         return -ENOMEM;
@@ -142,6 +140,10 @@ static int datagram_reserve(struct datagram *d, size_t more) {
         d->data = p;
         d->allocated = a;
         return 0;
+}
+
+static inline int datagram_reserve(struct datagram *d, size_t more) {
+        return d->size + more <= d->allocated ? 0 : datagram_grow(d, d->size + more);
 }
 
 /* Appends "NAME=value\n", or the binary form when value has a newline; name has name_len bytes. */
@@ -178,19 +180,34 @@ static int datagram_put(struct datagram *d, const char *name, size_t name_len, c
  */
 static int datagram_build(struct datagram *d, int priority, const char *message_id, const char *message,
                           const struct coh_journal_field *fields, size_t n_fields, bool check_names) {
-        const char prio[2] = { (char) ('0' + priority), 0 };
+        static const char identifier[] = "\nSYSLOG_IDENTIFIER=coherencyd\n";
+        char *p;
         int r;
 
         assert(priority >= LOG_EMERG && priority <= LOG_DEBUG);
+        assert(!message_id || message_id_is_valid(message_id));
 
         d->size = 0;
         r = datagram_put(d, "MESSAGE", STRLEN("MESSAGE"), message);
-        if (r >= 0 && message_id)
-                r = datagram_put(d, "MESSAGE_ID", STRLEN("MESSAGE_ID"), message_id);
-        if (r >= 0)
-                r = datagram_put(d, "PRIORITY", STRLEN("PRIORITY"), prio);
-        if (r >= 0)
-                r = datagram_put(d, "SYSLOG_IDENTIFIER", STRLEN("SYSLOG_IDENTIFIER"), "coherencyd");
+        if (r < 0)
+                return r;
+
+        /* The rest of the header, without looking for newlines: there are none in a checked
+         * MESSAGE_ID (32 hex digits), a priority's digit or our name. */
+        r = datagram_reserve(d, STRLEN("MESSAGE_ID=\n") + 32 + STRLEN("PRIORITY=0") + sizeof(identifier) - 1);
+        if (r < 0)
+                return r;
+        p = d->data + d->size;
+        if (message_id) {
+                p = mempcpy(p, "MESSAGE_ID=", STRLEN("MESSAGE_ID="));
+                p = mempcpy(p, message_id, 32);
+                *p++ = '\n';
+        }
+        p = mempcpy(p, "PRIORITY=", STRLEN("PRIORITY="));
+        *p++ = (char) ('0' + priority);
+        p = mempcpy(p, identifier, sizeof(identifier) - 1);
+        d->size = (size_t) (p - d->data);
+
         for (size_t i = 0; r >= 0 && i < n_fields; i++) {
                 size_t n;
 
