@@ -6,9 +6,7 @@
  */
 #include <errno.h>
 #include <event2/event.h>
-#include <inttypes.h>
 #include <limits.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,10 +141,15 @@ int request_decide(struct call_ctx *x, const struct coh_peer *peer, const struct
                 req->devices[i].record = device_record(&req->devices[i]);
         /* A group carries every device of its IOMMU group; with an iommufd the
          * device's own cdev is bound to it instead (platform.h). */
-        if (ioas && ioas->kind == COH_FD_IOMMUFD)
-                snprintf(req->file, sizeof req->file, "vfio-device:%s", req->slot);
-        else
-                snprintf(req->file, sizeof req->file, "vfio-group:%d", req->devices[req->deciding].facts.iommu_group);
+        struct coh_strbuf file;
+        coh_strbuf_init(&file, req->file, sizeof req->file);
+        if (ioas && ioas->kind == COH_FD_IOMMUFD) {
+                coh_strbuf_puts(&file, "vfio-device:");
+                coh_strbuf_puts(&file, req->slot);
+        } else {
+                coh_strbuf_puts(&file, "vfio-group:");
+                coh_strbuf_int(&file, req->devices[req->deciding].facts.iommu_group);
+        }
 
         const struct device_verdict *v = &req->devices[req->deciding];
         const struct coh_origin *origin = req->verdict.decided_by == COH_DECIDED_BY_ACCESS    ? &v->policy.access_origin
