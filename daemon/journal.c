@@ -216,8 +216,8 @@ static int datagram_build(struct datagram *d, int priority, const char *message_
                         if (n == 0)
                                 return -EINVAL;
                 } else {
+                        assert(field_name_length(fields[i].name) > 0);
                         n = strlen(fields[i].name);
-                        assert(field_name_length(fields[i].name) == n);
                 }
                 if (fields[i].value)
                         r = datagram_put(d, fields[i].name, n, fields[i].value);
@@ -472,20 +472,26 @@ static int journal_report_drops(struct coh_journal *j, bool queue_if_busy) {
                 return 0;
 
         k = journal_dropped_datagram(j, &d);
-        if (k >= 0)
-                k = journal_send_datagram(j, d.data, d.size);
+        if (k < 0) {
+                free(d.data);
+                return k;
+        }
+
+        k = journal_send_datagram(j, d.data, d.size);
         if (k == -EAGAIN && queue_if_busy) {
                 /* Even when queue_max is 0: it is one record, and only ever queued into an empty
                  * queue, so this cannot grow without bound. */
                 r = record_new(d.data, d.size);
-                if (r) {
-                        journal_enqueue(j, r);
-                        k = 0;
-                } else
-                        k = -ENOMEM;
+                if (!r) {
+                        /* As if it had not been built: reported on a later wake-up. */
+                        free(d.data);
+                        return -ENOMEM;
+                }
+                journal_enqueue(j, r);
+                k = 0;
         }
         free(d.data);
-        if (k == -EAGAIN || k == -ENOMEM)
+        if (k == -EAGAIN)
                 return k;
 
         /* Reported (or lost for good): either way, do not spin on it. */
