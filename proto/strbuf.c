@@ -25,13 +25,6 @@ void coh_strbuf_put(struct coh_strbuf *sb, const char *s, size_t n) {
         sb->buf[sb->len] = 0;
 }
 
-void coh_strbuf_puts(struct coh_strbuf *sb, const char *s) {
-        /* As glibc's printf("%s") spells NULL, so no message changes, and none crashes the daemon. */
-        if (!s)
-                s = "(null)";
-        coh_strbuf_put(sb, s, strlen(s));
-}
-
 char *coh_format_uint(char digits[static UINT64_DIGITS], uint64_t u) {
         char *p = digits + UINT64_DIGITS;
 

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct coh_strbuf {
         char *buf;
@@ -25,8 +26,14 @@ struct coh_strbuf {
 void coh_strbuf_init(struct coh_strbuf *sb, char *buf, size_t size);
 
 void coh_strbuf_put(struct coh_strbuf *sb, const char *s, size_t n);
-/* s NULL reads "(null)", as glibc's "%s" has it. */
-void coh_strbuf_puts(struct coh_strbuf *sb, const char *s);
+/* s NULL reads "(null)", as glibc's "%s" has it, so no message changes and none crashes the
+ * daemon. Inline: the length of a literal is then known when compiling. */
+static inline void coh_strbuf_puts(struct coh_strbuf *sb, const char *s) {
+        if (!s)
+                s = "(null)";
+        coh_strbuf_put(sb, s, strlen(s));
+}
+
 /* Decimal, as "%" PRId64 / "%" PRIu64 spell it. */
 void coh_strbuf_int(struct coh_strbuf *sb, int64_t i);
 void coh_strbuf_uint(struct coh_strbuf *sb, uint64_t u);

@@ -86,6 +86,19 @@ static void test_integers(void **state) {
         assert_string_equal(buf, "0071234" "00000000000000000000");
 }
 
+/* A NULL string as glibc's printf spells it: a message with a missing word stays the same. */
+static void test_null_string(void **state) {
+        char buf[32], expected[32];
+        const char *none = NULL;
+        struct coh_strbuf sb;
+
+        coh_strbuf_init(&sb, buf, sizeof buf);
+        coh_strbuf_puts(&sb, "by ");
+        coh_strbuf_puts(&sb, none);
+        snprintf(expected, sizeof expected, "by %s", "(null)");
+        assert_string_equal(buf, expected);
+}
+
 static void test_size_one_stays_empty(void **state) {
         char buf[1] = { 'x' };
         struct coh_strbuf sb;
@@ -106,6 +119,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_same_as_snprintf),
                 cmocka_unit_test(test_integers),
+                cmocka_unit_test(test_null_string),
                 cmocka_unit_test(test_size_one_stays_empty),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
