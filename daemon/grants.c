@@ -20,6 +20,7 @@
 #include "grants.h"
 #include "log.h"
 #include "policy.h"
+#include "strbuf.h"
 #include "util.h"
 
 /* Polling a group that has no probe descriptor (linux): 10 ms, doubling, at
@@ -593,14 +594,29 @@ static void grant_finish(struct coh_grant *grant, bool probed) {
         struct coh_grants *g = grant->grants;
         uint64_t now = now_usec();
         char message[512], held[32], ending[32];
-        snprintf(held, sizeof held, "%" PRIu64, now - (uint64_t) grant->rec.since);
-        snprintf(ending, sizeof ending, "%" PRIu64, now - (uint64_t) grant->rec.ending_since);
+        struct coh_strbuf m, h, e;
+        /* Built without snprintf() (strbuf.h: a record on every grant). */
+        coh_strbuf_init(&h, held, sizeof held);
+        coh_strbuf_uint(&h, now - (uint64_t) grant->rec.since);
+        coh_strbuf_init(&e, ending, sizeof ending);
+        coh_strbuf_uint(&e, now - (uint64_t) grant->rec.ending_since);
         /* Seconds with milliseconds for a person; the fields carry microseconds. */
         uint64_t ms = (now - (uint64_t) grant->rec.since) / 1000u;
-        snprintf(message, sizeof message, "Grant %s for %s (VM of pid %" PRId64 ") %s; %s after %" PRIu64 ".%03us%s",
-                 grant->rec.grant, grant->rec.device, grant->rec.peer_pid, end_message(grant->rec.end),
-                 probed ? "the group was free again" : "the group was left to the kernel", ms / 1000u,
-                 (unsigned) (ms % 1000u), grant->rec.killed ? "; the VMM was killed (RevokeKill=)" : "");
+        /* "Grant <id> for <slot> (VM of pid <pid>) released by the VMM; the group was free again after 1.234s" */
+        coh_strbuf_init(&m, message, sizeof message);
+        coh_strbuf_puts(&m, "Grant ");
+        coh_strbuf_puts(&m, grant->rec.grant);
+        coh_strbuf_puts(&m, " for ");
+        coh_strbuf_puts(&m, grant->rec.device);
+        coh_strbuf_puts(&m, " (VM of pid ");
+        coh_strbuf_int(&m, grant->rec.peer_pid);
+        coh_strbuf_puts(&m, ") ");
+        coh_strbuf_puts(&m, end_message(grant->rec.end));
+        coh_strbuf_puts(&m, probed ? "; the group was free again after " : "; the group was left to the kernel after ");
+        coh_strbuf_uint(&m, ms / 1000u);
+        coh_strbuf_puts(&m, ".");
+        coh_strbuf_uint_pad(&m, ms % 1000u, 3);
+        coh_strbuf_puts(&m, grant->rec.killed ? "s; the VMM was killed (RevokeKill=)" : "s");
         const struct coh_journal_field extra[] = {
                 { "COHERENCYD_HELD_USEC", held },
                 { "COHERENCYD_ENDING_USEC", ending },

@@ -31,7 +31,18 @@
 
 #define JOURNAL_SOCKET_DEFAULT "/run/systemd/journal/socket"
 #define JOURNAL_FIELD_NAME_MAX 64
+/* The record buffer is kept up to this size; one grown past it for a huge record is let go. */
+#define JOURNAL_SCRATCH_KEEP (64 * 1024)
 
+#define STRLEN(s) (sizeof(s "") - 1)
+
+/* A datagram being built, in a buffer that grows and is kept. */
+struct datagram {
+        char *data;
+        size_t size, allocated;
+};
+
+/* A datagram waiting in the queue: only records journald is not taking now are allocated. */
 struct record {
         struct record *next;
         size_t size;
@@ -53,33 +64,54 @@ struct coh_journal {
 
         size_t n_dropped;               /* since coh_journal_new() */
         size_t n_dropped_unreported;    /* not yet announced in a "dropped" record */
+
+        /* Where coh_journal_send() builds each record: one sent at once costs no allocation. */
+        struct datagram scratch;
 };
 
-static bool field_name_is_valid(const char *name) {
+/* The characters of a field name a client may set: uppercase letters, digits and '_' (journald's
+ * journal_field_valid(), src/libsystemd/sd-journal/journal-file.c); NUL is not one, which ends the
+ * scan of a name. */
+static const bool field_name_char[256] = {
+        ['A' ... 'Z'] = true,
+        ['0' ... '9'] = true,
+        ['_'] = true,
+};
+
+/*
+ * The length of name when journald takes it from a client (at most 64 characters, not starting
+ * with a digit, and not starting with '_': those are the trusted fields journald adds itself, it
+ * would silently drop ours) and it is none of the fields we set ourselves (a second copy would
+ * make the record ambiguous); 0 when not.
+ */
+static size_t field_name_length(const char *name) {
         size_t n = 0;
 
-        /* journald's rules for fields a client may set: uppercase letters, digits and '_', at most
-         * 64 characters, not starting with a digit, and not starting with '_' (those are the
-         * trusted fields journald adds itself, it would silently drop ours). */
-        if (!name || !name[0] || name[0] == '_' || (name[0] >= '0' && name[0] <= '9'))
-                return false;
+        if (!name || (name[0] >= '0' && name[0] <= '9') || name[0] == '_')
+                return 0;
+        while (field_name_char[(unsigned char) name[n]])
+                n++;
+        if (name[n] != 0 || n > JOURNAL_FIELD_NAME_MAX)
+                return 0;
 
-        for (const char *p = name; *p; p++, n++)
-                if (!((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_'))
-                        return false;
-
-        return n <= JOURNAL_FIELD_NAME_MAX;
+        switch (n) {
+        case STRLEN("MESSAGE"):
+                return memcmp(name, "MESSAGE", n) == 0 ? 0 : n;
+        case STRLEN("PRIORITY"):
+                return memcmp(name, "PRIORITY", n) == 0 ? 0 : n;
+        case STRLEN("MESSAGE_ID"):
+                return memcmp(name, "MESSAGE_ID", n) == 0 ? 0 : n;
+        case STRLEN("SYSLOG_IDENTIFIER"):
+                return memcmp(name, "SYSLOG_IDENTIFIER", n) == 0 ? 0 : n;
+        default:
+                return n;
+        }
 }
 
-static bool field_name_is_reserved(const char *name) {
-        /* We set these ourselves; a second copy would make the record ambiguous. */
-        static const char *const reserved[] = { "MESSAGE", "MESSAGE_ID", "PRIORITY", "SYSLOG_IDENTIFIER" };
-
-        for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
-                if (strcmp(name, reserved[i]) == 0)
-                        return true;
-        return false;
-}
+static const bool lowercase_hex_digit[256] = {
+        ['0' ... '9'] = true,
+        ['a' ... 'f'] = true,
+};
 
 static bool message_id_is_valid(const char *id) {
         size_t n = 0;
@@ -87,25 +119,47 @@ static bool message_id_is_valid(const char *id) {
         /* 128-bit id as 32 lowercase hex digits, as journalctl -x and the catalog match it. */
         if (!id)
                 return false;
-        for (const char *p = id; *p; p++, n++)
-                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-                        return false;
-        return n == 32;
+        while (lowercase_hex_digit[(unsigned char) id[n]])
+                n++;
+        return n == 32 && id[n] == 0;
 }
 
-static size_t field_size(const char *name, const char *value) {
-        size_t k = strlen(name), v = strlen(value);
+/* Grows d to hold want bytes: rarely, the buffer is kept from record to record. */
+static int datagram_grow(struct datagram *d, size_t want) {
+        size_t a = d->allocated ?: 4096;
+        char *p;
 
-        if (strchr(value, '\n'))
-                return k + 1 + sizeof(uint64_t) + v + 1;
-        return k + 1 + v + 1;
+        while (a < want) {
+                if (a > SIZE_MAX / 2)
+                        return -ENOMEM;
+                a *= 2;
+        }
+        p = realloc(d->data, a);
+        if (!p)
+                return -ENOMEM;
+        d->data = p;
+        d->allocated = a;
+        return 0;
 }
 
-static char *field_put(char *p, const char *name, const char *value) {
-        size_t k = strlen(name), v = strlen(value);
+static inline int datagram_reserve(struct datagram *d, size_t more) {
+        return d->size + more <= d->allocated ? 0 : datagram_grow(d, d->size + more);
+}
 
-        p = mempcpy(p, name, k);
-        if (strchr(value, '\n')) {
+/* Appends "NAME=value\n", or the binary form when value has a newline; name has name_len bytes. */
+static int datagram_put(struct datagram *d, const char *name, size_t name_len, const char *value) {
+        /* Length and newline in one pass: glibc's strchrnul() is the vectorised strlen() that
+         * also stops at '\n'. */
+        const char *nl = strchrnul(value, '\n');
+        bool binary = *nl != 0;
+        size_t v = (size_t) (nl - value) + (binary ? strlen(nl) : 0);
+        char *p;
+
+        if (datagram_reserve(d, name_len + 1 + (binary ? sizeof(uint64_t) : 0) + v + 1) < 0)
+                return -ENOMEM;
+
+        p = mempcpy(d->data + d->size, name, name_len);
+        if (binary) {
                 /* Binary form: the only way to carry a newline inside a value. */
                 uint64_t le = htole64((uint64_t) v);
 
@@ -115,51 +169,78 @@ static char *field_put(char *p, const char *name, const char *value) {
                 *p++ = '=';
         p = mempcpy(p, value, v);
         *p++ = '\n';
-        return p;
-}
-
-static int record_new(int priority, const char *message_id, const char *message,
-                      const struct coh_journal_field *fields, size_t n_fields, struct record **ret) {
-        char prio[2] = { (char) ('0' + priority), 0 };
-        struct record *r;
-        size_t size;
-        char *p;
-
-        assert(priority >= LOG_EMERG && priority <= LOG_DEBUG);
-        assert(ret);
-
-        size = field_size("MESSAGE", message) + (message_id ? field_size("MESSAGE_ID", message_id) : 0) +
-               field_size("PRIORITY", prio) + field_size("SYSLOG_IDENTIFIER", "coherencyd");
-        for (size_t i = 0; i < n_fields; i++)
-                if (fields[i].value)
-                        size += field_size(fields[i].name, fields[i].value);
-
-        r = malloc(sizeof(struct record) + size);
-        if (!r)
-                return -ENOMEM;
-
-        p = r->data;
-        p = field_put(p, "MESSAGE", message);
-        if (message_id)
-                p = field_put(p, "MESSAGE_ID", message_id);
-        p = field_put(p, "PRIORITY", prio);
-        p = field_put(p, "SYSLOG_IDENTIFIER", "coherencyd");
-        for (size_t i = 0; i < n_fields; i++)
-                if (fields[i].value)
-                        p = field_put(p, fields[i].name, fields[i].value);
-        assert((size_t) (p - r->data) == size);
-
-        r->next = NULL;
-        r->size = size;
-        *ret = r;
+        d->size = (size_t) (p - d->data);
         return 0;
 }
 
+/*
+ * The record's datagram into d, replacing what it held. Returns -EINVAL on a field name journald
+ * would not take (coh_journal_send()), unless the names are trusted
+ * (coh_journal_send_const_names()); -ENOMEM.
+ */
+static int datagram_build(struct datagram *d, int priority, const char *message_id, const char *message,
+                          const struct coh_journal_field *fields, size_t n_fields, bool check_names) {
+        static const char identifier[] = "\nSYSLOG_IDENTIFIER=coherencyd\n";
+        char *p;
+        int r;
+
+        assert(priority >= LOG_EMERG && priority <= LOG_DEBUG);
+        assert(!message_id || message_id_is_valid(message_id));
+
+        d->size = 0;
+        r = datagram_put(d, "MESSAGE", STRLEN("MESSAGE"), message);
+        if (r < 0)
+                return r;
+
+        /* The rest of the header, without looking for newlines: there are none in a checked
+         * MESSAGE_ID (32 hex digits), a priority's digit or our name. */
+        r = datagram_reserve(d, STRLEN("MESSAGE_ID=\n") + 32 + STRLEN("PRIORITY=0") + sizeof(identifier) - 1);
+        if (r < 0)
+                return r;
+        p = d->data + d->size;
+        if (message_id) {
+                p = mempcpy(p, "MESSAGE_ID=", STRLEN("MESSAGE_ID="));
+                p = mempcpy(p, message_id, 32);
+                *p++ = '\n';
+        }
+        p = mempcpy(p, "PRIORITY=", STRLEN("PRIORITY="));
+        *p++ = (char) ('0' + priority);
+        p = mempcpy(p, identifier, sizeof(identifier) - 1);
+        d->size = (size_t) (p - d->data);
+
+        for (size_t i = 0; r >= 0 && i < n_fields; i++) {
+                size_t n;
+
+                if (check_names) {
+                        n = field_name_length(fields[i].name);
+                        if (n == 0)
+                                return -EINVAL;
+                } else {
+                        assert(field_name_length(fields[i].name) > 0);
+                        n = strlen(fields[i].name);
+                }
+                if (fields[i].value)
+                        r = datagram_put(d, fields[i].name, n, fields[i].value);
+        }
+        return r;
+}
+
+static struct record *record_new(const char *data, size_t size) {
+        struct record *r = malloc(sizeof(struct record) + size);
+
+        if (!r)
+                return NULL;
+        r->next = NULL;
+        r->size = size;
+        memcpy(r->data, data, size);
+        return r;
+}
+
 /* Iterates over the fields of a datagram we built ourselves, so it need not distrust it. */
-static bool record_next_field(const struct record *r, size_t *offset,
-                              const char **ret_name, size_t *ret_name_len,
-                              const char **ret_value, size_t *ret_value_len) {
-        const char *p = r->data + *offset, *end = r->data + r->size, *nl, *eq;
+static bool datagram_next_field(const char *data, size_t size, size_t *offset,
+                                const char **ret_name, size_t *ret_name_len,
+                                const char **ret_value, size_t *ret_value_len) {
+        const char *p = data + *offset, *end = data + size, *nl, *eq;
 
         if (p >= end)
                 return false;
@@ -173,7 +254,7 @@ static bool record_next_field(const struct record *r, size_t *offset,
                 *ret_name_len = eq - p;
                 *ret_value = eq + 1;
                 *ret_value_len = nl - eq - 1;
-                *offset = nl + 1 - r->data;
+                *offset = nl + 1 - data;
         } else {
                 uint64_t le;
 
@@ -181,7 +262,7 @@ static bool record_next_field(const struct record *r, size_t *offset,
                 *ret_name_len = nl - p;
                 *ret_value = nl + 1 + sizeof(le);
                 *ret_value_len = (size_t) le64toh(le);
-                *offset = *ret_value + *ret_value_len + 1 - r->data;
+                *offset = *ret_value + *ret_value_len + 1 - data;
         }
         return true;
 }
@@ -235,7 +316,7 @@ static void write_all_stderr(const char *buf, size_t n) {
 }
 
 /* "MESSAGE (KEY=value KEY=value)", with a "<N>" priority prefix for journald's stream parser. */
-static void record_write_stderr(const struct record *r) {
+static void datagram_write_stderr(const char *data, size_t size) {
         const char *name, *value, *message = "";
         size_t name_len, value_len, message_len = 0, offset = 0;
         char *buf = NULL;
@@ -248,7 +329,7 @@ static void record_write_stderr(const struct record *r) {
         if (!f)
                 return;
 
-        while (record_next_field(r, &offset, &name, &name_len, &value, &value_len)) {
+        while (datagram_next_field(data, size, &offset, &name, &name_len, &value, &value_len)) {
                 if (name_is(name, name_len, "MESSAGE")) {
                         message = value;
                         message_len = value_len;
@@ -261,7 +342,7 @@ static void record_write_stderr(const struct record *r) {
         put_escaped(f, message, message_len);
 
         offset = 0;
-        while (record_next_field(r, &offset, &name, &name_len, &value, &value_len)) {
+        while (datagram_next_field(data, size, &offset, &name, &name_len, &value, &value_len)) {
                 if (name_is(name, name_len, "MESSAGE") || name_is(name, name_len, "MESSAGE_ID") ||
                     name_is(name, name_len, "PRIORITY") || name_is(name, name_len, "SYSLOG_IDENTIFIER"))
                         continue;
@@ -292,9 +373,9 @@ static bool errno_is_no_listener(int e) {
  * Returns 0 when the record went to journald, or to stderr because there is no journald;
  * -EAGAIN when journald is not taking records right now; another negative errno on failure.
  */
-static int journal_send_record(struct coh_journal *j, const struct record *r) {
+static int journal_send_datagram(struct coh_journal *j, const char *data, size_t size) {
         assert(j);
-        assert(r);
+        assert(data);
 
         /* Two attempts: a connected datagram socket whose peer went away (journald restarted)
          * fails once with ECONNREFUSED and is disconnected; connect again to the new socket. */
@@ -311,7 +392,7 @@ static int journal_send_record(struct coh_journal *j, const struct record *r) {
                         j->connected = true;
                 }
 
-                if (send(j->fd, r->data, r->size, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
+                if (send(j->fd, data, size, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
                         return 0;
 
                 if (errno == EAGAIN || errno == ENOBUFS)
@@ -323,7 +404,7 @@ static int journal_send_record(struct coh_journal *j, const struct record *r) {
         }
 
 fallback:
-        record_write_stderr(r);
+        datagram_write_stderr(data, size);
         return 0;
 }
 
@@ -363,7 +444,7 @@ static struct record *journal_dequeue(struct coh_journal *j) {
         return r;
 }
 
-static int journal_new_dropped_record(struct coh_journal *j, struct record **ret) {
+static int journal_dropped_datagram(struct coh_journal *j, struct datagram *ret) {
         char count[32], message[128];
 
         snprintf(count, sizeof(count), "%zu", j->n_dropped_unreported);
@@ -371,8 +452,9 @@ static int journal_new_dropped_record(struct coh_journal *j, struct record **ret
                  "Dropped %zu journal record(s) while journald was not accepting them.",
                  j->n_dropped_unreported);
 
-        return record_new(LOG_WARNING, COH_MESSAGE_JOURNAL_DROPPED, message,
-                          &(const struct coh_journal_field) { "COHERENCYD_DROPPED", count }, 1, ret);
+        return datagram_build(ret, LOG_WARNING, COH_MESSAGE_JOURNAL_DROPPED, message,
+                              &(const struct coh_journal_field) { "COHERENCYD_DROPPED", count }, 1,
+                              /* check_names= */ false);
 }
 
 /*
@@ -381,24 +463,34 @@ static int journal_new_dropped_record(struct coh_journal *j, struct record **ret
  * draining the queue waits for it too.
  */
 static int journal_report_drops(struct coh_journal *j, bool queue_if_busy) {
+        /* Not j->scratch: coh_journal_send() has its record there while it reports drops. */
+        struct datagram d = {};
         struct record *r;
         int k;
 
         if (j->n_dropped_unreported == 0)
                 return 0;
 
-        k = journal_new_dropped_record(j, &r);
-        if (k < 0)
+        k = journal_dropped_datagram(j, &d);
+        if (k < 0) {
+                free(d.data);
                 return k;
+        }
 
-        k = journal_send_record(j, r);
+        k = journal_send_datagram(j, d.data, d.size);
         if (k == -EAGAIN && queue_if_busy) {
                 /* Even when queue_max is 0: it is one record, and only ever queued into an empty
                  * queue, so this cannot grow without bound. */
+                r = record_new(d.data, d.size);
+                if (!r) {
+                        /* As if it had not been built: reported on a later wake-up. */
+                        free(d.data);
+                        return -ENOMEM;
+                }
                 journal_enqueue(j, r);
                 k = 0;
-        } else
-                free(r);
+        }
+        free(d.data);
         if (k == -EAGAIN)
                 return k;
 
@@ -412,7 +504,7 @@ static void journal_flush(struct coh_journal *j) {
         int k;
 
         while (j->queue_head) {
-                k = journal_send_record(j, j->queue_head);
+                k = journal_send_datagram(j, j->queue_head->data, j->queue_head->size);
                 if (k == -EAGAIN)
                         goto finish;
 
@@ -488,6 +580,7 @@ fail:
 }
 
 void coh_journal_free(struct coh_journal *j) {
+        struct datagram d = {};
         struct record *r;
 
         if (!j)
@@ -498,22 +591,56 @@ void coh_journal_free(struct coh_journal *j) {
         /* Whatever journald still would not take goes to stderr, which systemd usually connects
          * to the journal too: better out of order than lost. */
         while ((r = journal_dequeue(j))) {
-                record_write_stderr(r);
+                datagram_write_stderr(r->data, r->size);
                 free(r);
         }
-        if (j->n_dropped_unreported > 0 && journal_new_dropped_record(j, &r) >= 0) {
-                record_write_stderr(r);
-                free(r);
-        }
+        if (j->n_dropped_unreported > 0 && journal_dropped_datagram(j, &d) >= 0)
+                datagram_write_stderr(d.data, d.size);
+        free(d.data);
 
+        free(j->scratch.data);
         event_free(j->write_event);
         close(j->fd);
         free(j);
 }
 
-int coh_journal_send(struct coh_journal *j, int priority, const char *message_id, const char *message,
-                     const struct coh_journal_field *fields, size_t n_fields) {
-        struct record *r = NULL;
+/* Sends the datagram in d now, or queues a copy of it, or drops it (coh_journal_send()). */
+static int journal_submit(struct coh_journal *j, const struct datagram *d) {
+        struct record *r;
+        int k;
+
+        /* Order is preserved: while anything waits, new records wait behind it. Drops not yet
+         * reported with nothing queued (queue_max 0) are reported first, if journald takes
+         * records again; if it does not, this record cannot go either. */
+        if (!j->queue_head && journal_report_drops(j, /* queue_if_busy= */ false) != -EAGAIN) {
+                k = journal_send_datagram(j, d->data, d->size);
+                if (k != -EAGAIN)
+                        return k;
+        }
+
+        if (j->n_queued >= j->queue_max) {
+                j->n_dropped++;
+                j->n_dropped_unreported++;
+                journal_update_event(j);
+                return -ENOBUFS;
+        }
+
+        /* Only now a copy of its own: journald is behind, the record waits. */
+        r = record_new(d->data, d->size);
+        if (!r)
+                return -ENOMEM;
+        journal_enqueue(j, r);
+        journal_update_event(j);
+        return 0;
+}
+
+bool coh_journal_field_name_valid(const char *name) {
+        return field_name_length(name) > 0;
+}
+
+static int journal_send(struct coh_journal *j, int priority, const char *message_id, const char *message,
+                        const struct coh_journal_field *fields, size_t n_fields, bool check_names) {
+        struct datagram *d;
         int k;
 
         assert(j);
@@ -524,36 +651,28 @@ int coh_journal_send(struct coh_journal *j, int priority, const char *message_id
                 return -EINVAL;
         if (n_fields > 0 && !fields)
                 return -EINVAL;
-        for (size_t i = 0; i < n_fields; i++)
-                if (!field_name_is_valid(fields[i].name) || field_name_is_reserved(fields[i].name))
-                        return -EINVAL;
 
-        k = record_new(priority, message_id, message, fields, n_fields, &r);
-        if (k < 0)
-                return k;
+        /* Field names are checked as the record is built: nothing is sent before all are. */
+        d = &j->scratch;
+        k = datagram_build(d, priority, message_id, message, fields, n_fields, check_names);
+        if (k >= 0)
+                k = journal_submit(j, d);
 
-        /* Order is preserved: while anything waits, new records wait behind it. Drops not yet
-         * reported with nothing queued (queue_max 0) are reported first, if journald takes
-         * records again; if it does not, this record cannot go either. */
-        if (!j->queue_head && journal_report_drops(j, /* queue_if_busy= */ false) != -EAGAIN) {
-                k = journal_send_record(j, r);
-                if (k != -EAGAIN) {
-                        free(r);
-                        return k;
-                }
+        if (d->allocated > JOURNAL_SCRATCH_KEEP) {
+                free(d->data);
+                *d = (struct datagram) {};
         }
+        return k;
+}
 
-        if (j->n_queued >= j->queue_max) {
-                free(r);
-                j->n_dropped++;
-                j->n_dropped_unreported++;
-                journal_update_event(j);
-                return -ENOBUFS;
-        }
+int coh_journal_send(struct coh_journal *j, int priority, const char *message_id, const char *message,
+                     const struct coh_journal_field *fields, size_t n_fields) {
+        return journal_send(j, priority, message_id, message, fields, n_fields, /* check_names= */ true);
+}
 
-        journal_enqueue(j, r);
-        journal_update_event(j);
-        return 0;
+int coh_journal_send_const_names(struct coh_journal *j, int priority, const char *message_id, const char *message,
+                                 const struct coh_journal_field *fields, size_t n_fields) {
+        return journal_send(j, priority, message_id, message, fields, n_fields, /* check_names= */ false);
 }
 
 size_t coh_journal_queued(const struct coh_journal *j) {

@@ -25,7 +25,7 @@ void coh_log_record(int priority, const char *message_id, const char *message, c
                 return;
         }
         /* Never blocks; a record the journal cannot take now is queued or counted (journal.h). */
-        (void) coh_journal_send(log_journal, priority, message_id, message, fields, n_fields);
+        (void) coh_journal_send_const_names(log_journal, priority, message_id, message, fields, n_fields);
 }
 
 void coh_log(int priority, const char *message_id, const char *fmt, ...) {

@@ -22,6 +22,7 @@ void coh_log_close(void);
 void coh_log(int priority, const char *message_id, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 #define coh_log_debug(...) coh_log(LOG_DEBUG, NULL, __VA_ARGS__)
 
-/* A record with fields (see coh_journal_send); to stderr as one line without a journal. */
+/* A record with fields (see coh_journal_send); to stderr as one line without a journal. The fields'
+ * names must be compile-time constants (coh_journal_send_const_names()), as every caller's are. */
 void coh_log_record(int priority, const char *message_id, const char *message, const struct coh_journal_field *fields,
                     size_t n_fields);

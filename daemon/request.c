@@ -6,9 +6,7 @@
  */
 #include <errno.h>
 #include <event2/event.h>
-#include <inttypes.h>
 #include <limits.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +17,7 @@
 #include "methods-internal.h"
 #include "refusal-fold.h"
 #include "server.h"
+#include "strbuf.h"
 #include "decision-record.h"
 #include "util.h"
 
@@ -142,10 +141,15 @@ int request_decide(struct call_ctx *x, const struct coh_peer *peer, const struct
                 req->devices[i].record = device_record(&req->devices[i]);
         /* A group carries every device of its IOMMU group; with an iommufd the
          * device's own cdev is bound to it instead (platform.h). */
-        if (ioas && ioas->kind == COH_FD_IOMMUFD)
-                snprintf(req->file, sizeof req->file, "vfio-device:%s", req->slot);
-        else
-                snprintf(req->file, sizeof req->file, "vfio-group:%d", req->devices[req->deciding].facts.iommu_group);
+        struct coh_strbuf file;
+        coh_strbuf_init(&file, req->file, sizeof req->file);
+        if (ioas && ioas->kind == COH_FD_IOMMUFD) {
+                coh_strbuf_puts(&file, "vfio-device:");
+                coh_strbuf_puts(&file, req->slot);
+        } else {
+                coh_strbuf_puts(&file, "vfio-group:");
+                coh_strbuf_int(&file, req->devices[req->deciding].facts.iommu_group);
+        }
 
         const struct device_verdict *v = &req->devices[req->deciding];
         const struct coh_origin *origin = req->verdict.decided_by == COH_DECIDED_BY_ACCESS    ? &v->policy.access_origin
@@ -203,13 +207,29 @@ static void record_decision(const struct request *req, const struct coh_decision
         struct coh_record_journal_field from_decision[16], from_device[24];
         struct coh_journal_field fields[40];
         char message[768];
+        struct coh_strbuf m;
         size_t n = 0;
 
-        snprintf(message, sizeof message,
-                 "%s %s (IOMMU group %d) to the VMM of pid %" PRId64 " (uid %" PRId64 "): %s, %s by %s; WBINVD %s, VM WBINVD %s",
-                 rec->decision == COH_DECISION_REFUSED ? "Refused" : "Handed over", rec->device, v->facts.iommu_group,
-                 rec->peer_pid, rec->peer_uid, coh_decision_to_string(rec->decision), coh_reason_to_string(rec->reason),
-                 rec->rule, rec->wbinvd ? "allowed once added" : "unaffected", coh_vm_wbinvd_to_string(rec->vm_wbinvd));
+        /* "Handed over 0000:01:00.0 (IOMMU group 12) to the VMM of pid 4242 (uid 0): granted,
+         * policy-enable by /etc/...:3; WBINVD allowed once added, VM WBINVD allowed", built without
+         * snprintf() (strbuf.h: a record on every grant). */
+        coh_strbuf_init(&m, message, sizeof message);
+        coh_strbuf_puts(&m, rec->decision == COH_DECISION_REFUSED ? "Refused " : "Handed over ");
+        coh_strbuf_puts(&m, rec->device);
+        coh_strbuf_puts(&m, " (IOMMU group ");
+        coh_strbuf_int(&m, v->facts.iommu_group);
+        coh_strbuf_puts(&m, ") to the VMM of pid ");
+        coh_strbuf_int(&m, rec->peer_pid);
+        coh_strbuf_puts(&m, " (uid ");
+        coh_strbuf_int(&m, rec->peer_uid);
+        coh_strbuf_puts(&m, "): ");
+        coh_strbuf_puts(&m, coh_decision_to_string(rec->decision));
+        coh_strbuf_puts(&m, ", ");
+        coh_strbuf_puts(&m, coh_reason_to_string(rec->reason));
+        coh_strbuf_puts(&m, " by ");
+        coh_strbuf_puts(&m, rec->rule);
+        coh_strbuf_puts(&m, rec->wbinvd ? "; WBINVD allowed once added, VM WBINVD " : "; WBINVD unaffected, VM WBINVD ");
+        coh_strbuf_puts(&m, coh_vm_wbinvd_to_string(rec->vm_wbinvd));
         /* The decision's fields (decision-record.c), then the deciding device's. */
         size_t a = coh_record_to_journal(coh_decision_record_fields, rec, from_decision, ELEMENTSOF(from_decision));
         size_t b = coh_record_to_journal(coh_device_record_fields, device, from_device, ELEMENTSOF(from_device));

@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
-#include <inttypes.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "json-util.h"
 #include "record.h"
+#include "strbuf.h"
 
 #define FIELD(rec, f) ((char *) (rec) + (f)->offset)
 #define CFIELD(rec, f) ((const char *) (rec) + (f)->offset)
@@ -141,10 +140,18 @@ size_t coh_record_to_journal(const struct coh_field *table, const void *rec, str
                 struct coh_record_journal_field *j = &out[n++];
                 j->name = f->journal;
                 switch (f->type) {
-                case COH_FIELD_INT:
-                        snprintf(j->buf, sizeof j->buf, "%" PRId64, *(const int64_t *) CFIELD(rec, f));
-                        j->value = (f->flags & COH_FIELD_OPTIONAL) && field_empty(f, rec) ? NULL : j->buf;
+                case COH_FIELD_INT: {
+                        int64_t i = *(const int64_t *) CFIELD(rec, f);
+                        struct coh_strbuf sb;
+                        if ((f->flags & COH_FIELD_OPTIONAL) && i == 0) {
+                                j->value = NULL;
+                                break;
+                        }
+                        coh_strbuf_init(&sb, j->buf, sizeof j->buf);
+                        coh_strbuf_int(&sb, i);
+                        j->value = j->buf;
                         break;
+                }
                 case COH_FIELD_BOOL:
                         j->value = *(const bool *) CFIELD(rec, f)           ? "yes"
                                    : (f->flags & COH_FIELD_OPTIONAL) ? NULL

@@ -232,7 +232,7 @@ static const char *decision_message_id(const char *decision) {
 static void check_journal(struct harness *h, json_object *reply, pid_t client, const struct row *row) {
         static const char *const ids[] = { MESSAGE_ID_DECISION, MESSAGE_ID_NOT_NEEDED, MESSAGE_ID_REFUSED };
         const char *id = decision_message_id(row->decision);
-        char buf[32];
+        char buf[32], message[1024];
         json_object *records = journal_expect(h, 1, id, NULL);
         json_object *r = json_object_array_get_idx(records, 0);
         json_object *grant;
@@ -254,6 +254,13 @@ static void check_journal(struct harness *h, json_object *reply, pid_t client, c
         assert_string_equal(journal_field(r, "COHERENCYD_PEER_UID"), buf);
         snprintf(buf, sizeof buf, "%d", (int) client);
         assert_string_equal(journal_field(r, "OBJECT_PID"), buf);
+        /* The message, word for word as journalctl shows it. */
+        snprintf(message, sizeof message,
+                 "%s %s (IOMMU group %u) to the VMM of pid %d (uid %u): %s, %s by %s; WBINVD %s, VM WBINVD %s",
+                 strcmp(row->decision, "refused") == 0 ? "Refused" : "Handed over", row->slot, row->group,
+                 (int) client, (unsigned) VMM_UID, row->decision, row->reason, jstr(reply, "rule"),
+                 strcmp(row->wbinvd, "allowed") == 0 ? "allowed once added" : "unaffected", row->vm_wbinvd);
+        assert_string_equal(journal_field(r, "MESSAGE"), message);
         if (json_object_object_get_ex(reply, "grant", &grant))
                 assert_string_equal(journal_field(r, "COHERENCYD_GRANT"), json_object_get_string(grant));
         else

@@ -120,6 +120,42 @@ static void expect_ending(struct harness *h, const char *grant, const char *end)
         json_object_put(g);
 }
 
+/* How the end record's message says each end (grants.c). */
+static const char *end_words(const char *end) {
+        static const char *const words[][2] = {
+                { "release", "released by the VMM" },
+                { "revoke", "revoked by an operator" },
+                { "disconnect", "ended: the VMM's connection closed" },
+                { "peer-exit", "ended: the VMM process exited" },
+                { "interrupted", "ended: coherencyd restarted before it answered" },
+                { "shutdown", "ended: coherencyd is stopping" },
+        };
+        for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+                if (strcmp(words[i][0], end) == 0)
+                        return words[i][1];
+        fail_msg("no words for end '%s'", end);
+        return NULL;
+}
+
+/* The end record's message, word for word as journalctl shows it: how long the group was held
+ * in seconds with milliseconds, from the record's own COHERENCYD_HELD_USEC. */
+static void expect_end_message(json_object *r, const char *slot, const char *grant, const char *end, pid_t client,
+                               bool killed) {
+        const char *message = journal_field(r, "MESSAGE");
+        unsigned long long ms = strtoull(journal_field(r, "COHERENCYD_HELD_USEC"), NULL, 10) / 1000;
+        char free_again[512], left[512];
+
+        assert_non_null(message);
+        snprintf(free_again, sizeof free_again, "Grant %s for %s (VM of pid %d) %s; the group was free again after %llu.%03llus%s",
+                 grant, slot, (int) client, end_words(end), ms / 1000, ms % 1000,
+                 killed ? "; the VMM was killed (RevokeKill=)" : "");
+        snprintf(left, sizeof left, "Grant %s for %s (VM of pid %d) %s; the group was left to the kernel after %llu.%03llus%s",
+                 grant, slot, (int) client, end_words(end), ms / 1000, ms % 1000,
+                 killed ? "; the VMM was killed (RevokeKill=)" : "");
+        if (strcmp(message, free_again) != 0 && strcmp(message, left) != 0)
+                fail_msg("end record's message: '%s', expected '%s' or '%s'", message, free_again, left);
+}
+
 /* Waits for the end record of the grant (for slot) and checks it; killed: COHERENCYD_KILLED=yes. */
 static void expect_end_record_of(struct harness *h, const char *slot, const char *grant, const char *end, pid_t client,
                                  uid_t uid, bool killed) {
@@ -142,6 +178,7 @@ static void expect_end_record_of(struct harness *h, const char *slot, const char
         assert_string_equal(journal_field(r, "OBJECT_PID"), buf);
         snprintf(buf, sizeof buf, "%u", (unsigned) uid);
         assert_string_equal(journal_field(r, "COHERENCYD_PEER_UID"), buf);
+        expect_end_message(r, slot, grant, end, client, killed);
         json_object_put(records);
 }
 

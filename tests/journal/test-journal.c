@@ -29,6 +29,8 @@
 #include <event2/event.h>
 #include <json-c/json.h>
 
+#include "decision-record.h"
+#include "grant-record.h"
 #include "journal.h"
 #include "messages.h"
 
@@ -348,6 +350,7 @@ static void test_invalid_arguments(void **state) {
                 };
 
                 assert_int_equal(coh_journal_send(j, LOG_INFO, COH_MESSAGE_DECISION, "m", f, 2), -EINVAL);
+                assert_false(coh_journal_field_name_valid(bad_names[i]));
         }
 
         /* 65 characters: one more than journald allows. */
@@ -386,6 +389,83 @@ static int bind_dgram(const char *path) {
         return fd;
 }
 
+/*
+ * The daemon's records go out with coh_journal_send_const_names(), whose names are not checked on
+ * each record: every journal name of every record's field table is checked here instead.
+ */
+static void test_field_tables_names_valid(void **state) {
+        static const struct {
+                const char *what;
+                const struct coh_field *table;
+        } tables[] = {
+                { "grant", coh_grant_record_fields },
+                { "decision", coh_decision_record_fields },
+                { "device", coh_device_record_fields },
+        };
+        size_t n_names = 0;
+
+        for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
+                for (const struct coh_field *f = tables[t].table; f->json; f++) {
+                        if (!f->journal)
+                                continue;
+                        if (!coh_journal_field_name_valid(f->journal))
+                                fail_msg("%s record, field %s: journal name '%s' is not one journald takes",
+                                         tables[t].what, f->json, f->journal);
+                        n_names++;
+                }
+        /* The tables were walked, not found empty. */
+        assert_true(n_names >= 20);
+        assert_true(coh_journal_field_name_valid("COHERENCYD_HELD_USEC"));
+}
+
+/* Names at journald's limits, and names that only begin like the fields journal.c sets itself. */
+static void test_names_at_the_limits(void **state) {
+        char dir[] = "/tmp/test-journal-XXXXXX", path[128], buf[4096], name64[65], expected[256];
+        struct event_base *base;
+        struct coh_journal *j;
+        ssize_t n;
+        int fd;
+
+        memset(name64, 'A', 64);
+        name64[0] = 'Z';
+        name64[63] = '9';
+        name64[64] = 0;
+        const struct coh_journal_field fields[] = {
+                { name64, "64" },
+                { "A", "1" },
+                { "MESSAGE_", "m" },
+                { "MESSAGES", "m" },
+                { "PRIORITY0", "p" },
+                { "MESSAGE_ID_", "i" },
+                { "SYSLOG_IDENTIFIEX", "s" },
+                { "X_9", "x" },
+        };
+        snprintf(expected, sizeof(expected),
+                 "MESSAGE=m\n"
+                 "PRIORITY=7\n"
+                 "SYSLOG_IDENTIFIER=coherencyd\n"
+                 "%s=64\nA=1\nMESSAGE_=m\nMESSAGES=m\nPRIORITY0=p\nMESSAGE_ID_=i\nSYSLOG_IDENTIFIEX=s\nX_9=x\n",
+                 name64);
+
+        assert_non_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/socket", dir);
+        fd = bind_dgram(path);
+        base = event_base_new();
+        assert_non_null(base);
+        assert_int_equal(coh_journal_new(base, path, 8, &j), 0);
+
+        assert_int_equal(coh_journal_send(j, LOG_DEBUG, NULL, "m", fields, sizeof(fields) / sizeof(fields[0])), 0);
+        n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        assert_int_equal(n, strlen(expected));
+        assert_memory_equal(buf, expected, strlen(expected));
+
+        coh_journal_free(j);
+        close(fd);
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(rmdir(dir), 0);
+        event_base_free(base);
+}
+
 /* The bytes on the wire, and a restarted "journald" (a new socket at the same path). */
 static void test_wire_format_and_reconnect(void **state) {
         static const char expected[] =
@@ -422,6 +502,12 @@ static void test_wire_format_and_reconnect(void **state) {
         assert_int_equal(n, sizeof(expected) - 1);
         assert_memory_equal(buf, expected, sizeof(expected) - 1);
 
+        /* Names taken as they are (the caller's constants): the same bytes. */
+        assert_int_equal(coh_journal_send_const_names(j, LOG_INFO, COH_MESSAGE_STARTED, "hi there", fields, 4), 0);
+        n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        assert_int_equal(n, sizeof(expected) - 1);
+        assert_memory_equal(buf, expected, sizeof(expected) - 1);
+
         /* Larger than the socket can ever take: an error, not a queued or dropped record. */
         big = malloc(4 * 1024 * 1024);
         assert_non_null(big);
@@ -432,6 +518,12 @@ static void test_wire_format_and_reconnect(void **state) {
         free(big);
         assert_int_equal(coh_journal_queued(j), 0);
         assert_int_equal(coh_journal_dropped(j), 0);
+
+        /* The buffer records are built in is reused: nothing of the big one is left in the next. */
+        assert_int_equal(coh_journal_send(j, LOG_INFO, COH_MESSAGE_STARTED, "hi there", fields, 4), 0);
+        n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        assert_int_equal(n, sizeof(expected) - 1);
+        assert_memory_equal(buf, expected, sizeof(expected) - 1);
 
         /* The receiver goes away and a new one binds the path: records go to the new one, and
          * nothing falls back to stderr. */
@@ -881,8 +973,10 @@ static void test_no_journald_goes_to_stderr(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_invalid_arguments),
+                cmocka_unit_test(test_field_tables_names_valid),
                 cmocka_unit_test(test_no_journald_goes_to_stderr),
                 cmocka_unit_test(test_wire_format_and_reconnect),
+                cmocka_unit_test(test_names_at_the_limits),
                 cmocka_unit_test(test_fields_intact),
                 cmocka_unit_test(test_priority_kept),
                 cmocka_unit_test_teardown(test_stopped_journald_queues, teardown_continue_journald),

@@ -8,3 +8,4 @@ coh_fuzz_target(fuzz-call "${CMAKE_CURRENT_LIST_DIR}/../fuzz/fuzz-call.c;${CMAKE
 coh_unit_test(test-json-build SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-json-build.c LIBS coh_proto)
 coh_unit_test(test-json-writer SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-json-writer.c LIBS coh_proto)
 coh_fuzz_target(fuzz-json-writer ${CMAKE_CURRENT_LIST_DIR}/../fuzz/fuzz-json-writer.c coh_proto)
+coh_unit_test(test-strbuf SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-strbuf.c LIBS coh_proto)
