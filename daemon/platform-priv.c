@@ -103,7 +103,7 @@ static int priv_custody_begin(struct coh_platform *p, const struct coh_device_fa
         int out[COH_PRIV_REPLY_FDS_MAX];
 
         ret->pin_fd = ret->probe_fd = *ret_file_fd = -EBADF;
-        snprintf(req.slot, sizeof req.slot, "%s", device->slot);
+        strscpy0(req.slot, device->slot, sizeof req.slot);
         int r = call(p, &req, ioas ? ioas_fd : -EBADF, &reply, out);
         if (r < 0) {
                 /* The helper's step, or the helper itself when it could not be asked. */

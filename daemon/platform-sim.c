@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "platform.h"
+#include "strbuf.h"
 #include "util.h"
 
 #define SIM_PREFIX "coherencyd-sim:"
@@ -30,7 +31,10 @@
  * when it is no memfd. */
 static int memfd_name(int fd, char *buf, size_t size) {
         char proc[64], target[PATH_MAX];
-        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        struct coh_strbuf path;
+        coh_strbuf_init(&path, proc, sizeof proc);
+        coh_strbuf_puts(&path, "/proc/self/fd/");
+        coh_strbuf_int(&path, fd);
         ssize_t n = readlink(proc, target, sizeof target - 1);
         if (n < 0)
                 return -errno;

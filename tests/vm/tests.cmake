@@ -10,8 +10,9 @@ add_library(coh_platform_only STATIC
   ${PROJECT_SOURCE_DIR}/daemon/platform.c
   ${PROJECT_SOURCE_DIR}/daemon/platform-sim.c
   ${PROJECT_SOURCE_DIR}/daemon/facts.c
-  ${PROJECT_SOURCE_DIR}/daemon/facts-cache.c)
-target_include_directories(coh_platform_only PUBLIC ${PROJECT_SOURCE_DIR}/daemon)
+  ${PROJECT_SOURCE_DIR}/daemon/facts-cache.c
+  ${PROJECT_SOURCE_DIR}/proto/strbuf.c)
+target_include_directories(coh_platform_only PUBLIC ${PROJECT_SOURCE_DIR}/daemon ${PROJECT_SOURCE_DIR}/proto)
 
 add_executable(kvm-probe ${CMAKE_CURRENT_LIST_DIR}/kvm-probe.c)
 target_link_libraries(kvm-probe PRIVATE coh_platform_only)
