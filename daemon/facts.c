@@ -162,14 +162,13 @@ int coh_facts_read_binding(int sysfs_fd, const char *slot, struct coh_device_fac
 }
 
 int coh_facts_read_device(int sysfs_fd, const char *slot, struct coh_device_facts *ret) {
-        char dir[64], path[128], name[COH_NAME_MAX];
+        char dir[64], path[128];
         int r;
 
-        if (!coh_slot_valid(slot))
-                return -EINVAL;
-        memset(ret, 0, sizeof *ret);
-        strcpy(ret->slot, slot);
-        ret->iommu_group = -1;
+        /* The slot checked, its driver and group first: what custody needs, all of it read alike. */
+        r = coh_facts_read_binding(sysfs_fd, slot, ret);
+        if (r < 0)
+                return r;
         snprintf(dir, sizeof dir, "bus/pci/devices/%s", slot);
 
         snprintf(path, sizeof path, "%s/vendor", dir);
@@ -183,20 +182,6 @@ int coh_facts_read_device(int sysfs_fd, const char *slot, struct coh_device_fact
         snprintf(path, sizeof path, "%s/class", dir);
         r = read_hex_attr(sysfs_fd, path, ret->class, sizeof ret->class);
         if (r < 0)
-                return r;
-
-        snprintf(path, sizeof path, "%s/driver", dir);
-        r = read_link_name(sysfs_fd, path, ret->driver, sizeof ret->driver);
-        if (r < 0 && r != -ENOENT)
-                return r;
-
-        snprintf(path, sizeof path, "%s/iommu_group", dir);
-        r = read_link_name(sysfs_fd, path, name, sizeof name);
-        if (r >= 0) {
-                r = parse_uint(name, &ret->iommu_group);
-                if (r < 0)
-                        return r;
-        } else if (r != -ENOENT)
                 return r;
 
         snprintf(path, sizeof path, "%s/iommu", dir);
