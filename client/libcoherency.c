@@ -482,9 +482,11 @@ static int client_send(struct coherency_client *c, enum call_kind kind, const ch
  * The message is a reply to the outstanding call: parse it into *ret. With
  * ret_message, the message (and its descriptors) goes to the caller, who
  * must coh_message_done() it; otherwise descriptors are a protocol error.
+ * With tree, *ret is json-c's (coh_reply_parse(): parameters), otherwise
+ * read without it (coh_reply_read(): params), which the typed calls use.
  */
 static int client_handle_message(struct coherency_client *c, struct coh_message *m, struct coh_reply *ret,
-                                 struct coh_message *ret_message) {
+                                 struct coh_message *ret_message, bool tree) {
         struct coh_reply reply;
         int r;
 
@@ -494,7 +496,13 @@ static int client_handle_message(struct coherency_client *c, struct coh_message 
                                     c->method);
         }
 
-        r = coh_reply_parse(m->json, &reply);
+        r = tree ? coh_reply_parse(m->json, &reply) : coh_reply_read(m->json, &reply);
+        if (r >= 0 && reply.error && !tree) {
+                /* Errors are rare and described from their parameters by json-c, whatever
+                 * the call: read again so. json-c takes whatever coh_reply_read() takes. */
+                coh_reply_done(&reply);
+                r = coh_reply_parse(m->json, &reply);
+        }
         if (r < 0) {
                 coh_message_done(m);
                 if (r == -ENOMEM)
@@ -565,7 +573,7 @@ static int client_wait(struct coherency_client *c) {
  * !blocking and it is not all in yet, or the call's error.
  */
 static int client_receive(struct coherency_client *c, bool blocking, struct coh_reply *ret,
-                          struct coh_message *ret_message) {
+                          struct coh_message *ret_message, bool tree) {
         for (;;) {
                 struct coh_message m;
                 ssize_t n;
@@ -577,7 +585,7 @@ static int client_receive(struct coherency_client *c, bool blocking, struct coh_
                 if (r < 0)
                         return client_break(c, -EPROTO, "coherencyd sent an empty message");
                 if (r > 0)
-                        return client_handle_message(c, &m, ret, ret_message);
+                        return client_handle_message(c, &m, ret, ret_message, tree);
 
                 n = coh_frame_recv(&c->frame, c->fd);
                 if (n > 0 || n == -EINTR)
@@ -623,12 +631,12 @@ static int reply_field_error(struct coherency_client *c, const char *method, con
 /* ---- parsing replies ------------------------------------------------------ */
 
 /* A string field as a malloc'ed copy: absent or null leaves NULL unless required. */
-static int get_string(json_object *o, const char *key, bool required, char **ret, const char **bad) {
+static int get_string(const struct coh_json *o, const char *key, bool required, char **ret, const char **bad) {
         const char *s;
         char *copy;
         int r;
 
-        r = coh_json_get_string(o, key, &s);
+        r = coh_node_get_string(o, key, &s);
         if (r == -ENOENT && !required) {
                 *ret = NULL;
                 return 0;
@@ -644,10 +652,10 @@ static int get_string(json_object *o, const char *key, bool required, char **ret
         return 0;
 }
 
-static int get_bool(json_object *o, const char *key, bool *ret, const char **bad) {
+static int get_bool(const struct coh_json *o, const char *key, bool *ret, const char **bad) {
         int r;
 
-        r = coh_json_get_bool(o, key, ret);
+        r = coh_node_get_bool(o, key, ret);
         if (r == -ENOENT) {
                 *ret = false;
                 return 0;
@@ -659,11 +667,11 @@ static int get_bool(json_object *o, const char *key, bool *ret, const char **bad
         return 0;
 }
 
-static int get_int64(json_object *o, const char *key, int64_t min, int64_t max, int64_t def, int64_t *ret,
+static int get_int64(const struct coh_json *o, const char *key, int64_t min, int64_t max, int64_t def, int64_t *ret,
                      const char **bad) {
         int r;
 
-        r = coh_json_get_int64(o, key, min, max, ret);
+        r = coh_node_get_int64(o, key, min, max, ret);
         if (r == -ENOENT) {
                 *ret = def;
                 return 0;
@@ -685,31 +693,31 @@ static void facts_done(struct coherency_facts *f) {
         *f = (struct coherency_facts) {};
 }
 
-static int parse_facts(json_object *o, struct coherency_facts *f, const char **bad) {
-        json_object *devices, *file;
-        size_t n;
+static int parse_facts(const struct coh_json *o, struct coherency_facts *f, const char **bad) {
+        const struct coh_json *devices, *file;
+        size_t i = 0;
 
-        if (coh_record_from_json(coh_device_record_fields, o, COH_DEVICE_FORM_BRIEF, &f->device.rec, bad) < 0)
+        if (coh_record_from_node(coh_device_record_fields, o, COH_DEVICE_FORM_BRIEF, &f->device.rec, bad) < 0)
                 return -EPROTO;
-        if (json_object_object_get_ex(o, "file", &file) && json_object_is_type(file, json_type_string))
-                strcpy_truncate(f->file, sizeof f->file, json_object_get_string(file));
+        file = coh_json_member(o, "file");
+        if (file && file->type == COH_JSON_STRING)
+                strcpy_truncate(f->file, sizeof f->file, file->string);
 
-        if (!json_object_object_get_ex(o, "devices", &devices) || !devices)
+        devices = coh_json_member(o, "devices");
+        if (!devices || devices->type == COH_JSON_NULL)
                 return 0;
-        if (!json_object_is_type(devices, json_type_array)) {
+        if (devices->type != COH_JSON_ARRAY) {
                 *bad = "facts.devices";
                 return -EPROTO;
         }
-        n = json_object_array_length(devices);
-        if (n == 0)
+        if (devices->n == 0)
                 return 0;
-        f->devices = calloc(n, sizeof(struct coherency_device));
+        f->devices = calloc(devices->n, sizeof(struct coherency_device));
         if (!f->devices)
                 return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
+        for (const struct coh_json *v = devices->first; v; v = v->next, i++) {
                 struct coherency_device *d = f->devices + i;
-                if (coh_record_from_json(coh_device_record_fields, json_object_array_get_idx(devices, i),
-                                         COH_DEVICE_FORM_FULL, &d->rec, bad) < 0)
+                if (coh_record_from_node(coh_device_record_fields, v, COH_DEVICE_FORM_FULL, &d->rec, bad) < 0)
                         return -EPROTO;
                 f->n_devices = i + 1;
                 /* Facts names the deciding device but not the policy values and
@@ -740,16 +748,17 @@ static void decision_common_done(struct decision_common *d) {
 }
 
 /* form: COH_DECISION_FORM_PROBE (Probe, Explain) or _GRANT (RequestGrant). */
-static int parse_decision_common(json_object *p, unsigned form, struct decision_common *d, const char **bad) {
-        json_object *facts;
+static int parse_decision_common(const struct coh_json *p, unsigned form, struct decision_common *d, const char **bad) {
+        const struct coh_json *facts;
 
         d->rec.kvm_attach = COHERENCY_KVM_ATTACH_NONE;
-        if (coh_record_from_json(coh_decision_record_fields, p, form, &d->rec, bad) < 0)
+        if (coh_record_from_node(coh_decision_record_fields, p, form, &d->rec, bad) < 0)
                 return -EPROTO;
         /* A refusal hands nothing over, whatever else the reply says. */
         if (d->rec.decision == COH_DECISION_REFUSED)
                 d->rec.kvm_attach = COHERENCY_KVM_ATTACH_NONE;
-        if (json_object_object_get_ex(p, "facts", &facts) && facts)
+        facts = coh_json_member(p, "facts");
+        if (facts && facts->type != COH_JSON_NULL)
                 return parse_facts(facts, &d->facts, bad);
         return 0;
 }
@@ -766,8 +775,8 @@ static void grant_info_done(struct coherency_grant_info *g) {
 }
 
 /* One entry of a grant list, parsed with the daemon's own field table. */
-static int parse_grant_info(json_object *o, struct coherency_grant_info *ret, const char **bad) {
-        if (coh_record_from_json(coh_grant_record_fields, o, COH_GRANT_FORM_VMM, &ret->rec, bad) < 0)
+static int parse_grant_info(const struct coh_json *o, struct coherency_grant_info *ret, const char **bad) {
+        if (coh_record_from_node(coh_grant_record_fields, o, COH_GRANT_FORM_VMM, &ret->rec, bad) < 0)
                 return -EPROTO;
         return 0;
 }
@@ -795,17 +804,18 @@ _public_ coherency_grant_list *coherency_grant_list_free(coherency_grant_list *l
         return NULL;
 }
 
-static int parse_grant_list(json_object *p, struct coherency_grant_list **ret, const char **bad) {
+static int parse_grant_list(const struct coh_json *p, struct coherency_grant_list **ret, const char **bad) {
         struct coherency_grant_list *l;
-        json_object *array;
+        const struct coh_json *array, *v;
         size_t n;
         int r;
 
-        if (!json_object_object_get_ex(p, "grants", &array) || !json_object_is_type(array, json_type_array)) {
+        array = coh_json_member(p, "grants");
+        if (!array || array->type != COH_JSON_ARRAY) {
                 *bad = "grants";
                 return -EPROTO;
         }
-        n = json_object_array_length(array);
+        n = array->n;
         if (n > INT_MAX) {
                 *bad = "grants";
                 return -EPROTO;
@@ -822,8 +832,9 @@ static int parse_grant_list(json_object *p, struct coherency_grant_list **ret, c
                         return -ENOMEM;
                 }
         }
-        for (size_t i = 0; i < n; i++) {
-                r = parse_grant_info(json_object_array_get_idx(array, i), l->items + i, bad);
+        v = array->first;
+        for (size_t i = 0; i < n; i++, v = v->next) {
+                r = parse_grant_info(v, l->items + i, bad);
                 if (r < 0) {
                         coherency_grant_list_free(l);
                         return r;
@@ -1069,8 +1080,8 @@ _public_ int coherency_get_info_send(coherency_client *c) {
         return client_send(c, KIND_GET_INFO, method_get_info, NULL, NULL, 0, false);
 }
 
-static int parse_info(json_object *p, struct coherency_info *info, const char **bad) {
-        json_object *limits, *iommus;
+static int parse_info(const struct coh_json *p, struct coherency_info *info, const char **bad) {
+        const struct coh_json *limits, *iommus;
         int r;
 
         if ((r = get_string(p, "version", true, &info->version, bad)) < 0 ||
@@ -1082,8 +1093,9 @@ static int parse_info(json_object *p, struct coherency_info *info, const char **
                 return r;
 
         info->max_grants_per_connection = info->max_connections_per_user = info->max_connections = -1;
-        if (json_object_object_get_ex(p, "limits", &limits) && limits) {
-                if (!json_object_is_type(limits, json_type_object)) {
+        limits = coh_json_member(p, "limits");
+        if (limits && limits->type != COH_JSON_NULL) {
+                if (limits->type != COH_JSON_OBJECT) {
                         *bad = "limits";
                         return -EPROTO;
                 }
@@ -1095,23 +1107,21 @@ static int parse_info(json_object *p, struct coherency_info *info, const char **
                         return r;
         }
 
-        if (json_object_object_get_ex(p, "iommus", &iommus) && iommus) {
-                size_t n;
+        iommus = coh_json_member(p, "iommus");
+        if (iommus && iommus->type != COH_JSON_NULL) {
+                size_t k = 0;
 
-                if (!json_object_is_type(iommus, json_type_array)) {
+                if (iommus->type != COH_JSON_ARRAY) {
                         *bad = "iommus";
                         return -EPROTO;
                 }
-                n = json_object_array_length(iommus);
-                if (n > 0) {
-                        info->iommus = calloc(n, sizeof(*info->iommus));
+                if (iommus->n > 0) {
+                        info->iommus = calloc(iommus->n, sizeof(*info->iommus));
                         if (!info->iommus)
                                 return -ENOMEM;
                 }
-                for (size_t k = 0; k < n; k++) {
-                        json_object *o = json_object_array_get_idx(iommus, k);
-
-                        if (!json_object_is_type(o, json_type_object)) {
+                for (const struct coh_json *o = iommus->first; o; o = o->next, k++) {
+                        if (o->type != COH_JSON_OBJECT) {
                                 *bad = "iommus";
                                 return -EPROTO;
                         }
@@ -1134,7 +1144,7 @@ static int get_info_receive(coherency_client *c, bool blocking, coherency_info *
         r = client_check_outstanding(c, KIND_GET_INFO, method_get_info);
         if (r < 0)
                 return r;
-        r = client_receive(c, blocking, &reply, NULL);
+        r = client_receive(c, blocking, &reply, NULL, false);
         if (r < 0)
                 return r;
 
@@ -1143,7 +1153,7 @@ static int get_info_receive(coherency_client *c, bool blocking, coherency_info *
                 coh_reply_done(&reply);
                 return client_error(c, -ENOMEM, "%s: %m", method_get_info);
         }
-        r = parse_info(reply.parameters, info, &bad);
+        r = parse_info(reply.params, info, &bad);
         coh_reply_done(&reply);
         if (r < 0) {
                 coherency_info_free(info);
@@ -1298,7 +1308,7 @@ static int probe_receive(coherency_client *c, bool blocking, coherency_decision 
         r = client_check_outstanding(c, KIND_PROBE, method_probe);
         if (r < 0)
                 return r;
-        r = client_receive(c, blocking, &reply, NULL);
+        r = client_receive(c, blocking, &reply, NULL, false);
         if (r < 0)
                 return r;
 
@@ -1307,7 +1317,7 @@ static int probe_receive(coherency_client *c, bool blocking, coherency_decision 
                 coh_reply_done(&reply);
                 return client_error(c, -ENOMEM, "%s: %m", method_probe);
         }
-        r = parse_decision_common(reply.parameters, COH_DECISION_FORM_PROBE, &d->d, &bad);
+        r = parse_decision_common(reply.params, COH_DECISION_FORM_PROBE, &d->d, &bad);
         coh_reply_done(&reply);
         if (r < 0) {
                 coherency_decision_free(d);
@@ -1416,7 +1426,7 @@ static int request_grant_receive(coherency_client *c, bool blocking, coherency_g
         r = client_check_outstanding(c, KIND_REQUEST_GRANT, method_request_grant);
         if (r < 0)
                 return r;
-        r = client_receive(c, blocking, &reply, &m);
+        r = client_receive(c, blocking, &reply, &m, false);
         if (r < 0)
                 return r;
 
@@ -1429,9 +1439,9 @@ static int request_grant_receive(coherency_client *c, bool blocking, coherency_g
         g->device = c->device;
         c->device = NULL;
 
-        r = parse_decision_common(reply.parameters, COH_DECISION_FORM_GRANT, &g->d, &bad);
+        r = parse_decision_common(reply.params, COH_DECISION_FORM_GRANT, &g->d, &bad);
         if (r >= 0)
-                r = get_int64(reply.parameters, "group", 0, COH_MESSAGE_FDS_MAX - 1, -1, &index, &bad);
+                r = get_int64(reply.params, "group", 0, COH_MESSAGE_FDS_MAX - 1, -1, &index, &bad);
         if (r < 0) {
                 r = parse_error(c, method_request_grant, r, bad);
                 goto finish;
@@ -1551,13 +1561,13 @@ static int release_grant_receive(coherency_client *c, bool blocking, coherency_g
         r = client_check_outstanding(c, KIND_RELEASE_GRANT, method_release_grant);
         if (r < 0)
                 return r;
-        r = client_receive(c, blocking, &reply, NULL);
+        r = client_receive(c, blocking, &reply, NULL, false);
         if (r < 0)
                 return r;
 
-        r = get_string(reply.parameters, "vmWbinvd", false, &vm_wbinvd, &bad);
+        r = get_string(reply.params, "vmWbinvd", false, &vm_wbinvd, &bad);
         if (r >= 0)
-                r = get_string(reply.parameters, "state", false, &state, &bad);
+                r = get_string(reply.params, "state", false, &state, &bad);
         coh_reply_done(&reply);
         if (r < 0) {
                 free(vm_wbinvd);
@@ -1611,11 +1621,11 @@ static int list_grants_receive(coherency_client *c, bool blocking, coherency_gra
         r = client_check_outstanding(c, KIND_LIST_GRANTS, method_list_grants);
         if (r < 0)
                 return r;
-        r = client_receive(c, blocking, &reply, NULL);
+        r = client_receive(c, blocking, &reply, NULL, false);
         if (r < 0)
                 return r;
 
-        r = parse_grant_list(reply.parameters, &l, &bad);
+        r = parse_grant_list(reply.params, &l, &bad);
         coh_reply_done(&reply);
         if (r < 0)
                 return parse_error(c, method_list_grants, r, bad);
@@ -1829,7 +1839,7 @@ _public_ int coherency_watch_process(coherency_watch *w, coherency_watch_event *
                 if (r < 0)
                         return r;
 
-                r = client_receive(c, false, &reply, NULL);
+                r = client_receive(c, false, &reply, NULL, false);
                 if (r == -EAGAIN)
                         return 0;
                 if (c->state == CALL_IDLE && !c->broken)
@@ -1838,9 +1848,9 @@ _public_ int coherency_watch_process(coherency_watch *w, coherency_watch_event *
                 if (r < 0)
                         return r;
 
-                r = get_string(reply.parameters, "event", true, &kind, &bad);
+                r = get_string(reply.params, "event", true, &kind, &bad);
                 if (r >= 0)
-                        r = parse_grant_list(reply.parameters, &w->pending, &bad);
+                        r = parse_grant_list(reply.params, &w->pending, &bad);
                 coh_reply_done(&reply);
                 if (r < 0) {
                         free(kind);
@@ -1956,7 +1966,7 @@ static int call_receive(coherency_client *c, bool blocking, char **ret_json) {
         r = client_check_outstanding(c, KIND_RAW, c->method ?: "call");
         if (r < 0)
                 return r;
-        r = client_receive(c, blocking, &reply, NULL);
+        r = client_receive(c, blocking, &reply, NULL, true);
         if (r < 0)
                 return r;
         continues = reply.continues;

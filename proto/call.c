@@ -185,6 +185,7 @@ fail:
 
 void coh_reply_done(struct coh_reply *r) {
         json_object_put(r->root);
+        free(r->storage);
         *r = (struct coh_reply) {};
 }
 

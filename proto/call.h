@@ -67,15 +67,52 @@ void coh_call_done(struct coh_call *c);
  * UTF-8 checked, at most 32 deep, finite numbers only): what replies are read with. */
 int coh_json_parse_object(const char *json, json_object **ret);
 
+/*
+ * A JSON value read by the same one-pass reader, kept whole: what the client
+ * reads the replies of a grant cycle into (issue 11: json-c's tree was most
+ * of its work). Every value of a text lives in one allocation, strings
+ * decoded and NUL-terminated; read-only once made.
+ */
+enum coh_json_type {
+        COH_JSON_NULL,
+        COH_JSON_BOOL,
+        COH_JSON_INT,    /* an integer within int64_t, without fraction or exponent */
+        COH_JSON_NUMBER, /* any other number (finite) */
+        COH_JSON_STRING,
+        COH_JSON_OBJECT,
+        COH_JSON_ARRAY,
+};
+
+struct coh_json {
+        enum coh_json_type type;
+        uint32_t n;                  /* STRING: its bytes (a \u0000 inside makes strlen() shorter); OBJECT, ARRAY: members, items */
+        const char *key;             /* a member's name (no U+0000 in it); NULL for an item */
+        const struct coh_json *next; /* the container's next member or item, in text order */
+        union {
+                bool boolean;
+                int64_t integer;
+                const char *string;
+                const struct coh_json *first; /* OBJECT, ARRAY: the first member or item */
+        };
+};
+
+/* The member `key` of o, or NULL (also when o is no object). Keys are unique: a text that repeats one is refused. */
+const struct coh_json *coh_json_member(const struct coh_json *o, const char *key);
+
 struct coh_reply {
-        json_object *root;        /* owned */
+        json_object *root;        /* owned; coh_reply_parse() */
         const char *error;        /* NULL for a reply, "iface.Name" for an error */
-        json_object *parameters;  /* always an object */
+        json_object *parameters;  /* coh_reply_parse(): always an object */
+        const struct coh_json *params; /* coh_reply_read(): always an object */
         bool continues;
+        void *storage;            /* owned; coh_reply_read(): everything above points into it */
 };
 
 /* -EBADMSG for anything that is not a valid reply or error. */
 int coh_reply_parse(const char *json, struct coh_reply *r);
+/* The same without json-c (call-parse.c): params instead of parameters, strict as
+ * coh_call_parse() is where json-c was laxer (the list at the head of call-parse.c). */
+int coh_reply_read(const char *json, struct coh_reply *r);
 void coh_reply_done(struct coh_reply *r);
 
 /* Serializers; return a malloc'ed NUL-terminated string, NULL on ENOMEM. Take ownership of parameters (may be NULL). */
