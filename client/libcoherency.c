@@ -367,31 +367,20 @@ static int check_fd(struct coherency_client *c, const char *what, int fd) {
         return 0;
 }
 
-static int json_add(json_object *o, const char *key, json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
 /*
- * Adds descriptor fd (-1 and optional: nothing) as parameter `name`: the index
- * it will have in the message's descriptor array. On failure the error is
- * recorded on c and the caller frees parameters.
+ * Writes descriptor fd (-1 and optional: nothing) as parameter `name` of the
+ * call in w: the index it will have in the message's descriptor array. On
+ * failure the error is recorded on c and the caller drops the call.
  */
-static int add_fd_param(struct coherency_client *c, json_object *parameters, const char *name, int fd,
+static int add_fd_param(struct coherency_client *c, struct coh_json_writer *w, const char *name, int fd,
                         bool optional, int *fds, size_t *n_fds) {
         if (fd == -1 && optional)
                 return 0;
         int r = check_fd(c, name, fd);
         if (r < 0)
                 return r;
-        r = json_add(parameters, name, json_object_new_int((int) *n_fds));
-        if (r < 0)
-                return client_error(c, r, "%s: %m", name);
+        coh_jw_key_plain(w, name);
+        coh_jw_int(w, (int64_t) *n_fds);
         fds[(*n_fds)++] = fd;
         return 0;
 }
@@ -412,15 +401,12 @@ static bool pci_address_is_valid(const char *s) {
         return s[11] <= '7';
 }
 
-static int add_device_param(struct coherency_client *c, json_object *parameters, const char *device) {
-        int r;
-
+static int add_device_param(struct coherency_client *c, struct coh_json_writer *w, const char *device) {
         if (!device || !pci_address_is_valid(device))
                 return client_error(c, -EINVAL, "device: \"%s\" is not a PCI address like 0000:01:00.0",
                                     device ?: "(null)");
-        r = json_add(parameters, "device", json_object_new_string(device));
-        if (r < 0)
-                return client_error(c, r, "device: %m");
+        coh_jw_key_plain(w, "device");
+        coh_jw_string(w, device);
         return 0;
 }
 
@@ -431,24 +417,21 @@ static void set_deadline(struct coherency_client *c) {
                 UINT64_MAX : now + c->timeout;
 }
 
-/* Sends one call. Takes ownership of parameters in every case. */
-static int client_send(struct coherency_client *c, enum call_kind kind, const char *method, json_object *parameters,
-                       const int *fds, size_t n_fds, bool more) {
-        char *json;
+/* Sends one call, written: json is the whole message (NULL: its writing failed for want of memory), taken in every case. */
+static int client_send_text(struct coherency_client *c, enum call_kind kind, const char *method, char *json,
+                            const int *fds, size_t n_fds, bool more) {
         int r;
 
         if (c->broken) {
-                json_object_put(parameters);
+                free(json);
                 return client_error(c, -ENOTCONN, "%s: the connection to coherencyd failed earlier: %s", method,
                                     c->broken_reason);
         }
         if (c->state != CALL_IDLE) {
-                json_object_put(parameters);
+                free(json);
                 return client_error(c, -EALREADY, "%s: another call (%s) is still in progress on this connection",
                                     method, c->method);
         }
-
-        json = coh_call_format(method, parameters, more, false);
         if (!json)
                 return client_error(c, -ENOMEM, "%s: cannot format the call: %m", method);
 
@@ -476,6 +459,18 @@ static int client_send(struct coherency_client *c, enum call_kind kind, const ch
         c->got_reply = false;
         set_deadline(c);
         return 0;
+}
+
+/* Sends one call with parameters as a json-c object (NULL: none), taken in every case. */
+static int client_send(struct coherency_client *c, enum call_kind kind, const char *method, json_object *parameters,
+                       const int *fds, size_t n_fds, bool more) {
+        return client_send_text(c, kind, method, coh_call_format(method, parameters, more, false), fds, n_fds, more);
+}
+
+/* Sends the typed call written in w since coh_call_begin() (the hot ones: no json_object on their way). */
+static int client_send_written(struct coherency_client *c, enum call_kind kind, const char *method,
+                               struct coh_json_writer *w, const int *fds, size_t n_fds) {
+        return client_send_text(c, kind, method, coh_call_end(w, false, false), fds, n_fds, false);
 }
 
 /*
@@ -1271,7 +1266,7 @@ _public_ coherency_decision *coherency_decision_free(coherency_decision *d) {
 }
 
 _public_ int coherency_probe_send(coherency_client *c, const char *device, int iommu_fd, int ioas_coherent) {
-        json_object *parameters;
+        struct coh_json_writer w;
         int fds[1], r;
         size_t n_fds = 0;
 
@@ -1280,23 +1275,20 @@ _public_ int coherency_probe_send(coherency_client *c, const char *device, int i
         if (ioas_coherent < -1 || ioas_coherent > 1)
                 return client_error(c, -EINVAL, "ioas_coherent: must be -1, 0 or 1");
 
-        parameters = json_object_new_object();
-        if (!parameters)
-                return client_error(c, -ENOMEM, "%s: %m", method_probe);
-        r = add_device_param(c, parameters, device);
+        coh_call_begin(&w, method_probe);
+        r = add_device_param(c, &w, device);
         if (r >= 0)
-                r = add_fd_param(c, parameters, "iommu", iommu_fd, true, fds, &n_fds);
-        if (r >= 0 && ioas_coherent >= 0) {
-                r = json_add(parameters, "ioasCoherent", json_object_new_boolean(ioas_coherent));
-                if (r < 0)
-                        r = client_error(c, r, "%s: %m", method_probe);
-        }
+                r = add_fd_param(c, &w, "iommu", iommu_fd, true, fds, &n_fds);
         if (r < 0) {
-                json_object_put(parameters);
+                coh_jw_done(&w);
                 return r;
         }
+        if (ioas_coherent >= 0) {
+                coh_jw_key_plain(&w, "ioasCoherent");
+                coh_jw_bool(&w, ioas_coherent);
+        }
 
-        return client_send(c, KIND_PROBE, method_probe, parameters, fds, n_fds, false);
+        return client_send_written(c, KIND_PROBE, method_probe, &w, fds, n_fds);
 }
 
 static int probe_receive(coherency_client *c, bool blocking, coherency_decision **ret) {
@@ -1379,7 +1371,7 @@ _public_ coherency_grant *coherency_grant_free(coherency_grant *g) {
 }
 
 _public_ int coherency_request_grant_send(coherency_client *c, int vm_fd, const char *device, int iommu_fd) {
-        json_object *parameters;
+        struct coh_json_writer w;
         char *copy;
         int fds[2], r;
         size_t n_fds = 0;
@@ -1387,25 +1379,23 @@ _public_ int coherency_request_grant_send(coherency_client *c, int vm_fd, const 
         if (!c)
                 return -EINVAL;
 
-        parameters = json_object_new_object();
-        if (!parameters)
-                return client_error(c, -ENOMEM, "%s: %m", method_request_grant);
-        r = add_fd_param(c, parameters, "vm", vm_fd, false, fds, &n_fds);
+        coh_call_begin(&w, method_request_grant);
+        r = add_fd_param(c, &w, "vm", vm_fd, false, fds, &n_fds);
         if (r >= 0)
-                r = add_device_param(c, parameters, device);
+                r = add_device_param(c, &w, device);
         if (r >= 0)
-                r = add_fd_param(c, parameters, "iommu", iommu_fd, false, fds, &n_fds);
+                r = add_fd_param(c, &w, "iommu", iommu_fd, false, fds, &n_fds);
         if (r < 0) {
-                json_object_put(parameters);
+                coh_jw_done(&w);
                 return r;
         }
         copy = strdup(device);
         if (!copy) {
-                json_object_put(parameters);
+                coh_jw_done(&w);
                 return client_error(c, -ENOMEM, "%s: %m", method_request_grant);
         }
 
-        r = client_send(c, KIND_REQUEST_GRANT, method_request_grant, parameters, fds, n_fds, false);
+        r = client_send_written(c, KIND_REQUEST_GRANT, method_request_grant, &w, fds, n_fds);
         if (r < 0) {
                 free(copy);
                 return r;
@@ -1532,23 +1522,17 @@ _public_ int coherency_grant_take_group_fd(coherency_grant *g) {
 /* ---- ReleaseGrant ---------------------------------------------------------- */
 
 _public_ int coherency_release_grant_send(coherency_client *c, const char *grant) {
-        json_object *parameters;
-        int r;
+        struct coh_json_writer w;
 
         if (!c)
                 return -EINVAL;
         if (!grant || !grant[0])
                 return client_error(c, -EINVAL, "grant: empty grant id");
 
-        parameters = json_object_new_object();
-        if (!parameters)
-                return client_error(c, -ENOMEM, "%s: %m", method_release_grant);
-        r = json_add(parameters, "grant", json_object_new_string(grant));
-        if (r < 0) {
-                json_object_put(parameters);
-                return client_error(c, r, "%s: %m", method_release_grant);
-        }
-        return client_send(c, KIND_RELEASE_GRANT, method_release_grant, parameters, NULL, 0, false);
+        coh_call_begin(&w, method_release_grant);
+        coh_jw_key_plain(&w, "grant");
+        coh_jw_string(&w, grant);
+        return client_send_written(c, KIND_RELEASE_GRANT, method_release_grant, &w, NULL, 0);
 }
 
 static int release_grant_receive(coherency_client *c, bool blocking, coherency_grant_state *ret_state,

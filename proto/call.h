@@ -117,5 +117,11 @@ void coh_reply_done(struct coh_reply *r);
 
 /* Serializers; return a malloc'ed NUL-terminated string, NULL on ENOMEM. Take ownership of parameters (may be NULL). */
 char *coh_call_format(const char *method, json_object *parameters, bool more, bool oneway);
+/* The same call written straight into w (json-writer.h), without a json_object: coh_call_begin()
+ * writes up to the parameters' '{', the caller their members, coh_call_end() the rest and takes
+ * the text from w (NULL on ENOMEM). */
+struct coh_json_writer;
+void coh_call_begin(struct coh_json_writer *w, const char *method);
+char *coh_call_end(struct coh_json_writer *w, bool more, bool oneway);
 char *coh_reply_format(json_object *parameters, bool continues);
 char *coh_error_format(const char *error, json_object *parameters);

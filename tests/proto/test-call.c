@@ -15,6 +15,7 @@
 
 #include "call.h"
 #include "json-util.h"
+#include "json-writer.h"
 #include "params.h"
 
 static json_object *parse_json(const char *s) {
@@ -661,9 +662,10 @@ static void test_reply_read(void **state) {
 }
 
 static void test_format(void **state) {
+        struct coh_json_writer w;
         struct coh_reply r;
         struct coh_call c;
-        char *s;
+        char *s, *t;
 
         s = coh_call_format("io.coherencyd.Broker.Probe", parse_json("{\"device\":0,\"path\":\"/dev/vfio/1\"}"),
                             false, false);
@@ -689,6 +691,26 @@ static void test_format(void **state) {
 
         s = coh_call_format("a.B", NULL, false, true);
         assert_string_equal(s, "{\"method\":\"a.B\",\"parameters\":{},\"oneway\":true}");
+        free(s);
+
+        /* Written without a json_object (the client's hot calls): the same text. */
+        coh_call_begin(&w, "io.coherencyd.Broker.ReleaseGrant");
+        coh_jw_key(&w, "grant");
+        coh_jw_string(&w, "g\"1/\n");
+        coh_jw_key(&w, "vm");
+        coh_jw_int(&w, 0);
+        s = coh_call_end(&w, false, false);
+        assert_string_equal(s, "{\"method\":\"io.coherencyd.Broker.ReleaseGrant\","
+                               "\"parameters\":{\"grant\":\"g\\\"1/\\n\",\"vm\":0}}");
+        t = coh_call_format("io.coherencyd.Broker.ReleaseGrant", parse_json("{\"grant\":\"g\\\"1/\\n\",\"vm\":0}"),
+                            false, false);
+        assert_string_equal(s, t);
+        free(t);
+        free(s);
+        assert_null(w.buf);
+        coh_call_begin(&w, "a.B");
+        s = coh_call_end(&w, true, true);
+        assert_string_equal(s, "{\"method\":\"a.B\",\"parameters\":{},\"more\":true,\"oneway\":true}");
         free(s);
 
         s = coh_reply_format(NULL, false);
