@@ -45,6 +45,7 @@ struct reader {
         struct coh_json *nodes_end;
         struct coh_json *parent;       /* the container being filled */
         struct coh_json *last;         /* its last member or item so far */
+        uint64_t keys;                 /* its members' keys so far, a bit each by key_bit() */
 };
 
 typedef int (*member_fn)(struct reader *r, unsigned depth, const char *key, size_t key_len);
@@ -510,31 +511,47 @@ static struct coh_json *append_node(struct reader *r) {
         return n;
 }
 
+/* A key's bit in a container's set of keys: equal keys share it, so most keys
+ * new to an object are known to be new without comparing them. */
+static uint64_t key_bit(const char *key, size_t key_len) {
+        unsigned h = (unsigned) key_len * 7;
+
+        if (key_len > 0)
+                h += (unsigned char) key[0] * 3 + (unsigned char) key[key_len - 1];
+        return UINT64_C(1) << (h & 63);
+}
+
 static int node_member(struct reader *r, unsigned depth, const char *key, size_t key_len) {
+        uint64_t bit = key_bit(key, key_len);
         struct coh_json *n;
 
         /* As in calls: a key that is no C string cannot be looked up, and a second
          * value for one is refused (json-c let the last win). */
         if (strlen(key) != key_len)
                 return -EBADMSG;
-        for (const struct coh_json *m = r->parent->first; m; m = m->next)
-                if (strcmp(m->key, key) == 0)
-                        return -EBADMSG;
+        if (r->keys & bit)
+                for (const struct coh_json *m = r->parent->first; m; m = m->next)
+                        if (m->key_len == key_len && memcmp(m->key, key, key_len) == 0)
+                                return -EBADMSG;
+        r->keys |= bit;
 
         n = append_node(r);
         if (!n)
                 return -EBADMSG;
         n->key = key;
+        n->key_len = (uint32_t) key_len;
         return read_node(r, depth + 1, n);
 }
 
 /* Fills the container v from the '{' or '[' at r->p. */
 static int read_container(struct reader *r, unsigned depth, struct coh_json *v) {
         struct coh_json *parent = r->parent, *last = r->last;
+        uint64_t keys = r->keys;
         int k;
 
         r->parent = v;
         r->last = NULL;
+        r->keys = 0;
         if (*r->p == '{') {
                 v->type = COH_JSON_OBJECT;
                 k = read_object(r, depth, node_member);
@@ -550,6 +567,7 @@ static int read_container(struct reader *r, unsigned depth, struct coh_json *v) 
         }
         r->parent = parent;
         r->last = last;
+        r->keys = keys;
         return k < 0 ? k : 0;
 }
 
@@ -601,13 +619,25 @@ static int read_node(struct reader *r, unsigned depth, struct coh_json *v) {
         }
 }
 
-const struct coh_json *coh_json_member(const struct coh_json *o, const char *key) {
+const struct coh_json *coh_json_member_from(const struct coh_json *o, const struct coh_json *from, const char *key) {
+        const struct coh_json *m;
+        size_t len;
+
         if (!o || o->type != COH_JSON_OBJECT)
                 return NULL;
-        for (const struct coh_json *m = o->first; m; m = m->next)
-                if (strcmp(m->key, key) == 0)
+        /* Lengths first: most keys differ in it, and comparing them costs no call. */
+        len = strlen(key);
+        m = from ?: o->first;
+        for (size_t i = 0; i < o->n; i++) {
+                if (m->key_len == len && memcmp(m->key, key, len) == 0)
                         return m;
+                m = m->next ?: o->first;
+        }
         return NULL;
+}
+
+const struct coh_json *coh_json_member(const struct coh_json *o, const char *key) {
+        return coh_json_member_from(o, NULL, key);
 }
 
 int coh_reply_read(const char *json, struct coh_reply *ret) {

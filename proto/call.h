@@ -86,6 +86,7 @@ enum coh_json_type {
 struct coh_json {
         enum coh_json_type type;
         uint32_t n;                  /* STRING: its bytes (a \u0000 inside makes strlen() shorter); OBJECT, ARRAY: members, items */
+        uint32_t key_len;            /* strlen(key) */
         const char *key;             /* a member's name (no U+0000 in it); NULL for an item */
         const struct coh_json *next; /* the container's next member or item, in text order */
         union {
@@ -98,6 +99,9 @@ struct coh_json {
 
 /* The member `key` of o, or NULL (also when o is no object). Keys are unique: a text that repeats one is refused. */
 const struct coh_json *coh_json_member(const struct coh_json *o, const char *key);
+/* The same, looking from the member from (NULL: the first) round to the one before it: reading
+ * members in the order they were sent, each is found at once. from must be a member of o. */
+const struct coh_json *coh_json_member_from(const struct coh_json *o, const struct coh_json *from, const char *key);
 
 struct coh_reply {
         json_object *root;        /* owned; coh_reply_parse() */

@@ -108,11 +108,15 @@ static int field_from_node(const struct coh_field *f, const struct coh_json *v, 
         return 0;
 }
 
-/* The member key of o into *ret (its scalar part: no field is a container); false when absent or null. */
-typedef bool (*member_fn)(const void *o, const char *key, struct coh_json *ret);
+/* The member key of o into *ret (its scalar part: no field is a container); false when absent or null.
+ * *cursor is the member's own, for the next look-up to start after it (the daemon writes a record's
+ * members in its table's order). */
+typedef bool (*member_fn)(const void *o, const void **cursor, const char *key, struct coh_json *ret);
 
-static bool json_member(const void *o, const char *key, struct coh_json *ret) {
+static bool json_member(const void *o, const void **cursor, const char *key, struct coh_json *ret) {
         json_object *v;
+
+        (void) cursor; /* json-c looks keys up by hash */
 
         if (!json_object_object_get_ex((json_object *) o, key, &v) || !v)
                 return false;
@@ -135,10 +139,13 @@ static bool json_member(const void *o, const char *key, struct coh_json *ret) {
         return true;
 }
 
-static bool node_member(const void *o, const char *key, struct coh_json *ret) {
-        const struct coh_json *v = coh_json_member(o, key);
+static bool node_member(const void *o, const void **cursor, const char *key, struct coh_json *ret) {
+        const struct coh_json *v = coh_json_member_from(o, *cursor, key);
 
-        if (!v || v->type == COH_JSON_NULL)
+        if (!v)
+                return false;
+        *cursor = v->next;
+        if (v->type == COH_JSON_NULL)
                 return false;
         *ret = *v;
         return true;
@@ -146,11 +153,13 @@ static bool node_member(const void *o, const char *key, struct coh_json *ret) {
 
 static int record_fill(const struct coh_field *table, const void *o, member_fn member, unsigned which, void *rec,
                        const char **ret_bad) {
+        const void *cursor = NULL;
+
         for (const struct coh_field *f = table; f->json; f++) {
                 struct coh_json v;
                 if (!(f->flags & which & COH_FIELD_FORMS))
                         continue;
-                if (!member(o, f->json, &v)) {
+                if (!member(o, &cursor, f->json, &v)) {
                         if (f->flags & COH_FIELD_OPTIONAL)
                                 continue;
                         *ret_bad = f->json;

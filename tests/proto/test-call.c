@@ -635,6 +635,12 @@ static void test_reply_read(void **state) {
         assert_true(coh_json_member(p, "t")->boolean);
         assert_int_equal(coh_json_member(p, "z")->type, COH_JSON_NULL);
         assert_null(coh_json_member(p, "absent"));
+        /* From a member on, round to the one before it. */
+        v = coh_json_member(p, "t");
+        assert_ptr_equal(coh_json_member_from(p, v, "z"), v->next);
+        assert_ptr_equal(coh_json_member_from(p, v, "s"), p->first);
+        assert_ptr_equal(coh_json_member_from(p, v, "f"), coh_json_member(p, "f"));
+        assert_null(coh_json_member_from(p, v, "absent"));
         assert_null(coh_json_member(coh_json_member(p, "i"), "i"));
         d = coh_json_member(coh_json_member(p, "facts"), "devices");
         assert_int_equal(d->type, COH_JSON_ARRAY);
