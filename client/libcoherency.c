@@ -367,31 +367,20 @@ static int check_fd(struct coherency_client *c, const char *what, int fd) {
         return 0;
 }
 
-static int json_add(json_object *o, const char *key, json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
 /*
- * Adds descriptor fd (-1 and optional: nothing) as parameter `name`: the index
- * it will have in the message's descriptor array. On failure the error is
- * recorded on c and the caller frees parameters.
+ * Writes descriptor fd (-1 and optional: nothing) as parameter `name` of the
+ * call in w: the index it will have in the message's descriptor array. On
+ * failure the error is recorded on c and the caller drops the call.
  */
-static int add_fd_param(struct coherency_client *c, json_object *parameters, const char *name, int fd,
+static int add_fd_param(struct coherency_client *c, struct coh_json_writer *w, const char *name, int fd,
                         bool optional, int *fds, size_t *n_fds) {
         if (fd == -1 && optional)
                 return 0;
         int r = check_fd(c, name, fd);
         if (r < 0)
                 return r;
-        r = json_add(parameters, name, json_object_new_int((int) *n_fds));
-        if (r < 0)
-                return client_error(c, r, "%s: %m", name);
+        coh_jw_key_plain(w, name);
+        coh_jw_int(w, (int64_t) *n_fds);
         fds[(*n_fds)++] = fd;
         return 0;
 }
@@ -412,15 +401,12 @@ static bool pci_address_is_valid(const char *s) {
         return s[11] <= '7';
 }
 
-static int add_device_param(struct coherency_client *c, json_object *parameters, const char *device) {
-        int r;
-
+static int add_device_param(struct coherency_client *c, struct coh_json_writer *w, const char *device) {
         if (!device || !pci_address_is_valid(device))
                 return client_error(c, -EINVAL, "device: \"%s\" is not a PCI address like 0000:01:00.0",
                                     device ?: "(null)");
-        r = json_add(parameters, "device", json_object_new_string(device));
-        if (r < 0)
-                return client_error(c, r, "device: %m");
+        coh_jw_key_plain(w, "device");
+        coh_jw_string(w, device);
         return 0;
 }
 
@@ -431,24 +417,21 @@ static void set_deadline(struct coherency_client *c) {
                 UINT64_MAX : now + c->timeout;
 }
 
-/* Sends one call. Takes ownership of parameters in every case. */
-static int client_send(struct coherency_client *c, enum call_kind kind, const char *method, json_object *parameters,
-                       const int *fds, size_t n_fds, bool more) {
-        char *json;
+/* Sends one call, written: json is the whole message (NULL: its writing failed for want of memory), taken in every case. */
+static int client_send_text(struct coherency_client *c, enum call_kind kind, const char *method, char *json,
+                            const int *fds, size_t n_fds, bool more) {
         int r;
 
         if (c->broken) {
-                json_object_put(parameters);
+                free(json);
                 return client_error(c, -ENOTCONN, "%s: the connection to coherencyd failed earlier: %s", method,
                                     c->broken_reason);
         }
         if (c->state != CALL_IDLE) {
-                json_object_put(parameters);
+                free(json);
                 return client_error(c, -EALREADY, "%s: another call (%s) is still in progress on this connection",
                                     method, c->method);
         }
-
-        json = coh_call_format(method, parameters, more, false);
         if (!json)
                 return client_error(c, -ENOMEM, "%s: cannot format the call: %m", method);
 
@@ -478,13 +461,27 @@ static int client_send(struct coherency_client *c, enum call_kind kind, const ch
         return 0;
 }
 
+/* Sends one call with parameters as a json-c object (NULL: none), taken in every case. */
+static int client_send(struct coherency_client *c, enum call_kind kind, const char *method, json_object *parameters,
+                       const int *fds, size_t n_fds, bool more) {
+        return client_send_text(c, kind, method, coh_call_format(method, parameters, more, false), fds, n_fds, more);
+}
+
+/* Sends the typed call written in w since coh_call_begin() (the hot ones: no json_object on their way). */
+static int client_send_written(struct coherency_client *c, enum call_kind kind, const char *method,
+                               struct coh_json_writer *w, const int *fds, size_t n_fds) {
+        return client_send_text(c, kind, method, coh_call_end(w, false, false), fds, n_fds, false);
+}
+
 /*
  * The message is a reply to the outstanding call: parse it into *ret. With
  * ret_message, the message (and its descriptors) goes to the caller, who
  * must coh_message_done() it; otherwise descriptors are a protocol error.
+ * With tree, *ret is json-c's (coh_reply_parse(): parameters), otherwise
+ * read without it (coh_reply_read(): params), which the typed calls use.
  */
 static int client_handle_message(struct coherency_client *c, struct coh_message *m, struct coh_reply *ret,
-                                 struct coh_message *ret_message) {
+                                 struct coh_message *ret_message, bool tree) {
         struct coh_reply reply;
         int r;
 
@@ -494,7 +491,13 @@ static int client_handle_message(struct coherency_client *c, struct coh_message 
                                     c->method);
         }
 
-        r = coh_reply_parse(m->json, &reply);
+        r = tree ? coh_reply_parse(m->json, &reply) : coh_reply_read(m->json, &reply);
+        if (r >= 0 && reply.error && !tree) {
+                /* Errors are rare and described from their parameters by json-c, whatever
+                 * the call: read again so. json-c takes whatever coh_reply_read() takes. */
+                coh_reply_done(&reply);
+                r = coh_reply_parse(m->json, &reply);
+        }
         if (r < 0) {
                 coh_message_done(m);
                 if (r == -ENOMEM)
@@ -565,7 +568,7 @@ static int client_wait(struct coherency_client *c) {
  * !blocking and it is not all in yet, or the call's error.
  */
 static int client_receive(struct coherency_client *c, bool blocking, struct coh_reply *ret,
-                          struct coh_message *ret_message) {
+                          struct coh_message *ret_message, bool tree) {
         for (;;) {
                 struct coh_message m;
                 ssize_t n;
@@ -577,7 +580,7 @@ static int client_receive(struct coherency_client *c, bool blocking, struct coh_
                 if (r < 0)
                         return client_break(c, -EPROTO, "coherencyd sent an empty message");
                 if (r > 0)
-                        return client_handle_message(c, &m, ret, ret_message);
+                        return client_handle_message(c, &m, ret, ret_message, tree);
 
                 n = coh_frame_recv(&c->frame, c->fd);
                 if (n > 0 || n == -EINTR)
@@ -623,12 +626,12 @@ static int reply_field_error(struct coherency_client *c, const char *method, con
 /* ---- parsing replies ------------------------------------------------------ */
 
 /* A string field as a malloc'ed copy: absent or null leaves NULL unless required. */
-static int get_string(json_object *o, const char *key, bool required, char **ret, const char **bad) {
+static int get_string(const struct coh_json *o, const char *key, bool required, char **ret, const char **bad) {
         const char *s;
         char *copy;
         int r;
 
-        r = coh_json_get_string(o, key, &s);
+        r = coh_node_get_string(o, key, &s);
         if (r == -ENOENT && !required) {
                 *ret = NULL;
                 return 0;
@@ -644,10 +647,10 @@ static int get_string(json_object *o, const char *key, bool required, char **ret
         return 0;
 }
 
-static int get_bool(json_object *o, const char *key, bool *ret, const char **bad) {
+static int get_bool(const struct coh_json *o, const char *key, bool *ret, const char **bad) {
         int r;
 
-        r = coh_json_get_bool(o, key, ret);
+        r = coh_node_get_bool(o, key, ret);
         if (r == -ENOENT) {
                 *ret = false;
                 return 0;
@@ -659,11 +662,11 @@ static int get_bool(json_object *o, const char *key, bool *ret, const char **bad
         return 0;
 }
 
-static int get_int64(json_object *o, const char *key, int64_t min, int64_t max, int64_t def, int64_t *ret,
+static int get_int64(const struct coh_json *o, const char *key, int64_t min, int64_t max, int64_t def, int64_t *ret,
                      const char **bad) {
         int r;
 
-        r = coh_json_get_int64(o, key, min, max, ret);
+        r = coh_node_get_int64(o, key, min, max, ret);
         if (r == -ENOENT) {
                 *ret = def;
                 return 0;
@@ -685,31 +688,31 @@ static void facts_done(struct coherency_facts *f) {
         *f = (struct coherency_facts) {};
 }
 
-static int parse_facts(json_object *o, struct coherency_facts *f, const char **bad) {
-        json_object *devices, *file;
-        size_t n;
+static int parse_facts(const struct coh_json *o, struct coherency_facts *f, const char **bad) {
+        const struct coh_json *devices, *file;
+        size_t i = 0;
 
-        if (coh_record_from_json(coh_device_record_fields, o, COH_DEVICE_FORM_BRIEF, &f->device.rec, bad) < 0)
+        if (coh_record_from_node(coh_device_record_fields, o, COH_DEVICE_FORM_BRIEF, &f->device.rec, bad) < 0)
                 return -EPROTO;
-        if (json_object_object_get_ex(o, "file", &file) && json_object_is_type(file, json_type_string))
-                strcpy_truncate(f->file, sizeof f->file, json_object_get_string(file));
+        file = coh_json_member(o, "file");
+        if (file && file->type == COH_JSON_STRING)
+                strcpy_truncate(f->file, sizeof f->file, file->string);
 
-        if (!json_object_object_get_ex(o, "devices", &devices) || !devices)
+        devices = coh_json_member(o, "devices");
+        if (!devices || devices->type == COH_JSON_NULL)
                 return 0;
-        if (!json_object_is_type(devices, json_type_array)) {
+        if (devices->type != COH_JSON_ARRAY) {
                 *bad = "facts.devices";
                 return -EPROTO;
         }
-        n = json_object_array_length(devices);
-        if (n == 0)
+        if (devices->n == 0)
                 return 0;
-        f->devices = calloc(n, sizeof(struct coherency_device));
+        f->devices = calloc(devices->n, sizeof(struct coherency_device));
         if (!f->devices)
                 return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
+        for (const struct coh_json *v = devices->first; v; v = v->next, i++) {
                 struct coherency_device *d = f->devices + i;
-                if (coh_record_from_json(coh_device_record_fields, json_object_array_get_idx(devices, i),
-                                         COH_DEVICE_FORM_FULL, &d->rec, bad) < 0)
+                if (coh_record_from_node(coh_device_record_fields, v, COH_DEVICE_FORM_FULL, &d->rec, bad) < 0)
                         return -EPROTO;
                 f->n_devices = i + 1;
                 /* Facts names the deciding device but not the policy values and
@@ -740,16 +743,17 @@ static void decision_common_done(struct decision_common *d) {
 }
 
 /* form: COH_DECISION_FORM_PROBE (Probe, Explain) or _GRANT (RequestGrant). */
-static int parse_decision_common(json_object *p, unsigned form, struct decision_common *d, const char **bad) {
-        json_object *facts;
+static int parse_decision_common(const struct coh_json *p, unsigned form, struct decision_common *d, const char **bad) {
+        const struct coh_json *facts;
 
         d->rec.kvm_attach = COHERENCY_KVM_ATTACH_NONE;
-        if (coh_record_from_json(coh_decision_record_fields, p, form, &d->rec, bad) < 0)
+        if (coh_record_from_node(coh_decision_record_fields, p, form, &d->rec, bad) < 0)
                 return -EPROTO;
         /* A refusal hands nothing over, whatever else the reply says. */
         if (d->rec.decision == COH_DECISION_REFUSED)
                 d->rec.kvm_attach = COHERENCY_KVM_ATTACH_NONE;
-        if (json_object_object_get_ex(p, "facts", &facts) && facts)
+        facts = coh_json_member(p, "facts");
+        if (facts && facts->type != COH_JSON_NULL)
                 return parse_facts(facts, &d->facts, bad);
         return 0;
 }
@@ -766,8 +770,8 @@ static void grant_info_done(struct coherency_grant_info *g) {
 }
 
 /* One entry of a grant list, parsed with the daemon's own field table. */
-static int parse_grant_info(json_object *o, struct coherency_grant_info *ret, const char **bad) {
-        if (coh_record_from_json(coh_grant_record_fields, o, COH_GRANT_FORM_VMM, &ret->rec, bad) < 0)
+static int parse_grant_info(const struct coh_json *o, struct coherency_grant_info *ret, const char **bad) {
+        if (coh_record_from_node(coh_grant_record_fields, o, COH_GRANT_FORM_VMM, &ret->rec, bad) < 0)
                 return -EPROTO;
         return 0;
 }
@@ -795,17 +799,18 @@ _public_ coherency_grant_list *coherency_grant_list_free(coherency_grant_list *l
         return NULL;
 }
 
-static int parse_grant_list(json_object *p, struct coherency_grant_list **ret, const char **bad) {
+static int parse_grant_list(const struct coh_json *p, struct coherency_grant_list **ret, const char **bad) {
         struct coherency_grant_list *l;
-        json_object *array;
+        const struct coh_json *array, *v;
         size_t n;
         int r;
 
-        if (!json_object_object_get_ex(p, "grants", &array) || !json_object_is_type(array, json_type_array)) {
+        array = coh_json_member(p, "grants");
+        if (!array || array->type != COH_JSON_ARRAY) {
                 *bad = "grants";
                 return -EPROTO;
         }
-        n = json_object_array_length(array);
+        n = array->n;
         if (n > INT_MAX) {
                 *bad = "grants";
                 return -EPROTO;
@@ -822,8 +827,9 @@ static int parse_grant_list(json_object *p, struct coherency_grant_list **ret, c
                         return -ENOMEM;
                 }
         }
-        for (size_t i = 0; i < n; i++) {
-                r = parse_grant_info(json_object_array_get_idx(array, i), l->items + i, bad);
+        v = array->first;
+        for (size_t i = 0; i < n; i++, v = v->next) {
+                r = parse_grant_info(v, l->items + i, bad);
                 if (r < 0) {
                         coherency_grant_list_free(l);
                         return r;
@@ -1069,8 +1075,8 @@ _public_ int coherency_get_info_send(coherency_client *c) {
         return client_send(c, KIND_GET_INFO, method_get_info, NULL, NULL, 0, false);
 }
 
-static int parse_info(json_object *p, struct coherency_info *info, const char **bad) {
-        json_object *limits, *iommus;
+static int parse_info(const struct coh_json *p, struct coherency_info *info, const char **bad) {
+        const struct coh_json *limits, *iommus;
         int r;
 
         if ((r = get_string(p, "version", true, &info->version, bad)) < 0 ||
@@ -1082,8 +1088,9 @@ static int parse_info(json_object *p, struct coherency_info *info, const char **
                 return r;
 
         info->max_grants_per_connection = info->max_connections_per_user = info->max_connections = -1;
-        if (json_object_object_get_ex(p, "limits", &limits) && limits) {
-                if (!json_object_is_type(limits, json_type_object)) {
+        limits = coh_json_member(p, "limits");
+        if (limits && limits->type != COH_JSON_NULL) {
+                if (limits->type != COH_JSON_OBJECT) {
                         *bad = "limits";
                         return -EPROTO;
                 }
@@ -1095,23 +1102,21 @@ static int parse_info(json_object *p, struct coherency_info *info, const char **
                         return r;
         }
 
-        if (json_object_object_get_ex(p, "iommus", &iommus) && iommus) {
-                size_t n;
+        iommus = coh_json_member(p, "iommus");
+        if (iommus && iommus->type != COH_JSON_NULL) {
+                size_t k = 0;
 
-                if (!json_object_is_type(iommus, json_type_array)) {
+                if (iommus->type != COH_JSON_ARRAY) {
                         *bad = "iommus";
                         return -EPROTO;
                 }
-                n = json_object_array_length(iommus);
-                if (n > 0) {
-                        info->iommus = calloc(n, sizeof(*info->iommus));
+                if (iommus->n > 0) {
+                        info->iommus = calloc(iommus->n, sizeof(*info->iommus));
                         if (!info->iommus)
                                 return -ENOMEM;
                 }
-                for (size_t k = 0; k < n; k++) {
-                        json_object *o = json_object_array_get_idx(iommus, k);
-
-                        if (!json_object_is_type(o, json_type_object)) {
+                for (const struct coh_json *o = iommus->first; o; o = o->next, k++) {
+                        if (o->type != COH_JSON_OBJECT) {
                                 *bad = "iommus";
                                 return -EPROTO;
                         }
@@ -1134,7 +1139,7 @@ static int get_info_receive(coherency_client *c, bool blocking, coherency_info *
         r = client_check_outstanding(c, KIND_GET_INFO, method_get_info);
         if (r < 0)
                 return r;
-        r = client_receive(c, blocking, &reply, NULL);
+        r = client_receive(c, blocking, &reply, NULL, false);
         if (r < 0)
                 return r;
 
@@ -1143,7 +1148,7 @@ static int get_info_receive(coherency_client *c, bool blocking, coherency_info *
                 coh_reply_done(&reply);
                 return client_error(c, -ENOMEM, "%s: %m", method_get_info);
         }
-        r = parse_info(reply.parameters, info, &bad);
+        r = parse_info(reply.params, info, &bad);
         coh_reply_done(&reply);
         if (r < 0) {
                 coherency_info_free(info);
@@ -1261,7 +1266,7 @@ _public_ coherency_decision *coherency_decision_free(coherency_decision *d) {
 }
 
 _public_ int coherency_probe_send(coherency_client *c, const char *device, int iommu_fd, int ioas_coherent) {
-        json_object *parameters;
+        struct coh_json_writer w;
         int fds[1], r;
         size_t n_fds = 0;
 
@@ -1270,23 +1275,20 @@ _public_ int coherency_probe_send(coherency_client *c, const char *device, int i
         if (ioas_coherent < -1 || ioas_coherent > 1)
                 return client_error(c, -EINVAL, "ioas_coherent: must be -1, 0 or 1");
 
-        parameters = json_object_new_object();
-        if (!parameters)
-                return client_error(c, -ENOMEM, "%s: %m", method_probe);
-        r = add_device_param(c, parameters, device);
+        coh_call_begin(&w, method_probe);
+        r = add_device_param(c, &w, device);
         if (r >= 0)
-                r = add_fd_param(c, parameters, "iommu", iommu_fd, true, fds, &n_fds);
-        if (r >= 0 && ioas_coherent >= 0) {
-                r = json_add(parameters, "ioasCoherent", json_object_new_boolean(ioas_coherent));
-                if (r < 0)
-                        r = client_error(c, r, "%s: %m", method_probe);
-        }
+                r = add_fd_param(c, &w, "iommu", iommu_fd, true, fds, &n_fds);
         if (r < 0) {
-                json_object_put(parameters);
+                coh_jw_done(&w);
                 return r;
         }
+        if (ioas_coherent >= 0) {
+                coh_jw_key_plain(&w, "ioasCoherent");
+                coh_jw_bool(&w, ioas_coherent);
+        }
 
-        return client_send(c, KIND_PROBE, method_probe, parameters, fds, n_fds, false);
+        return client_send_written(c, KIND_PROBE, method_probe, &w, fds, n_fds);
 }
 
 static int probe_receive(coherency_client *c, bool blocking, coherency_decision **ret) {
@@ -1298,7 +1300,7 @@ static int probe_receive(coherency_client *c, bool blocking, coherency_decision 
         r = client_check_outstanding(c, KIND_PROBE, method_probe);
         if (r < 0)
                 return r;
-        r = client_receive(c, blocking, &reply, NULL);
+        r = client_receive(c, blocking, &reply, NULL, false);
         if (r < 0)
                 return r;
 
@@ -1307,7 +1309,7 @@ static int probe_receive(coherency_client *c, bool blocking, coherency_decision 
                 coh_reply_done(&reply);
                 return client_error(c, -ENOMEM, "%s: %m", method_probe);
         }
-        r = parse_decision_common(reply.parameters, COH_DECISION_FORM_PROBE, &d->d, &bad);
+        r = parse_decision_common(reply.params, COH_DECISION_FORM_PROBE, &d->d, &bad);
         coh_reply_done(&reply);
         if (r < 0) {
                 coherency_decision_free(d);
@@ -1369,7 +1371,7 @@ _public_ coherency_grant *coherency_grant_free(coherency_grant *g) {
 }
 
 _public_ int coherency_request_grant_send(coherency_client *c, int vm_fd, const char *device, int iommu_fd) {
-        json_object *parameters;
+        struct coh_json_writer w;
         char *copy;
         int fds[2], r;
         size_t n_fds = 0;
@@ -1377,25 +1379,23 @@ _public_ int coherency_request_grant_send(coherency_client *c, int vm_fd, const 
         if (!c)
                 return -EINVAL;
 
-        parameters = json_object_new_object();
-        if (!parameters)
-                return client_error(c, -ENOMEM, "%s: %m", method_request_grant);
-        r = add_fd_param(c, parameters, "vm", vm_fd, false, fds, &n_fds);
+        coh_call_begin(&w, method_request_grant);
+        r = add_fd_param(c, &w, "vm", vm_fd, false, fds, &n_fds);
         if (r >= 0)
-                r = add_device_param(c, parameters, device);
+                r = add_device_param(c, &w, device);
         if (r >= 0)
-                r = add_fd_param(c, parameters, "iommu", iommu_fd, false, fds, &n_fds);
+                r = add_fd_param(c, &w, "iommu", iommu_fd, false, fds, &n_fds);
         if (r < 0) {
-                json_object_put(parameters);
+                coh_jw_done(&w);
                 return r;
         }
         copy = strdup(device);
         if (!copy) {
-                json_object_put(parameters);
+                coh_jw_done(&w);
                 return client_error(c, -ENOMEM, "%s: %m", method_request_grant);
         }
 
-        r = client_send(c, KIND_REQUEST_GRANT, method_request_grant, parameters, fds, n_fds, false);
+        r = client_send_written(c, KIND_REQUEST_GRANT, method_request_grant, &w, fds, n_fds);
         if (r < 0) {
                 free(copy);
                 return r;
@@ -1416,7 +1416,7 @@ static int request_grant_receive(coherency_client *c, bool blocking, coherency_g
         r = client_check_outstanding(c, KIND_REQUEST_GRANT, method_request_grant);
         if (r < 0)
                 return r;
-        r = client_receive(c, blocking, &reply, &m);
+        r = client_receive(c, blocking, &reply, &m, false);
         if (r < 0)
                 return r;
 
@@ -1429,9 +1429,9 @@ static int request_grant_receive(coherency_client *c, bool blocking, coherency_g
         g->device = c->device;
         c->device = NULL;
 
-        r = parse_decision_common(reply.parameters, COH_DECISION_FORM_GRANT, &g->d, &bad);
+        r = parse_decision_common(reply.params, COH_DECISION_FORM_GRANT, &g->d, &bad);
         if (r >= 0)
-                r = get_int64(reply.parameters, "group", 0, COH_MESSAGE_FDS_MAX - 1, -1, &index, &bad);
+                r = get_int64(reply.params, "group", 0, COH_MESSAGE_FDS_MAX - 1, -1, &index, &bad);
         if (r < 0) {
                 r = parse_error(c, method_request_grant, r, bad);
                 goto finish;
@@ -1522,23 +1522,17 @@ _public_ int coherency_grant_take_group_fd(coherency_grant *g) {
 /* ---- ReleaseGrant ---------------------------------------------------------- */
 
 _public_ int coherency_release_grant_send(coherency_client *c, const char *grant) {
-        json_object *parameters;
-        int r;
+        struct coh_json_writer w;
 
         if (!c)
                 return -EINVAL;
         if (!grant || !grant[0])
                 return client_error(c, -EINVAL, "grant: empty grant id");
 
-        parameters = json_object_new_object();
-        if (!parameters)
-                return client_error(c, -ENOMEM, "%s: %m", method_release_grant);
-        r = json_add(parameters, "grant", json_object_new_string(grant));
-        if (r < 0) {
-                json_object_put(parameters);
-                return client_error(c, r, "%s: %m", method_release_grant);
-        }
-        return client_send(c, KIND_RELEASE_GRANT, method_release_grant, parameters, NULL, 0, false);
+        coh_call_begin(&w, method_release_grant);
+        coh_jw_key_plain(&w, "grant");
+        coh_jw_string(&w, grant);
+        return client_send_written(c, KIND_RELEASE_GRANT, method_release_grant, &w, NULL, 0);
 }
 
 static int release_grant_receive(coherency_client *c, bool blocking, coherency_grant_state *ret_state,
@@ -1551,13 +1545,13 @@ static int release_grant_receive(coherency_client *c, bool blocking, coherency_g
         r = client_check_outstanding(c, KIND_RELEASE_GRANT, method_release_grant);
         if (r < 0)
                 return r;
-        r = client_receive(c, blocking, &reply, NULL);
+        r = client_receive(c, blocking, &reply, NULL, false);
         if (r < 0)
                 return r;
 
-        r = get_string(reply.parameters, "vmWbinvd", false, &vm_wbinvd, &bad);
+        r = get_string(reply.params, "vmWbinvd", false, &vm_wbinvd, &bad);
         if (r >= 0)
-                r = get_string(reply.parameters, "state", false, &state, &bad);
+                r = get_string(reply.params, "state", false, &state, &bad);
         coh_reply_done(&reply);
         if (r < 0) {
                 free(vm_wbinvd);
@@ -1611,11 +1605,11 @@ static int list_grants_receive(coherency_client *c, bool blocking, coherency_gra
         r = client_check_outstanding(c, KIND_LIST_GRANTS, method_list_grants);
         if (r < 0)
                 return r;
-        r = client_receive(c, blocking, &reply, NULL);
+        r = client_receive(c, blocking, &reply, NULL, false);
         if (r < 0)
                 return r;
 
-        r = parse_grant_list(reply.parameters, &l, &bad);
+        r = parse_grant_list(reply.params, &l, &bad);
         coh_reply_done(&reply);
         if (r < 0)
                 return parse_error(c, method_list_grants, r, bad);
@@ -1829,7 +1823,7 @@ _public_ int coherency_watch_process(coherency_watch *w, coherency_watch_event *
                 if (r < 0)
                         return r;
 
-                r = client_receive(c, false, &reply, NULL);
+                r = client_receive(c, false, &reply, NULL, false);
                 if (r == -EAGAIN)
                         return 0;
                 if (c->state == CALL_IDLE && !c->broken)
@@ -1838,9 +1832,9 @@ _public_ int coherency_watch_process(coherency_watch *w, coherency_watch_event *
                 if (r < 0)
                         return r;
 
-                r = get_string(reply.parameters, "event", true, &kind, &bad);
+                r = get_string(reply.params, "event", true, &kind, &bad);
                 if (r >= 0)
-                        r = parse_grant_list(reply.parameters, &w->pending, &bad);
+                        r = parse_grant_list(reply.params, &w->pending, &bad);
                 coh_reply_done(&reply);
                 if (r < 0) {
                         free(kind);
@@ -1956,7 +1950,7 @@ static int call_receive(coherency_client *c, bool blocking, char **ret_json) {
         r = client_check_outstanding(c, KIND_RAW, c->method ?: "call");
         if (r < 0)
                 return r;
-        r = client_receive(c, blocking, &reply, NULL);
+        r = client_receive(c, blocking, &reply, NULL, true);
         if (r < 0)
                 return r;
         continues = reply.continues;

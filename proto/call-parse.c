@@ -12,6 +12,12 @@
  * forbids (overlong forms, surrogates, beyond U+10FFFF), \u escapes of a lone
  * surrogate (json-c made them U+FFFD), keys holding \u0000 (json-c cut them
  * there: "vm\u0000x" was "vm"), and more than COH_CALL_PARAMS_MAX parameters.
+ *
+ * The same reader keeps a whole reply for the client (coh_reply_read(), at
+ * the end): the same rules, duplicate keys and keys holding \u0000 refused at
+ * every depth, as every value is kept there; integers beyond int64_t are
+ * COH_JSON_NUMBER, no integer (json-c saturated them to its nearest end).
+ * fuzz-reply compares it with json-c's coh_reply_parse().
  */
 
 #include "call.h"
@@ -34,6 +40,12 @@ struct reader {
         struct coh_call *call;
         struct coh_call_param *params; /* COH_CALL_PARAMS_MAX of them */
         unsigned seen;                 /* envelope keys read, a bit each */
+        /* Reading a whole value (coh_reply_read()): */
+        struct coh_json *nodes;        /* the next free node */
+        struct coh_json *nodes_end;
+        struct coh_json *parent;       /* the container being filled */
+        struct coh_json *last;         /* its last member or item so far */
+        uint64_t keys;                 /* its members' keys so far, a bit each by key_bit() */
 };
 
 typedef int (*member_fn)(struct reader *r, unsigned depth, const char *key, size_t key_len);
@@ -474,6 +486,227 @@ static int envelope_member(struct reader *r, unsigned depth, const char *key, si
                 return 0;
         }
         }
+}
+
+/* ---- A whole value, for replies ---- */
+
+static int read_node(struct reader *r, unsigned depth, struct coh_json *v);
+
+/* A new member or item at the end of r->parent, or NULL when there are more than
+ * a valid text of this length can hold (coh_reply_read()): a text cut short, as
+ * "[[[[" is, starts values it does not end. */
+static struct coh_json *append_node(struct reader *r) {
+        struct coh_json *n;
+
+        if (r->nodes == r->nodes_end)
+                return NULL;
+        n = r->nodes++;
+        *n = (struct coh_json) {};
+        if (r->last)
+                r->last->next = n;
+        else
+                r->parent->first = n;
+        r->last = n;
+        r->parent->n++;
+        return n;
+}
+
+/* A key's bit in a container's set of keys: equal keys share it, so most keys
+ * new to an object are known to be new without comparing them. */
+static uint64_t key_bit(const char *key, size_t key_len) {
+        unsigned h = (unsigned) key_len * 7;
+
+        if (key_len > 0)
+                h += (unsigned char) key[0] * 3 + (unsigned char) key[key_len - 1];
+        return UINT64_C(1) << (h & 63);
+}
+
+static int node_member(struct reader *r, unsigned depth, const char *key, size_t key_len) {
+        uint64_t bit = key_bit(key, key_len);
+        struct coh_json *n;
+
+        /* As in calls: a key that is no C string cannot be looked up, and a second
+         * value for one is refused (json-c let the last win). */
+        if (strlen(key) != key_len)
+                return -EBADMSG;
+        if (r->keys & bit)
+                for (const struct coh_json *m = r->parent->first; m; m = m->next)
+                        if (m->key_len == key_len && memcmp(m->key, key, key_len) == 0)
+                                return -EBADMSG;
+        r->keys |= bit;
+
+        n = append_node(r);
+        if (!n)
+                return -EBADMSG;
+        n->key = key;
+        n->key_len = (uint32_t) key_len;
+        return read_node(r, depth + 1, n);
+}
+
+/* Fills the container v from the '{' or '[' at r->p. */
+static int read_container(struct reader *r, unsigned depth, struct coh_json *v) {
+        struct coh_json *parent = r->parent, *last = r->last;
+        uint64_t keys = r->keys;
+        int k;
+
+        r->parent = v;
+        r->last = NULL;
+        r->keys = 0;
+        if (*r->p == '{') {
+                v->type = COH_JSON_OBJECT;
+                k = read_object(r, depth, node_member);
+        } else {
+                v->type = COH_JSON_ARRAY;
+                for (k = open_container(r, ']'); k == 0; k = next_item(r, ']')) {
+                        struct coh_json *n = append_node(r);
+
+                        k = n ? read_node(r, depth + 1, n) : -EBADMSG;
+                        if (k < 0)
+                                break;
+                }
+        }
+        r->parent = parent;
+        r->last = last;
+        r->keys = keys;
+        return k < 0 ? k : 0;
+}
+
+/* As read_value(), the value kept whole in v. */
+static int read_node(struct reader *r, unsigned depth, struct coh_json *v) {
+        struct coh_call_param scalar;
+        int k;
+
+        if (depth > JSON_DEPTH_MAX)
+                return -EBADMSG;
+
+        switch (*r->p) {
+        case '"': {
+                char *s;
+                size_t len;
+
+                k = read_string(r, &s, &len);
+                if (k < 0)
+                        return k;
+                v->type = COH_JSON_STRING;
+                v->string = s;
+                v->n = (uint32_t) len;
+                return 0;
+        }
+        case '{':
+        case '[':
+                return read_container(r, depth, v);
+        default:
+                k = read_value(r, depth, &scalar);
+                if (k < 0)
+                        return k;
+                switch (scalar.kind) {
+                case COH_VALUE_NULL:
+                        v->type = COH_JSON_NULL;
+                        break;
+                case COH_VALUE_BOOL:
+                        v->type = COH_JSON_BOOL;
+                        v->boolean = scalar.boolean;
+                        break;
+                case COH_VALUE_INT:
+                        v->type = COH_JSON_INT;
+                        v->integer = scalar.integer;
+                        break;
+                default:
+                        v->type = COH_JSON_NUMBER;
+                        break;
+                }
+                return 0;
+        }
+}
+
+const struct coh_json *coh_json_member_from(const struct coh_json *o, const struct coh_json *from, const char *key) {
+        const struct coh_json *m;
+        size_t len;
+
+        if (!o || o->type != COH_JSON_OBJECT)
+                return NULL;
+        /* Lengths first: most keys differ in it, and comparing them costs no call. */
+        len = strlen(key);
+        m = from ?: o->first;
+        for (size_t i = 0; i < o->n; i++) {
+                if (m->key_len == len && memcmp(m->key, key, len) == 0)
+                        return m;
+                m = m->next ?: o->first;
+        }
+        return NULL;
+}
+
+const struct coh_json *coh_json_member(const struct coh_json *o, const char *key) {
+        return coh_json_member_from(o, NULL, key);
+}
+
+int coh_reply_read(const char *json, struct coh_reply *ret) {
+        static const struct coh_json empty = { .type = COH_JSON_OBJECT };
+        size_t len = strlen(json);
+        struct coh_json *root;
+        struct reader r = { .p = json };
+        int k;
+
+        *ret = (struct coh_reply) {};
+
+        /* The string lengths of the nodes are 32 bits: far beyond any message (frame.h). */
+        if (len > UINT32_MAX)
+                return -EBADMSG;
+        /*
+         * One allocation: the nodes, then every decoded string. A valid text of len
+         * bytes holds at most (len + 1) / 2 values: V of them, C containers among
+         * them, take 2 bytes a container, 1 at least a scalar, and a ',' or a ':'
+         * more for each item or member but the first of each container, so
+         * len >= 2C + (V - C) + (V - 1 - C) = 2V - 1.
+         */
+        ret->storage = malloc(sizeof(struct coh_json) * (len / 2 + 1) + len + 1);
+        if (!ret->storage)
+                return -ENOMEM;
+        root = r.nodes = ret->storage;
+        r.nodes_end = r.nodes + len / 2 + 1;
+        r.out = (char *) r.nodes_end;
+        r.nodes++;
+        *root = (struct coh_json) {};
+
+        skip_ws(&r);
+        if (*r.p != '{')
+                goto invalid;
+        k = read_node(&r, 1, root);
+        if (k < 0)
+                goto invalid;
+        skip_ws(&r);
+        if (*r.p != '\0')
+                goto invalid;
+
+        /* The envelope: unknown keys make a message invalid (the Varlink specification). */
+        for (const struct coh_json *m = root->first; m; m = m->next) {
+                if (strcmp(m->key, "parameters") == 0) {
+                        if (m->type == COH_JSON_OBJECT)
+                                ret->params = m;
+                        else if (m->type != COH_JSON_NULL)
+                                goto invalid;
+                } else if (strcmp(m->key, "continues") == 0) {
+                        if (m->type != COH_JSON_BOOL)
+                                goto invalid;
+                        ret->continues = m->boolean;
+                } else if (strcmp(m->key, "error") == 0) {
+                        if (m->type != COH_JSON_STRING || !coh_qualified_name_is_valid(m->string, m->n))
+                                goto invalid;
+                        ret->error = m->string;
+                } else
+                        goto invalid;
+        }
+        /* An error ends the call; one that claims more is coming cannot be matched to anything. */
+        if (ret->error && ret->continues)
+                goto invalid;
+        if (!ret->params)
+                ret->params = &empty;
+        return 0;
+
+invalid:
+        free(ret->storage);
+        *ret = (struct coh_reply) {};
+        return -EBADMSG;
 }
 
 int coh_call_parse(const char *json, struct coh_call *c) {

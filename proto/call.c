@@ -185,7 +185,28 @@ fail:
 
 void coh_reply_done(struct coh_reply *r) {
         json_object_put(r->root);
+        free(r->storage);
         *r = (struct coh_reply) {};
+}
+
+/* A message's flags that are true, then its end; the text stolen (NULL and errno ENOMEM when an allocation failed). */
+static char *end_message(struct coh_json_writer *w, const char *flag1, bool value1, const char *flag2, bool value2) {
+        char *s;
+
+        if (flag1 && value1) {
+                coh_jw_key(w, flag1);
+                coh_jw_bool(w, true);
+        }
+        if (flag2 && value2) {
+                coh_jw_key(w, flag2);
+                coh_jw_bool(w, true);
+        }
+        coh_jw_object_end(w);
+
+        s = coh_jw_steal(w, NULL);
+        if (!s)
+                errno = ENOMEM;
+        return s;
 }
 
 /*
@@ -231,25 +252,28 @@ static char *format_message(const char *key, const char *name, json_object *para
         }
         coh_jw_key(&w, "parameters");
         coh_jw_json(&w, text, len);
-        if (flag1 && value1) {
-                coh_jw_key(&w, flag1);
-                coh_jw_bool(&w, true);
-        }
-        if (flag2 && value2) {
-                coh_jw_key(&w, flag2);
-                coh_jw_bool(&w, true);
-        }
-        coh_jw_object_end(&w);
+        /* text may be parameters' own: written before it goes. */
+        s = end_message(&w, flag1, value1, flag2, value2);
         json_object_put(parameters);
-
-        s = coh_jw_steal(&w, NULL);
-        if (!s)
-                errno = ENOMEM;
         return s;
 }
 
 char *coh_call_format(const char *method, json_object *parameters, bool more, bool oneway) {
         return format_message("method", method, parameters, "more", more, "oneway", oneway);
+}
+
+void coh_call_begin(struct coh_json_writer *w, const char *method) {
+        *w = (struct coh_json_writer) {};
+        coh_jw_object_begin(w);
+        coh_jw_key(w, "method");
+        coh_jw_string(w, method);
+        coh_jw_key(w, "parameters");
+        coh_jw_object_begin(w);
+}
+
+char *coh_call_end(struct coh_json_writer *w, bool more, bool oneway) {
+        coh_jw_object_end(w);
+        return end_message(w, "more", more, "oneway", oneway);
 }
 
 char *coh_reply_format(json_object *parameters, bool continues) {

@@ -67,18 +67,65 @@ void coh_call_done(struct coh_call *c);
  * UTF-8 checked, at most 32 deep, finite numbers only): what replies are read with. */
 int coh_json_parse_object(const char *json, json_object **ret);
 
+/*
+ * A JSON value read by the same one-pass reader, kept whole: what the client
+ * reads the replies of a grant cycle into (issue 11: json-c's tree was most
+ * of its work). Every value of a text lives in one allocation, strings
+ * decoded and NUL-terminated; read-only once made.
+ */
+enum coh_json_type {
+        COH_JSON_NULL,
+        COH_JSON_BOOL,
+        COH_JSON_INT,    /* an integer within int64_t, without fraction or exponent */
+        COH_JSON_NUMBER, /* any other number (finite) */
+        COH_JSON_STRING,
+        COH_JSON_OBJECT,
+        COH_JSON_ARRAY,
+};
+
+struct coh_json {
+        enum coh_json_type type;
+        uint32_t n;                  /* STRING: its bytes (a \u0000 inside makes strlen() shorter); OBJECT, ARRAY: members, items */
+        uint32_t key_len;            /* strlen(key) */
+        const char *key;             /* a member's name (no U+0000 in it); NULL for an item */
+        const struct coh_json *next; /* the container's next member or item, in text order */
+        union {
+                bool boolean;
+                int64_t integer;
+                const char *string;
+                const struct coh_json *first; /* OBJECT, ARRAY: the first member or item */
+        };
+};
+
+/* The member `key` of o, or NULL (also when o is no object). Keys are unique: a text that repeats one is refused. */
+const struct coh_json *coh_json_member(const struct coh_json *o, const char *key);
+/* The same, looking from the member from (NULL: the first) round to the one before it: reading
+ * members in the order they were sent, each is found at once. from must be a member of o. */
+const struct coh_json *coh_json_member_from(const struct coh_json *o, const struct coh_json *from, const char *key);
+
 struct coh_reply {
-        json_object *root;        /* owned */
+        json_object *root;        /* owned; coh_reply_parse() */
         const char *error;        /* NULL for a reply, "iface.Name" for an error */
-        json_object *parameters;  /* always an object */
+        json_object *parameters;  /* coh_reply_parse(): always an object */
+        const struct coh_json *params; /* coh_reply_read(): always an object */
         bool continues;
+        void *storage;            /* owned; coh_reply_read(): everything above points into it */
 };
 
 /* -EBADMSG for anything that is not a valid reply or error. */
 int coh_reply_parse(const char *json, struct coh_reply *r);
+/* The same without json-c (call-parse.c): params instead of parameters, strict as
+ * coh_call_parse() is where json-c was laxer (the list at the head of call-parse.c). */
+int coh_reply_read(const char *json, struct coh_reply *r);
 void coh_reply_done(struct coh_reply *r);
 
 /* Serializers; return a malloc'ed NUL-terminated string, NULL on ENOMEM. Take ownership of parameters (may be NULL). */
 char *coh_call_format(const char *method, json_object *parameters, bool more, bool oneway);
+/* The same call written straight into w (json-writer.h), without a json_object: coh_call_begin()
+ * writes up to the parameters' '{', the caller their members, coh_call_end() the rest and takes
+ * the text from w (NULL on ENOMEM). */
+struct coh_json_writer;
+void coh_call_begin(struct coh_json_writer *w, const char *method);
+char *coh_call_end(struct coh_json_writer *w, bool more, bool oneway);
 char *coh_reply_format(json_object *parameters, bool continues);
 char *coh_error_format(const char *error, json_object *parameters);

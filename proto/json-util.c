@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include "json-util.h"
+#include "call.h"
 
 #include <errno.h>
 #include <string.h>
@@ -70,6 +71,60 @@ int coh_json_get_int64(json_object *o, const char *key, int64_t min, int64_t max
                 return -EINVAL;
 
         *ret = i;
+        return 0;
+}
+
+/* As get_member(), for a value coh_reply_read() read. */
+static int node_member(const struct coh_json *o, const char *key, const struct coh_json **ret) {
+        const struct coh_json *v;
+
+        if (!o || o->type != COH_JSON_OBJECT)
+                return -EINVAL;
+        v = coh_json_member(o, key);
+        if (!v || v->type == COH_JSON_NULL)
+                return -ENOENT;
+        *ret = v;
+        return 0;
+}
+
+int coh_node_get_string(const struct coh_json *o, const char *key, const char **ret) {
+        const struct coh_json *v;
+        int r;
+
+        r = node_member(o, key, &v);
+        if (r < 0)
+                return r;
+        /* As above: "a\u0000b" must not pass for "a". */
+        if (v->type != COH_JSON_STRING || strlen(v->string) != v->n)
+                return -EINVAL;
+        *ret = v->string;
+        return 0;
+}
+
+int coh_node_get_bool(const struct coh_json *o, const char *key, bool *ret) {
+        const struct coh_json *v;
+        int r;
+
+        r = node_member(o, key, &v);
+        if (r < 0)
+                return r;
+        if (v->type != COH_JSON_BOOL)
+                return -EINVAL;
+        *ret = v->boolean;
+        return 0;
+}
+
+int coh_node_get_int64(const struct coh_json *o, const char *key, int64_t min, int64_t max, int64_t *ret) {
+        const struct coh_json *v;
+        int r;
+
+        r = node_member(o, key, &v);
+        if (r < 0)
+                return r;
+        /* Integers beyond int64_t are COH_JSON_NUMBER: out of range whatever min and max. */
+        if (v->type != COH_JSON_INT || v->integer < min || v->integer > max)
+                return -EINVAL;
+        *ret = v->integer;
         return 0;
 }
 

@@ -15,6 +15,12 @@ int coh_json_get_int64(json_object *o, const char *key, int64_t min, int64_t max
 /* -EINVAL when the object has a key outside the NULL-terminated list. */
 int coh_json_check_keys(json_object *o, const char *const *allowed, const char **bad_key);
 
+/* The same for values coh_reply_read() read (call.h), without json-c. */
+struct coh_json;
+int coh_node_get_string(const struct coh_json *o, const char *key, const char **ret);
+int coh_node_get_bool(const struct coh_json *o, const char *key, bool *ret);
+int coh_node_get_int64(const struct coh_json *o, const char *key, int64_t min, int64_t max, int64_t *ret);
+
 /*
  * Building replies. A json-c allocation failure is caught here, in one place:
  * v NULL (its allocation failed), v itself marked failed, or a failure to

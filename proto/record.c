@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "call.h"
 #include "json-util.h"
 #include "record.h"
 #include "strbuf.h"
@@ -75,35 +76,100 @@ void coh_record_write(const struct coh_field *table, const void *rec, unsigned w
         }
 }
 
-static int field_from_json(const struct coh_field *f, json_object *v, void *rec) {
+/* A field's value from a reply, as coh_reply_read() keeps it or as json_member() makes it. */
+static int field_from_node(const struct coh_field *f, const struct coh_json *v, void *rec) {
         switch (f->type) {
         case COH_FIELD_INT:
-                if (!json_object_is_type(v, json_type_int))
+                if (v->type != COH_JSON_INT)
                         return -EBADMSG;
-                *(int64_t *) FIELD(rec, f) = json_object_get_int64(v);
+                *(int64_t *) FIELD(rec, f) = v->integer;
                 return 0;
         case COH_FIELD_BOOL:
-                if (!json_object_is_type(v, json_type_boolean))
+                if (v->type != COH_JSON_BOOL)
                         return -EBADMSG;
-                *(bool *) FIELD(rec, f) = json_object_get_boolean(v);
+                *(bool *) FIELD(rec, f) = v->boolean;
                 return 0;
         default:
                 break;
         }
-        if (!json_object_is_type(v, json_type_string))
+        if (v->type != COH_JSON_STRING)
                 return -EBADMSG;
-        const char *s = json_object_get_string(v);
         if (f->type == COH_FIELD_STRING) {
-                size_t len = strlen(s);
-                if (len >= f->size || len != (size_t) json_object_get_string_len(v))
+                if (v->n >= f->size || strlen(v->string) != v->n)
                         return -EBADMSG; /* too long, or an embedded NUL */
-                memcpy(FIELD(rec, f), s, len + 1);
+                memcpy(FIELD(rec, f), v->string, v->n + 1);
                 return 0;
         }
-        int i = coh_words_from_string(f->words, s);
+        /* A word is looked up as the C string, cut at a \u0000 as json-c's always was. */
+        int i = coh_words_from_string(f->words, v->string);
         if (i < 0 && !(f->flags & COH_FIELD_LENIENT))
                 return -EBADMSG;
         *(int *) FIELD(rec, f) = i;
+        return 0;
+}
+
+/* The member key of o into *ret (its scalar part: no field is a container); false when absent or null.
+ * *cursor is the member's own, for the next look-up to start after it (the daemon writes a record's
+ * members in its table's order). */
+typedef bool (*member_fn)(const void *o, const void **cursor, const char *key, struct coh_json *ret);
+
+static bool json_member(const void *o, const void **cursor, const char *key, struct coh_json *ret) {
+        json_object *v;
+
+        (void) cursor; /* json-c looks keys up by hash */
+
+        if (!json_object_object_get_ex((json_object *) o, key, &v) || !v)
+                return false;
+        switch (json_object_get_type(v)) {
+        case json_type_int:
+                /* json-c saturated integers beyond int64_t: taken so, as they always were here. */
+                *ret = (struct coh_json) { .type = COH_JSON_INT, .integer = json_object_get_int64(v) };
+                break;
+        case json_type_boolean:
+                *ret = (struct coh_json) { .type = COH_JSON_BOOL, .boolean = json_object_get_boolean(v) };
+                break;
+        case json_type_string:
+                *ret = (struct coh_json) { .type = COH_JSON_STRING, .string = json_object_get_string(v),
+                                           .n = (uint32_t) json_object_get_string_len(v) };
+                break;
+        default:
+                *ret = (struct coh_json) { .type = COH_JSON_NUMBER }; /* of no field's type */
+                break;
+        }
+        return true;
+}
+
+static bool node_member(const void *o, const void **cursor, const char *key, struct coh_json *ret) {
+        const struct coh_json *v = coh_json_member_from(o, *cursor, key);
+
+        if (!v)
+                return false;
+        *cursor = v->next;
+        if (v->type == COH_JSON_NULL)
+                return false;
+        *ret = *v;
+        return true;
+}
+
+static int record_fill(const struct coh_field *table, const void *o, member_fn member, unsigned which, void *rec,
+                       const char **ret_bad) {
+        const void *cursor = NULL;
+
+        for (const struct coh_field *f = table; f->json; f++) {
+                struct coh_json v;
+                if (!(f->flags & which & COH_FIELD_FORMS))
+                        continue;
+                if (!member(o, &cursor, f->json, &v)) {
+                        if (f->flags & COH_FIELD_OPTIONAL)
+                                continue;
+                        *ret_bad = f->json;
+                        return -EBADMSG;
+                }
+                if (field_from_node(f, &v, rec) < 0) {
+                        *ret_bad = f->json;
+                        return -EBADMSG;
+                }
+        }
         return 0;
 }
 
@@ -113,22 +179,16 @@ int coh_record_from_json(const struct coh_field *table, json_object *o, unsigned
                 *ret_bad = "";
                 return -EBADMSG;
         }
-        for (const struct coh_field *f = table; f->json; f++) {
-                json_object *v;
-                if (!(f->flags & which & COH_FIELD_FORMS))
-                        continue;
-                if (!json_object_object_get_ex(o, f->json, &v) || !v) {
-                        if (f->flags & COH_FIELD_OPTIONAL)
-                                continue;
-                        *ret_bad = f->json;
-                        return -EBADMSG;
-                }
-                if (field_from_json(f, v, rec) < 0) {
-                        *ret_bad = f->json;
-                        return -EBADMSG;
-                }
+        return record_fill(table, o, json_member, which, rec, ret_bad);
+}
+
+int coh_record_from_node(const struct coh_field *table, const struct coh_json *o, unsigned which, void *rec,
+                         const char **ret_bad) {
+        if (!o || o->type != COH_JSON_OBJECT) {
+                *ret_bad = "";
+                return -EBADMSG;
         }
-        return 0;
+        return record_fill(table, o, node_member, which, rec, ret_bad);
 }
 
 size_t coh_record_to_journal(const struct coh_field *table, const void *rec, struct coh_record_journal_field *out,

@@ -61,6 +61,11 @@ void coh_record_write(const struct coh_field *table, const void *rec, unsigned w
 int coh_record_from_json(const struct coh_field *table, json_object *o, unsigned which, void *rec,
                          const char **ret_bad);
 
+/* The same from a value coh_reply_read() read (call.h), without json-c. */
+struct coh_json;
+int coh_record_from_node(const struct coh_field *table, const struct coh_json *o, unsigned which, void *rec,
+                         const char **ret_bad);
+
 /* A journal field made from a record: name, and value in buf (or a string of the record). */
 struct coh_record_journal_field {
         const char *name;

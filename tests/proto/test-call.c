@@ -15,6 +15,7 @@
 
 #include "call.h"
 #include "json-util.h"
+#include "json-writer.h"
 #include "params.h"
 
 static json_object *parse_json(const char *s) {
@@ -580,13 +581,97 @@ static void test_reply_invalid(void **state) {
                         fail_msg("accepted or wrong error %d: %s", k, bad[i]);
                 assert_null(r.root);
                 coh_reply_done(&r);
+
+                k = coh_reply_read(bad[i], &r);
+                if (k != -EBADMSG)
+                        fail_msg("read accepted or wrong error %d: %s", k, bad[i]);
+                assert_null(r.storage);
+                assert_null(r.params);
+                coh_reply_done(&r);
+        }
+}
+
+/* coh_reply_read(): what libcoherency's typed calls read their replies with. */
+static void test_reply_read(void **state) {
+        static const char *const refused[] = {
+                /* Where json-c was laxer (call-parse.c), at any depth now that all is kept. */
+                "{\"parameters\":{\"facts\":{\"slot\":\"a\",\"slot\":\"b\"}}}",
+                "{\"parameters\":{\"a\\u0000b\":1}}",
+                "{\"parameters\":{\"n\":01}}",
+                "{\"continues\":false,\"continues\":true}",
+                /* Cut short: more values begun than the text's length allows whole ones. */
+                "{\"p\":{\"x\":[[[[[[[[[[[[[[[[[[[[]]]]]",
+        };
+        const struct coh_json *p, *v, *d;
+        struct coh_reply r;
+
+        assert_int_equal(coh_reply_read("{}", &r), 0);
+        assert_null(r.error);
+        assert_false(r.continues);
+        assert_int_equal(r.params->type, COH_JSON_OBJECT);
+        assert_int_equal(r.params->n, 0);
+        assert_null(r.parameters);
+        coh_reply_done(&r);
+
+        assert_int_equal(coh_reply_read("{\"parameters\":null,\"continues\":true}", &r), 0);
+        assert_true(r.continues);
+        assert_int_equal(r.params->n, 0);
+        coh_reply_done(&r);
+
+        assert_int_equal(coh_reply_read(" {\"parameters\": {\"s\": \"a\\u0000b\\u00e9\", \"i\": -42, "
+                                        "\"big\": 9223372036854775808, \"f\": 1.5, \"t\": true, \"z\": null, "
+                                        "\"facts\": {\"devices\": [{\"slot\": \"0000:00:01.0\"}, [], 7]}}} ", &r), 0);
+        p = r.params;
+        assert_int_equal(p->n, 7);
+        v = coh_json_member(p, "s");
+        assert_int_equal(v->type, COH_JSON_STRING);
+        assert_int_equal(v->n, 5);
+        assert_memory_equal(v->string, "a\0b\xc3\xa9", 6);
+        v = coh_json_member(p, "i");
+        assert_int_equal(v->type, COH_JSON_INT);
+        assert_int_equal(v->integer, -42);
+        assert_int_equal(coh_json_member(p, "big")->type, COH_JSON_NUMBER);
+        assert_int_equal(coh_json_member(p, "f")->type, COH_JSON_NUMBER);
+        assert_true(coh_json_member(p, "t")->boolean);
+        assert_int_equal(coh_json_member(p, "z")->type, COH_JSON_NULL);
+        assert_null(coh_json_member(p, "absent"));
+        /* From a member on, round to the one before it. */
+        v = coh_json_member(p, "t");
+        assert_ptr_equal(coh_json_member_from(p, v, "z"), v->next);
+        assert_ptr_equal(coh_json_member_from(p, v, "s"), p->first);
+        assert_ptr_equal(coh_json_member_from(p, v, "f"), coh_json_member(p, "f"));
+        assert_null(coh_json_member_from(p, v, "absent"));
+        assert_null(coh_json_member(coh_json_member(p, "i"), "i"));
+        d = coh_json_member(coh_json_member(p, "facts"), "devices");
+        assert_int_equal(d->type, COH_JSON_ARRAY);
+        assert_int_equal(d->n, 3);
+        assert_string_equal(coh_json_member(d->first, "slot")->string, "0000:00:01.0");
+        assert_int_equal(d->first->next->type, COH_JSON_ARRAY);
+        assert_int_equal(d->first->next->next->integer, 7);
+        assert_null(d->first->next->next->next);
+        coh_reply_done(&r);
+
+        assert_int_equal(coh_reply_read("{\"error\":\"io.coherencyd.Broker.NoSuchGrant\",\"parameters\":{\"grant\":\"g\"}}",
+                                        &r), 0);
+        assert_string_equal(r.error, "io.coherencyd.Broker.NoSuchGrant");
+        assert_string_equal(coh_json_member(r.params, "grant")->string, "g");
+        coh_reply_done(&r);
+        assert_null(r.storage);
+
+        for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+                int k = coh_reply_read(refused[i], &r);
+
+                if (k != -EBADMSG)
+                        fail_msg("accepted or wrong error %d: %s", k, refused[i]);
+                assert_null(r.storage);
         }
 }
 
 static void test_format(void **state) {
+        struct coh_json_writer w;
         struct coh_reply r;
         struct coh_call c;
-        char *s;
+        char *s, *t;
 
         s = coh_call_format("io.coherencyd.Broker.Probe", parse_json("{\"device\":0,\"path\":\"/dev/vfio/1\"}"),
                             false, false);
@@ -612,6 +697,26 @@ static void test_format(void **state) {
 
         s = coh_call_format("a.B", NULL, false, true);
         assert_string_equal(s, "{\"method\":\"a.B\",\"parameters\":{},\"oneway\":true}");
+        free(s);
+
+        /* Written without a json_object (the client's hot calls): the same text. */
+        coh_call_begin(&w, "io.coherencyd.Broker.ReleaseGrant");
+        coh_jw_key(&w, "grant");
+        coh_jw_string(&w, "g\"1/\n");
+        coh_jw_key(&w, "vm");
+        coh_jw_int(&w, 0);
+        s = coh_call_end(&w, false, false);
+        assert_string_equal(s, "{\"method\":\"io.coherencyd.Broker.ReleaseGrant\","
+                               "\"parameters\":{\"grant\":\"g\\\"1/\\n\",\"vm\":0}}");
+        t = coh_call_format("io.coherencyd.Broker.ReleaseGrant", parse_json("{\"grant\":\"g\\\"1/\\n\",\"vm\":0}"),
+                            false, false);
+        assert_string_equal(s, t);
+        free(t);
+        free(s);
+        assert_null(w.buf);
+        coh_call_begin(&w, "a.B");
+        s = coh_call_end(&w, true, true);
+        assert_string_equal(s, "{\"method\":\"a.B\",\"parameters\":{},\"more\":true,\"oneway\":true}");
         free(s);
 
         s = coh_reply_format(NULL, false);
@@ -749,6 +854,7 @@ int main(void) {
                 cmocka_unit_test(test_params_dispatch),
                 cmocka_unit_test(test_reply_valid),
                 cmocka_unit_test(test_reply_invalid),
+                cmocka_unit_test(test_reply_read),
                 cmocka_unit_test(test_format),
                 cmocka_unit_test(test_json_get),
                 cmocka_unit_test(test_json_check_keys),

@@ -9,3 +9,5 @@ coh_unit_test(test-json-build SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-json-build.
 coh_unit_test(test-json-writer SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-json-writer.c LIBS coh_proto)
 coh_fuzz_target(fuzz-json-writer ${CMAKE_CURRENT_LIST_DIR}/../fuzz/fuzz-json-writer.c coh_proto)
 coh_unit_test(test-strbuf SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-strbuf.c LIBS coh_proto)
+# fuzz-reply compares the client's reply reader with json-c's, records included (call-reference.c for what may differ).
+coh_fuzz_target(fuzz-reply "${CMAKE_CURRENT_LIST_DIR}/../fuzz/fuzz-reply.c;${CMAKE_CURRENT_LIST_DIR}/../fuzz/call-reference.c" coh_proto)
