@@ -111,9 +111,7 @@ int coh_json_parse_object(const char *json, json_object **ret) {
         return r;
 }
 
-/* Absent and null parameters become an empty object owned by root, so callers
- * never special-case them and nothing outlives coh_*_done(). */
-static int take_parameters(json_object *root, json_object *value, json_object **ret) {
+int coh_json_take_parameters(json_object *root, json_object *value, json_object **ret) {
         json_object *empty;
 
         if (value) {
@@ -167,7 +165,7 @@ int coh_reply_parse(const char *json, struct coh_reply *r) {
         if (error && r->continues)
                 goto invalid;
 
-        k = take_parameters(root, parameters, &r->parameters);
+        k = coh_json_take_parameters(root, parameters, &r->parameters);
         if (k < 0)
                 goto fail;
 

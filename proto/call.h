@@ -66,6 +66,10 @@ void coh_call_done(struct coh_call *c);
 /* One complete JSON object and nothing but whitespace around it, read by json-c (strict,
  * UTF-8 checked, at most 32 deep, finite numbers only): what replies are read with. */
 int coh_json_parse_object(const char *json, json_object **ret);
+/* A message's "parameters" member (value, NULL when absent or null) as an object: absent and
+ * null become an empty object owned by root, so callers never special-case them and nothing
+ * outlives root. -EBADMSG when value is no object, -ENOMEM. */
+int coh_json_take_parameters(json_object *root, json_object *value, json_object **ret);
 
 /*
  * A JSON value read by the same one-pass reader, kept whole: what the client

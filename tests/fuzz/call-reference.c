@@ -58,27 +58,6 @@ static bool qualified_name_is_valid(json_object *o) {
         return ref_qualified_name_is_valid(s);
 }
 
-static int take_parameters(json_object *root, json_object *value, json_object **ret) {
-        json_object *empty;
-
-        if (value) {
-                if (!json_object_is_type(value, json_type_object))
-                        return -EBADMSG;
-                *ret = value;
-                return 0;
-        }
-
-        empty = json_object_new_object();
-        if (!empty)
-                return -ENOMEM;
-        if (json_object_object_add(root, "parameters", empty) < 0) {
-                json_object_put(empty);
-                return -ENOMEM;
-        }
-        *ret = empty;
-        return 0;
-}
-
 int ref_call_parse(const char *json, struct ref_call *c) {
         json_object *root = NULL, *method = NULL, *parameters = NULL;
         int r;
@@ -120,7 +99,7 @@ int ref_call_parse(const char *json, struct ref_call *c) {
         if (c->oneway + c->more + c->upgrade > 1)
                 goto invalid;
 
-        r = take_parameters(root, parameters, &c->parameters);
+        r = coh_json_take_parameters(root, parameters, &c->parameters);
         if (r < 0)
                 goto fail;
 
