@@ -18,7 +18,7 @@ add_test(NAME systemd-boot
 set_tests_properties(systemd-boot PROPERTIES LABELS systemd FIXTURES_SETUP coh_systemd_boot
                      SKIP_RETURN_CODE 77 TIMEOUT 360 RUN_SERIAL TRUE)
 
-foreach(check activation sandbox reload restart restart-ending restart-limits sigkill sigkill-ending watchdog idle-exit linux-platform
+foreach(check activation sandbox reload restart restart-ending restart-limits reexec sigkill sigkill-ending watchdog idle-exit linux-platform
               journal journal-host)
   add_test(NAME systemd-${check} COMMAND ${CMAKE_CURRENT_LIST_DIR}/check-result ${COH_SYSTEMD_TIER_OUT} ${check})
   set_tests_properties(systemd-${check} PROPERTIES LABELS systemd FIXTURES_REQUIRED coh_systemd_boot
