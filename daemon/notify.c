@@ -43,18 +43,10 @@ bool coh_notify_enabled(const struct coh_notify *n) {
 }
 
 static int send_message(struct coh_notify *n, const char *message, const int *fds, size_t n_fds) {
-        union {
-                struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * COH_MESSAGE_FDS_MAX)];
-        } control = {};
-        struct iovec iov = { .iov_base = (void *) message, .iov_len = strlen(message) };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-
         if (n_fds > COH_MESSAGE_FDS_MAX)
                 return -E2BIG;
-        if (n_fds > 0)
-                coh_cmsg_put_fds(&mh, control.buf, fds, n_fds);
-        return sendmsg(n->fd, &mh, MSG_NOSIGNAL) < 0 ? -errno : 1;
+        ssize_t r = coh_sendmsg_fds(n->fd, message, strlen(message), fds, n_fds, MSG_NOSIGNAL);
+        return r < 0 ? (int) r : 1;
 }
 
 int coh_notify_send(struct coh_notify *n, const char *message, const int *fds, size_t n_fds) {

@@ -70,25 +70,11 @@ static void close_all(int *fds, size_t n) {
 /* ---- the wire, both sides ------------------------------------------------------ */
 
 int coh_priv_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds) {
-        union {
-                struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * COH_PRIV_FDS_MAX)];
-        } control;
-        struct iovec iov = { .iov_base = (void *) buf, .iov_len = len };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-        ssize_t n;
-
         if (n_fds > COH_PRIV_FDS_MAX)
                 return -E2BIG;
-        if (n_fds > 0) {
-                memset(&control, 0, sizeof control);
-                coh_cmsg_put_fds(&mh, control.buf, fds, n_fds);
-        }
-        do
-                n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-        while (n < 0 && errno == EINTR);
+        ssize_t n = coh_sendmsg_fds(sock, buf, len, fds, n_fds, MSG_NOSIGNAL);
         if (n < 0)
-                return -errno;
+                return (int) n;
         return (size_t) n == len ? 0 : -EPROTO;
 }
 

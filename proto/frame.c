@@ -612,23 +612,11 @@ int coh_outbuf_send(struct coh_outbuf *o, int sock, const char *json, size_t lim
                 close_fds_const(fds, n_fds);
                 return len > limit ? -ENOBUFS : -EINVAL;
         }
-        union {
-                struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * COH_MESSAGE_FDS_MAX)];
-        } control = {};
-        struct iovec iov = { .iov_base = (void *) json, .iov_len = len };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-        if (n_fds > 0)
-                coh_cmsg_put_fds(&mh, control.buf, fds, n_fds);
-        ssize_t n;
-        do
-                n = sendmsg(sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-        while (n < 0 && errno == EINTR);
+        ssize_t n = coh_sendmsg_fds(sock, json, len, fds, n_fds, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n < 0) {
-                if (errno != EAGAIN) {
-                        r = -errno;
+                if (n != -EAGAIN) {
                         close_fds_const(fds, n_fds);
-                        return r;
+                        return (int) n;
                 }
                 /* Nothing went: all of it waits, its descriptors with it. */
                 r = coh_outbuf_append_fds(o, json, limit, fds, n_fds);
@@ -645,22 +633,36 @@ int coh_outbuf_send(struct coh_outbuf *o, int sock, const char *json, size_t lim
         return -EAGAIN;
 }
 
-void coh_cmsg_put_fds(struct msghdr *mh, void *control, const int *fds, size_t n_fds) {
-        mh->msg_control = control;
-        mh->msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-        struct cmsghdr *cmsg = CMSG_FIRSTHDR(mh);
-        cmsg->cmsg_level = SOL_SOCKET;
-        cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * n_fds);
+ssize_t coh_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, size_t n_fds, int flags) {
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int) * COH_SCM_FDS_MAX)];
+        } control;
+        struct iovec iov = { .iov_base = (void *) buf, .iov_len = len };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        ssize_t n;
+
+        if (n_fds > COH_SCM_FDS_MAX)
+                return -EINVAL;
+        if (n_fds > 0) {
+                /* Only the part in use is cleared: the padding too, which the kernel is handed. */
+                mh.msg_control = control.buf;
+                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+                memset(control.buf, 0, mh.msg_controllen);
+                struct cmsghdr *cmsg = CMSG_FIRSTHDR(&mh);
+                cmsg->cmsg_level = SOL_SOCKET;
+                cmsg->cmsg_type = SCM_RIGHTS;
+                cmsg->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+                memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * n_fds);
+        }
+        do
+                n = sendmsg(sock, &mh, flags);
+        while (n < 0 && errno == EINTR);
+        return n < 0 ? -errno : n;
 }
 
 int coh_outbuf_flush(struct coh_outbuf *o, int sock) {
         while (o->off < o->len) {
-                union {
-                        struct cmsghdr align;
-                        char buf[CMSG_SPACE(sizeof(int) * COH_MESSAGE_FDS_MAX)];
-                } control = {};
                 struct coh_outbuf_fds *e = o->n_fds > 0 ? &o->fds[0] : NULL;
                 /* Bytes before the next message with descriptors go alone, so
                  * the descriptors ride on that message's first byte; from it,
@@ -671,16 +673,10 @@ int coh_outbuf_flush(struct coh_outbuf *o, int sock) {
                         end = e->at;
                 else if (with_fds && o->n_fds > 1)
                         end = o->fds[1].at;
-                struct iovec iov = { .iov_base = o->buf + o->off, .iov_len = end - o->off };
-                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-                if (with_fds)
-                        coh_cmsg_put_fds(&mh, control.buf, e->fds, e->n);
-                ssize_t n = sendmsg(sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
+                ssize_t n = coh_sendmsg_fds(sock, o->buf + o->off, end - o->off, with_fds ? e->fds : NULL,
+                                            with_fds ? e->n : 0, MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (n < 0)
+                        return (int) n;
                 if (with_fds && n > 0) {
                         /* The kernel holds its own references now. */
                         close_fds(e->fds, e->n);
@@ -716,10 +712,6 @@ void coh_outbuf_discard(struct coh_outbuf *o) {
 }
 
 int coh_send_message(int sock, const char *json, const int *fds, size_t n_fds) {
-        union {
-                struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * COH_MESSAGE_FDS_MAX)];
-        } control = {};
         size_t len = strlen(json) + 1, off = 0;
 
         /* The receiver would reject either; refuse before anything hits the wire. */
@@ -729,28 +721,12 @@ int coh_send_message(int sock, const char *json, const int *fds, size_t n_fds) {
                 return -EINVAL;
 
         while (off < len) {
-                struct iovec iov = {
-                        .iov_base = (char *) json + off,
-                        .iov_len = len - off,
-                };
-                struct msghdr mh = {
-                        .msg_iov = &iov,
-                        .msg_iovlen = 1,
-                };
-                ssize_t n;
-
                 /* Only the first byte carries the descriptors; once any byte is
                  * out, they went with it. */
-                if (off == 0 && n_fds > 0)
-                        coh_cmsg_put_fds(&mh, control.buf, fds, n_fds);
-
-                n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                off += n;
+                ssize_t n = coh_sendmsg_fds(sock, json + off, len - off, fds, off == 0 ? n_fds : 0, MSG_NOSIGNAL);
+                if (n < 0)
+                        return (int) n;
+                off += (size_t) n;
         }
 
         return 0;

@@ -150,10 +150,11 @@ void coh_outbuf_discard(struct coh_outbuf *o);
 int coh_send_message(int sock, const char *json, const int *fds, size_t n_fds);
 
 /*
- * Attaches fds (n_fds of them, at least one) to mh as one SCM_RIGHTS control
- * message, written into control: at least CMSG_SPACE(sizeof(int) * n_fds)
- * bytes, aligned for struct cmsghdr, zeroed by the caller. For every sender of
- * descriptors: the outbuf, coh_send_message() and the privileged helper's wire.
+ * One sendmsg() of len bytes from buf with fds (n_fds of them, none or up to
+ * COH_SCM_FDS_MAX, the kernel's SCM_MAX_FD) as one SCM_RIGHTS message on its
+ * first byte; EINTR is retried. The bytes sent, or -errno. For every sender of
+ * descriptors: the outbuf, coh_send_message(), the privileged helper's wire,
+ * the messages to systemd, and the tests' raw senders.
  */
-struct msghdr;
-void coh_cmsg_put_fds(struct msghdr *mh, void *control, const int *fds, size_t n_fds);
+#define COH_SCM_FDS_MAX 253
+ssize_t coh_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, size_t n_fds, int flags);

@@ -32,7 +32,6 @@
 #include "sim-objects.h"
 
 #define JOURNAL_TRIES 100 /* flush-and-read rounds before a missing record fails the test */
-#define SCM_FDS_MAX 253   /* the kernel's SCM_MAX_FD: the most one sendmsg() can carry */
 
 /* ---- small utilities --------------------------------------------------- */
 
@@ -119,23 +118,15 @@ static ssize_t read_append(int fd, char **buf, size_t *len) {
         return n;
 }
 
-/* One sendmsg() of data with fds on its first byte, as it returns. No allocation and
- * no assertion, so that a forked child may use it too. */
+/* One sendmsg() of data with fds on its first byte, as it returns (-1 and errno on failure). No
+ * allocation and no assertion, so that a forked child may use it too. */
 static ssize_t send_with_fds(int sock, const void *data, size_t len, const int *fds, size_t n_fds) {
-        union {
-                struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * SCM_FDS_MAX)];
-        } control = {};
-        struct iovec iov = { .iov_base = (void *) data, .iov_len = len };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-
-        if (n_fds > SCM_FDS_MAX) {
-                errno = EINVAL;
+        ssize_t n = coh_sendmsg_fds(sock, data, len, fds, n_fds, MSG_NOSIGNAL);
+        if (n < 0) {
+                errno = (int) -n;
                 return -1;
         }
-        if (n_fds > 0)
-                coh_cmsg_put_fds(&mh, &control, fds, n_fds);
-        return sendmsg(sock, &mh, MSG_NOSIGNAL);
+        return n;
 }
 
 static int wait_status_to_exit(int status) {

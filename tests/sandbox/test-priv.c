@@ -253,15 +253,7 @@ static void test_custody_without_room_for_descriptors_is_emfile(void **state) {
 
 /* Sends len bytes with fds (more than coh_priv_send would: raw) and returns the reply's result. */
 static int raw_call(struct fixture *f, const void *buf, size_t len, const int *fds, size_t n_fds) {
-        union {
-                struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * 8)];
-        } control = {};
-        struct iovec iov = { .iov_base = (void *) buf, .iov_len = len };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-        if (n_fds > 0)
-                coh_cmsg_put_fds(&mh, control.buf, fds, n_fds);
-        assert_int_equal(sendmsg(f->fd, &mh, MSG_NOSIGNAL), (ssize_t) len);
+        assert_int_equal(coh_sendmsg_fds(f->fd, buf, len, fds, n_fds, MSG_NOSIGNAL), (ssize_t) len);
 
         struct coh_priv_reply reply;
         int got[COH_PRIV_FDS_MAX], flags;
