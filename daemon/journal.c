@@ -26,6 +26,7 @@
 
 #include <event2/event.h>
 
+#include "buffer.h"
 #include "journal.h"
 #include "messages.h"
 
@@ -124,26 +125,9 @@ static bool message_id_is_valid(const char *id) {
         return n == 32 && id[n] == 0;
 }
 
-/* Grows d to hold want bytes: rarely, the buffer is kept from record to record. */
-static int datagram_grow(struct datagram *d, size_t want) {
-        size_t a = d->allocated ?: 4096;
-        char *p;
-
-        while (a < want) {
-                if (a > SIZE_MAX / 2)
-                        return -ENOMEM;
-                a *= 2;
-        }
-        p = realloc(d->data, a);
-        if (!p)
-                return -ENOMEM;
-        d->data = p;
-        d->allocated = a;
-        return 0;
-}
-
+/* Room for more bytes: rarely grown, the buffer is kept from record to record. */
 static inline int datagram_reserve(struct datagram *d, size_t more) {
-        return d->size + more <= d->allocated ? 0 : datagram_grow(d, d->size + more);
+        return coh_buffer_reserve(&d->data, &d->allocated, d->size, more, 4096);
 }
 
 /* Appends "NAME=value\n", or the binary form when value has a newline; name has name_len bytes. */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include "buffer.h"
 #include "frame.h"
 
 #include <assert.h>
@@ -552,22 +553,10 @@ int coh_outbuf_append(struct coh_outbuf *o, const char *json, size_t limit) {
                 o->off = 0;
         }
 
-        if (o->cap - o->len < n) {
-                /* From the first message's size: most queues hold one reply, briefly. */
-                size_t cap = o->cap > 0 ? o->cap : n;
-                char *p;
-
-                while (cap - o->len < n) {
-                        if (cap > SIZE_MAX / 2)
-                                return -ENOMEM;
-                        cap *= 2;
-                }
-                p = realloc(o->buf, cap);
-                if (!p)
-                        return -ENOMEM;
-                o->buf = p;
-                o->cap = cap;
-        }
+        /* From the first message's size: most queues hold one reply, briefly. */
+        int r = coh_buffer_reserve(&o->buf, &o->cap, o->len, n, n);
+        if (r < 0)
+                return r;
 
         memcpy(o->buf + o->len, json, n);
         o->len += n;

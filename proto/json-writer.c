@@ -4,29 +4,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
 #include "json-writer.h"
 
 /* Big enough for a RequestGrant reply with a few devices, so that most replies grow it never. */
 #define INITIAL_SIZE 2048
 
 static bool grow(struct coh_json_writer *w, size_t n) {
-        if (w->failed)
+        /* n bytes and the NUL after them. */
+        if (w->failed || coh_buffer_reserve(&w->buf, &w->size, w->len + 1, n, INITIAL_SIZE) < 0) {
+                w->failed = true;
                 return false;
-        size_t size = w->size ?: INITIAL_SIZE;
-        while (size - w->len <= n) {
-                if (size > SIZE_MAX / 2)
-                        goto fail;
-                size *= 2;
         }
-        char *p = realloc(w->buf, size);
-        if (!p)
-                goto fail;
-        w->buf = p;
-        w->size = size;
         return true;
-fail:
-        w->failed = true;
-        return false;
 }
 
 /* Room for n more bytes and the NUL; never once an allocation failed. */
